@@ -1,0 +1,49 @@
+# gpuwarden — two commands on a fresh Debian/Ubuntu machine:
+#   make demo   set everything up and run the main job
+#   make test   set everything up and run the whole test suite
+# `make bench` runs the benchmarks (not part of `make test`).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint bench system-deps clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gpuwarden needs Python >= 3.11"'
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || { \
+	  echo "python3 -m venv failed: install it with: $(SUDO) apt-get install -y python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Slurm and munge for the real-Slurm tests and the demo (Debian's slurm-wlm).
+system-deps:
+	@if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
+	    echo "installing slurm-wlm and munge (apt)"; \
+	    $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	  else \
+	    echo "Slurm is not installed and this user cannot apt-get: Slurm tests will be skipped."; \
+	  fi; \
+	fi
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+test: $(STAMP) system-deps lint
+	$(VENV)/bin/pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/gpuwarden node --gpu-backend sim --sim-gpus 4 \
+	  --sim-profile 0=train,1=inference,2=idle,3=thermal-throttle --interval 2 --no-auth
+
+bench: $(STAMP) system-deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

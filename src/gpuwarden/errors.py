@@ -1,0 +1,6 @@
+"""Errors meant for a person: the message names the field and the fix; the CLI prints it
+on one line and exits non-zero, with no traceback."""
+
+
+class GpuwardenError(Exception):
+    """A problem the user can fix; ``str(exc)`` says what and how."""

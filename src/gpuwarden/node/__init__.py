@@ -1,0 +1,1 @@
+"""The node daemon: poller, job mapper, exposition and HTTP app."""

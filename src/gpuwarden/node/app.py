@@ -1,0 +1,147 @@
+"""The node daemon's HTTP app (Starlette: the node needs no more, and stays small).
+
+Every route but ``/healthz`` demands ``Authorization: Bearer <token>``.  Handlers only read
+the latest snapshot, so a scrape costs a render, never an NVML call.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gpuwarden import __version__
+from gpuwarden.node.exposition import CONTENT_TYPE, Exposition, GpuCollector
+from gpuwarden.node.poller import NodeSnapshot
+
+
+def problem(status: int, title: str, detail: str, **headers: str) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    return JSONResponse(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+        status_code=status,
+        media_type="application/problem+json",
+        headers=headers or None,
+    )
+
+
+def snapshot_to_dict(snap: NodeSnapshot, now: float) -> dict[str, Any]:
+    health = snap.health(now)
+    poll = snap.poll
+    gpus = []
+    for g in poll.gpus:
+        ident = g.identity
+        gpus.append({
+            "index": ident.index,
+            "uuid": ident.uuid,
+            "name": ident.name,
+            "pci_bus_id": ident.pci_bus_id,
+            "device": ident.device,
+            "simulated": ident.simulated,
+            "up": g.up,
+            "error": g.error,
+            "fields": dict(g.fields),
+            "clock_events": dict(g.clock_events),
+            "processes": [
+                {"pid": p.pid, "used_memory_mib": p.used_memory_mib, "kind": p.kind}
+                for p in g.processes
+            ],
+            "xids": [
+                {"xid": x.xid, "count": x.count, "last_seen": x.last_seen,
+                 "kind": "application" if x.application else "hardware"}
+                for x in g.xids
+            ],
+            "last_xid": g.last_xid,
+            "jobs": [
+                {"job_id": j.job_id, "user": j.user, "partition": j.partition,
+                 "has_process": j.source == "process"}
+                for j in snap.jobs.get(ident.index, ())
+            ],
+        })
+    stats = snap.stats
+    return {
+        "node": {
+            "hostname": snap.hostname,
+            "backend": poll.backend,
+            "driver_version": poll.driver_version,
+            "version": __version__,
+            "started_at": snap.started_at,
+        },
+        "timestamp": poll.timestamp,
+        "age_seconds": max(0.0, now - poll.timestamp),
+        "health": {"state": health.state, "reason": health.reason},
+        "collector": {
+            "interval_seconds": stats.interval_seconds,
+            "polls_total": stats.polls_total,
+            "poll_failures_total": stats.poll_failures_total,
+            "last_duration_seconds": stats.last_duration_seconds,
+            "last_success_timestamp": stats.last_success_timestamp,
+            "errors_total": dict(stats.errors_total),
+        },
+        "gpus": gpus,
+    }
+
+
+def create_app(
+    snapshot: Callable[[], NodeSnapshot | None],
+    *,
+    token: str | None,
+    extra_collectors: Sequence[Collector] = (),
+    extra_routes: Sequence[Route] = (),
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """``token=None`` disables auth (the CLI allows that on loopback only)."""
+    exposition = Exposition([GpuCollector(snapshot, clock), *extra_collectors])
+    expected = f"Bearer {token}".encode() if token is not None else None
+
+    def authorized(request: Request) -> bool:
+        if expected is None:
+            return True
+        given = request.headers.get("authorization", "").encode()
+        return hmac.compare_digest(given, expected)
+
+    async def healthz(request: Request) -> Response:
+        snap = snapshot()
+        if snap is None:
+            return JSONResponse({"status": "starting", "reason": "no GPU poll yet"}, 503)
+        health = snap.health(clock())
+        body = {"status": health.state, "reason": health.reason, "backend": snap.poll.backend,
+                "gpus": len(snap.poll.gpus), "gpus_up": sum(g.up for g in snap.poll.gpus)}
+        return JSONResponse(body, 200 if health.ok else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(exposition.render(), media_type=CONTENT_TYPE)
+
+    async def api_snapshot(request: Request) -> Response:
+        snap = snapshot()
+        if snap is None:
+            return problem(503, "Service Unavailable", "The first GPU poll has not finished.")
+        return JSONResponse(snapshot_to_dict(snap, clock()))
+
+    def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            if not authorized(request):
+                return problem(
+                    401, "Unauthorized",
+                    "Send the node token as 'Authorization: Bearer <token>'.",
+                    **{"WWW-Authenticate": 'Bearer realm="gpuwarden-node"'},
+                )
+            return await handler(request)
+
+        return endpoint
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/metrics", guarded(metrics)),
+        Route("/api/v1/snapshot", guarded(api_snapshot)),
+    ]
+    for route in extra_routes:
+        routes.append(Route(route.path, guarded(route.endpoint), methods=route.methods))
+    return Starlette(routes=routes)
