@@ -20,15 +20,20 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Slurm and munge for the real-Slurm tests and the demo (Debian's slurm-wlm).
+# What the tests run for real: Slurm + munge (Debian's slurm-wlm) and Prometheus (promtool).
+SYSTEM_PACKAGES := slurm-wlm munge prometheus
 system-deps:
-	@if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then \
+	@missing=""; \
+	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
+	command -v munged >/dev/null || missing="$$missing munge"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
-	    echo "installing slurm-wlm and munge (apt)"; \
+	    echo "installing$$missing (apt)"; \
 	    $(SUDO) apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	  else \
-	    echo "Slurm is not installed and this user cannot apt-get: Slurm tests will be skipped."; \
+	    echo "missing$$missing and this user cannot apt-get: those tests will be skipped."; \
 	  fi; \
 	fi
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,3 +83,85 @@ def daemon_factory() -> Iterator:
             d.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             d.proc.kill()
+
+
+class Serve:
+    def __init__(self, proc: subprocess.Popen[str], url: str, admin: str, home: Path,
+                 lines: list[str]) -> None:
+        self.proc, self.url, self.admin, self.home, self.lines = proc, url, admin, home, lines
+
+    def get(self, path: str, token: str | None = None, **kw) -> httpx.Response:
+        token = self.admin if token is None else token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=10, **kw)
+
+    def wait(self, predicate, timeout: float = 20.0, what: str = "condition"):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def start_serve(config: Path, home: Path, port: int | None = None) -> Serve:
+    port = port or free_port()
+    env = {**os.environ, "GPUWARDEN_HOME": str(home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuwarden", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    lines: list[str] = []
+    admin = ""
+    url = f"http://127.0.0.1:{port}"
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            time.sleep(0.2)
+            raise AssertionError(f"serve exited {proc.returncode}: " + "\n".join(lines))
+        signin = next((x for x in lines if x.startswith("sign in:")), None)
+        for i, line in enumerate(lines):
+            if "shown this once" in line and i + 1 < len(lines):
+                admin = lines[i + 1].strip()
+        ready = signin is not None and (admin or "/login?token=" not in signin)
+        try:
+            if ready and httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return Serve(proc, url, admin, home, lines)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("serve did not come up: " + "\n".join(lines))
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def serve_factory() -> Iterator:
+    started: list[Serve] = []
+
+    def factory(config: Path, home: Path, port: int | None = None) -> Serve:
+        s = start_serve(config, home, port)
+        started.append(s)
+        return s
+
+    yield factory
+    for s in started:
+        stop(s.proc)

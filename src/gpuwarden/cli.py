@@ -41,6 +41,8 @@ def _root(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpcore", "apprise"):  # a line per request is not a log
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 @app.command()
@@ -74,6 +76,18 @@ def node(
     hostname: Annotated[
         str | None, typer.Option(help="Hostname label to export (default: this host's name).")
     ] = None,
+    slurm: Annotated[
+        bool, typer.Option("--slurm", help="Map GPUs to the Slurm jobs allocated them (runs a "
+                           "Slurm collector; simulated GPUs then follow their jobs).")
+    ] = False,
+    slurm_controller: Annotated[
+        bool, typer.Option("--slurm-controller", help="On the Slurm controller's node: also "
+                           "export Slurm metrics and serve the Slurm API and actions.")
+    ] = False,
+    slurm_node: Annotated[
+        str | None, typer.Option(help="This machine's Slurm node name (default: --hostname).")
+    ] = None,
+    slurm_interval: Annotated[float, typer.Option(help="Seconds between Slurm snapshots.")] = 15.0,
 ) -> None:
     """Run the node daemon: export this machine's GPUs (dcgm-exporter compatible /metrics,
     JSON /api/v1/snapshot, /healthz)."""
@@ -91,8 +105,200 @@ def node(
             token_file=token_file,
             no_auth=no_auth,
             hostname=hostname,
+            slurm=slurm,
+            slurm_controller=slurm_controller,
+            slurm_node=slurm_node,
+            slurm_interval=slurm_interval,
         )
     )
+
+
+@app.command()
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML configuration (nodes, scrape, store); else env GPUWARDEN_CONFIG."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
+) -> None:
+    """Run the control plane: inventory, scraper, metrics store and API."""
+    from gpuwarden.server import ServeOptions, run_serve
+
+    run_serve(ServeOptions(config=config, host=host, port=port))
+
+
+def _mount_slurm() -> None:
+    from gpuwarden.slurm.cli import app as slurm_app
+
+    app.add_typer(slurm_app, name="slurm", help="Slurm: config generation and a local "
+                  "multi-node cluster.")
+
+
+_mount_slurm()
+
+token_app = typer.Typer(help="API tokens (viewer, operator, admin).", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _tokens():  # -> TokenStore
+    from gpuwarden.config import Settings
+    from gpuwarden.state.db import StateDB
+    from gpuwarden.state.tokens import TokenStore
+
+    return TokenStore(StateDB(Settings().home / "state.db"))
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help="viewer (reads), operator (acts), admin (manages).")]
+    = "viewer",
+    name: Annotated[str, typer.Option(help="A name to recognise the token by.")] = "",
+) -> None:
+    """Create an API token; it is printed once, alone on the last line."""
+    token = _tokens().create(role, name)
+    print(f"created a {role} token; it is shown once:", file=sys.stderr)
+    print(token)
+
+
+@token_app.command("list")
+def token_list() -> None:
+    """List API tokens (never the tokens themselves)."""
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "role", "prefix", "last used", "revoked")
+    for t in _tokens().list():
+        used = dt.datetime.fromtimestamp(t.last_used_at).isoformat(" ", "seconds") if (
+            t.last_used_at) else "never"
+        table.add_row(str(t.id), t.name, t.role, t.prefix + "…", used, "yes" if t.revoked else "")
+    Console().print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="The id from `token list`.")],
+) -> None:
+    """Revoke an API token."""
+    if not _tokens().revoke(token_id):
+        raise GpuwardenError(f"no active token with id {token_id}; see `gpuwarden token list`")
+    print(f"token {token_id} revoked")
+
+
+export_app = typer.Typer(help="Export gpuwarden's configuration for other tools.",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+def _serve_config(config: Path | None):  # -> ServeConfig
+    from gpuwarden.config import ServeConfig, Settings, load_config
+
+    path = config or Settings().config
+    return load_config(path) if path else ServeConfig()
+
+
+@export_app.command("prometheus-rules")
+def export_prometheus_rules(
+    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml (rule overrides).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """The watchdog's rules as Prometheus alerting rules (check with promtool check rules)."""
+    from gpuwarden.watchdog.promrules import render
+    from gpuwarden.watchdog.rules import load_rules
+
+    cfg = _serve_config(config)
+    cluster = cfg.watchdog.clusters.get(cfg.cluster)
+    text = render(load_rules(cfg.watchdog.rules,
+                             cluster_overrides=cluster.rules if cluster else None))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+def _control_plane_offline(config: Path | None):  # -> ControlPlane, for local CLI reads
+    from gpuwarden.config import Settings
+    from gpuwarden.server import open_control_plane
+
+    return open_control_plane(_serve_config(config), Settings().home, sync=False)
+
+
+@app.command()
+def alerts(
+    state: Annotated[str | None, typer.Option(
+        help="pending, firing, resolved or all (default: open ones)")] = None,
+    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+) -> None:
+    """List alerts from the control plane's state database (run where `serve` runs)."""
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpuwarden.services import alerts as svc
+
+    if state not in (None, "pending", "firing", "resolved", "all"):
+        raise GpuwardenError(f"--state {state!r}: use pending, firing, resolved or all")
+    cp = _control_plane_offline(config)
+    table = Table("id", "state", "severity", "since", "summary", "silenced")
+    for a in svc.list_alerts(cp, state):
+        since = dt.datetime.fromtimestamp(a.fired_at or a.started_at).isoformat(" ", "seconds")
+        table.add_row(str(a.id), a.state, a.severity, since, a.summary,
+                      "yes" if a.silenced else "")
+    Console().print(table)
+
+
+silence_app = typer.Typer(help="Silence alerts (notifications stop; alerts are still recorded).",
+                          no_args_is_help=True)
+app.add_typer(silence_app, name="silence")
+
+
+@silence_app.command("add")
+def silence_add(
+    author: Annotated[str, typer.Option(help="Who silences (recorded).")],
+    duration: Annotated[str, typer.Option("--for", help="How long: 30m, 2h, 1d.")] = "2h",
+    rule: Annotated[str | None, typer.Option(help="Only this rule (default: all).")] = None,
+    subject: Annotated[str, typer.Option(help="Subject glob, e.g. node1/*.")] = "*",
+    comment: Annotated[str, typer.Option(help="Why.")] = "",
+    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+) -> None:
+    """Silence matching alerts for a while."""
+    import datetime as dt
+
+    from gpuwarden.services import alerts as svc
+    from gpuwarden.services.models import NewSilence
+
+    cp = _control_plane_offline(config)
+    s = svc.add_silence(cp, NewSilence(rule=rule, subject=subject, duration=duration,
+                                       comment=comment), author)
+    until = dt.datetime.fromtimestamp(s.expires_at).isoformat(" ", "seconds")
+    print(f"silence {s.id}: rule {s.rule or '*'} subject {s.subject} until {until}")
+
+
+@silence_app.command("list")
+def silence_list(config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+                 ) -> None:
+    """Active silences."""
+    from gpuwarden.services import alerts as svc
+
+    for s in svc.list_silences(_control_plane_offline(config)):
+        print(f"{s.id}\t{s.rule or '*'}\t{s.subject}\t{s.author}\t{s.comment}")
+
+
+@silence_app.command("expire")
+def silence_expire(
+    silence_id: Annotated[int, typer.Argument(help="The id from `silence list`.")],
+    author: Annotated[str, typer.Option(help="Who ends it (recorded).")],
+    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+) -> None:
+    """End a silence now."""
+    from gpuwarden.services import alerts as svc
+
+    svc.expire_silence(_control_plane_offline(config), silence_id, author)
+    print(f"silence {silence_id} expired")
 
 
 def main() -> None:

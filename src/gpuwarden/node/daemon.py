@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import socket
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.net import bind, is_loopback, url_host
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +29,10 @@ class NodeOptions:
     token_file: Path | None = None
     no_auth: bool = False
     hostname: str | None = None
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    slurm: bool = False
+    slurm_controller: bool = False
+    slurm_node: str | None = None
+    slurm_interval: float = 15.0
 
 
 def resolve_token(token_file: Path | None, no_auth: bool, host: str) -> str | None:
@@ -101,6 +96,30 @@ def build_source(options: NodeOptions, hostname: str):  # -> GpuSource
         raise GpuwardenError(str(exc)) from None
 
 
+def build_slurm(options: NodeOptions, hostname: str):  # -> SlurmBridge | None
+    """The Slurm collector (and on the controller, metrics, API and actions), or None."""
+    if not (options.slurm or options.slurm_controller):
+        return None
+    if options.slurm_interval <= 0:
+        raise GpuwardenError(f"--slurm-interval {options.slurm_interval} must be > 0 seconds")
+    import shutil
+
+    from gpuwarden.node.slurm import SlurmBridge
+    from gpuwarden.slurm import SlurmActions, SlurmAdapter, SlurmCollector
+
+    if shutil.which("squeue") is None:
+        raise GpuwardenError("--slurm: the Slurm client commands (squeue, sinfo, scontrol) are "
+                             "not on PATH; install them (apt-get install -y slurm-client) or "
+                             "drop --slurm")
+    adapter = SlurmAdapter()
+    collector = SlurmCollector(adapter, options.slurm_interval)
+    bridge = SlurmBridge(collector, SlurmActions(adapter), options.slurm_node or hostname,
+                         controller=options.slurm_controller)
+    collector.collect_once()  # the first snapshot before serving; failures are recorded in it
+    collector.start()
+    return bridge
+
+
 def run_node(options: NodeOptions) -> None:
     import uvicorn
 
@@ -116,13 +135,23 @@ def run_node(options: NodeOptions) -> None:
     token = resolve_token(options.token_file, options.no_auth, options.host)
     hostname = options.hostname or socket.gethostname()
     source = build_source(options, hostname)
+    bridge = build_slurm(options, hostname)
     poller = GpuPoller(source, hostname=hostname, interval=options.interval)
-    app = create_app(poller.latest, token=token)
+    if bridge is not None:
+        poller.set_allocations(bridge.allocations)
+        if source.backend == "sim":
+            from gpuwarden.gpu.sim import parse_profiles
+
+            base = parse_profiles(options.sim_profile, options.sim_gpus)
+            poller.set_before_poll(lambda: source.set_profiles(bridge.profiles(base)))
+    app = create_app(poller.latest, token=token,
+                     extra_collectors=bridge.metric_collectors() if bridge else (),
+                     extra_routes=bridge.routes() if bridge else ())
     # bind first, so a port in use is one clear line and not a traceback
-    sock = _bind(options.host, options.port)
+    sock = bind(options.host, options.port)
     poller.start()
     gpus = len(poller.latest().poll.gpus) if poller.latest() else 0
-    url = f"http://{_url_host(options.host)}:{sock.getsockname()[1]}"
+    url = f"http://{url_host(options.host)}:{sock.getsockname()[1]}"
     sim_note = " (simulated)" if source.backend == "sim" else ""
     auth = "no auth, loopback only" if token is None else "bearer token required"
     print(f"gpuwarden node: {gpus} GPU(s){sim_note} via {source.backend}, serving {url}/metrics "
@@ -133,24 +162,5 @@ def run_node(options: NodeOptions) -> None:
         server.run(sockets=[sock])
     finally:
         poller.stop()
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise GpuwardenError(
-            f"--host {host} --port {port}: cannot listen there ({exc.strerror}); "
-            "pick another --port or stop what uses it"
-        ) from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
+        if bridge is not None:
+            bridge.collector.stop()

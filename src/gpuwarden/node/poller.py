@@ -53,6 +53,7 @@ class GpuPoller:
         interval: float = 5.0,
         mapper: ProcJobMapper | None = None,
         allocations: AllocationProvider | None = None,
+        before_poll: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if interval <= 0:
@@ -62,6 +63,7 @@ class GpuPoller:
         self.interval = interval
         self._mapper = mapper or ProcJobMapper()
         self._allocations = allocations
+        self._before_poll = before_poll
         self._clock = clock
         self._started_at = clock()
         self._latest: NodeSnapshot | None = None
@@ -78,10 +80,16 @@ class GpuPoller:
     def set_allocations(self, allocations: AllocationProvider | None) -> None:
         self._allocations = allocations
 
+    def set_before_poll(self, hook: Callable[[], None] | None) -> None:
+        """Run before every poll (simulated GPUs use it to follow Slurm)."""
+        self._before_poll = hook
+
     def poll_once(self) -> NodeSnapshot | None:
         began = time.perf_counter()
         self._polls += 1
         try:
+            if self._before_poll is not None:
+                self._before_poll()
             poll = self.source.poll()
             jobs = self._map_jobs(poll)
         except Exception:  # a bug must not kill the daemon: count it, log it, keep serving

@@ -1,0 +1,254 @@
+"""The node daemon's Slurm side: GPU allocations for the job mapper and the simulated GPUs,
+and on the controller's daemon the Slurm metrics, the read API and the validated actions.
+
+Routes (all behind the node token):
+
+* ``GET /api/v1/slurm`` — the whole snapshot: queue counts, nodes, partitions, jobs,
+  scheduler stats, collector health (what the control plane scrapes);
+* ``GET /api/v1/slurm/jobs[?state=&user=&partition=]``, ``/jobs/{id}``, ``/nodes``,
+  ``/partitions``;
+* ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release``,
+  ``/nodes/{name}/drain`` (``{"reason": ...}``), ``/nodes/{name}/resume``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gpuwarden.node.app import problem
+from gpuwarden.node.jobs import JobRef
+from gpuwarden.slurm import (
+    SlurmActions,
+    SlurmCollector,
+    SlurmError,
+    SlurmMetricsCollector,
+    SlurmSnapshot,
+    SubmitOptions,
+    ValidationError,
+    gpu_allocations,
+    profile_from_comment,
+    validate_job_id,
+)
+from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
+from gpuwarden.slurm.reasons import explain
+
+QUEUE_KEYS = {"RUNNING": "running", "PENDING": "pending", "COMPLETING": "completing",
+              "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
+              "TIMEOUT": "timeout", "SUSPENDED": "suspended", "NODE_FAIL": "node_fail",
+              "OUT_OF_MEMORY": "out_of_memory", "PREEMPTED": "preempted"}
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def job_json(job: Any) -> dict[str, Any]:
+    data = _plain(job)
+    data["gpus_allocated"] = job.gpus_allocated
+    data["gpus_requested"] = job.gpus_requested
+    if job.is_pending:
+        data["reason_text"] = explain(job.reason)
+    return data
+
+
+def node_json(node: Any) -> dict[str, Any]:
+    data = _plain(node)
+    data.update(gpus_total=node.gpus_total, gpus_alloc=node.gpus_alloc,
+                gpus_idle=node.gpus_idle)
+    return data
+
+
+def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
+    queue = {key: 0 for key in QUEUE_KEYS.values()}
+    for job in snap.jobs:
+        key = QUEUE_KEYS.get(job.state)
+        if key:
+            queue[key] += 1
+    return {
+        "collected_at": snap.collected_at,
+        "duration_s": snap.duration_s,
+        "up": snap.up,
+        "errors": dict(snap.errors),
+        "last_success": snap.last_success,
+        "queue": queue,
+        "pending_reasons": dict(Counter(j.reason for j in snap.jobs if j.is_pending)),
+        "gpus": {"total": sum(n.gpus_total for n in snap.nodes),
+                 "alloc": sum(n.gpus_alloc for n in snap.nodes),
+                 "idle": sum(n.gpus_idle for n in snap.nodes)},
+        "nodes": [node_json(n) for n in snap.nodes],
+        "partitions": [_plain(p) for p in snap.partitions],
+        "jobs": [job_json(j) for j in snap.jobs],
+        "stats": _plain(snap.stats) if snap.stats else None,
+    }
+
+
+class SlurmBridge:
+    def __init__(self, collector: SlurmCollector, actions: SlurmActions, node_name: str,
+                 *, controller: bool) -> None:
+        self.collector = collector
+        self.actions = actions
+        self.node_name = node_name
+        self.controller = controller
+        self._cache: tuple[int, dict[str, Any]] | None = None
+
+    # -- for the GPU poller ----------------------------------------------------------------
+
+    def allocations(self) -> dict[int, list[JobRef]]:
+        return {
+            index: [JobRef(str(ref.job_id), ref.user, ref.partition, source="slurm",
+                           profile=profile_from_comment(ref.comment))]
+            for index, ref in gpu_allocations(self.collector.latest(), self.node_name).items()
+        }
+
+    def profiles(self, base: Mapping[int, str]) -> dict[int, str]:
+        """Simulated GPUs follow Slurm: an allocated GPU shows its job's profile, the others
+        their base profile."""
+        allocated = self.allocations()
+        return {i: (allocated[i][0].profile or "train") if i in allocated else p
+                for i, p in base.items()}
+
+    # -- controller: metrics and API -------------------------------------------------------
+
+    def metric_collectors(self) -> list[Any]:
+        return [SlurmMetricsCollector(self.collector.latest)] if self.controller else []
+
+    def document(self) -> dict[str, Any] | None:
+        snap = self.collector.latest()
+        if snap is None:
+            return None
+        if self._cache is None or self._cache[0] != id(snap):
+            self._cache = (id(snap), snapshot_json(snap))
+        return self._cache[1]
+
+    def routes(self) -> list[Route]:
+        if not self.controller:
+            return []
+        return [
+            Route("/api/v1/slurm", self._summary),
+            Route("/api/v1/slurm/jobs", self._jobs, methods=["GET"]),
+            Route("/api/v1/slurm/jobs", self._submit, methods=["POST"]),
+            Route("/api/v1/slurm/jobs/{job_id}", self._job),
+            Route("/api/v1/slurm/jobs/{job_id}/{action}", self._job_action, methods=["POST"]),
+            Route("/api/v1/slurm/nodes", self._nodes),
+            Route("/api/v1/slurm/nodes/{name}/{action}", self._node_action, methods=["POST"]),
+            Route("/api/v1/slurm/partitions", self._partitions),
+        ]
+
+    def _doc_or_503(self) -> dict[str, Any] | Response:
+        doc = self.document()
+        if doc is None:
+            return problem(503, "Service Unavailable", "The first Slurm cycle has not finished.")
+        return doc
+
+    async def _summary(self, request: Request) -> Response:
+        doc = self._doc_or_503()
+        return doc if isinstance(doc, Response) else JSONResponse(doc)
+
+    async def _jobs(self, request: Request) -> Response:
+        doc = self._doc_or_503()
+        if isinstance(doc, Response):
+            return doc
+        q = request.query_params
+        jobs = [j for j in doc["jobs"]
+                if (not q.get("state") or j["state"] == q["state"].upper())
+                and (not q.get("user") or j["user"] == q["user"])
+                and (not q.get("partition") or j["partition"] == q["partition"])]
+        return JSONResponse(jobs)
+
+    async def _job(self, request: Request) -> Response:
+        try:
+            job_id = validate_job_id(request.path_params["job_id"])
+        except ValidationError as exc:
+            return problem(422, "Unprocessable Content", str(exc))
+        doc = self._doc_or_503()
+        if isinstance(doc, Response):
+            return doc
+        for job in doc["jobs"]:
+            task = f"{job['array_job_id']}_{job['array_task_id']}" if job.get(
+                "array_task_id") else None
+            if str(job["job_id"]) == job_id or task == job_id:
+                return JSONResponse(job)
+        return problem(404, "Not Found", f"no job {job_id} in the queue (finished jobs leave "
+                                         "it after Slurm's MinJobAge)")
+
+    async def _nodes(self, request: Request) -> Response:
+        doc = self._doc_or_503()
+        return doc if isinstance(doc, Response) else JSONResponse(doc["nodes"])
+
+    async def _partitions(self, request: Request) -> Response:
+        doc = self._doc_or_503()
+        return doc if isinstance(doc, Response) else JSONResponse(doc["partitions"])
+
+    async def _submit(self, request: Request) -> Response:
+        try:
+            body = await request.json()
+        except ValueError:
+            return problem(400, "Bad Request", "The body must be JSON: {\"script\": ...}")
+        if not isinstance(body, dict):
+            return problem(422, "Unprocessable Content", "The body must be a JSON object")
+        script = body.pop("script", None)
+        known = {f.name for f in dataclasses.fields(SubmitOptions)}
+        unknown = sorted(set(body) - known)
+        if unknown:
+            return problem(422, "Unprocessable Content",
+                           f"{unknown[0]}: unknown option; use: script, {', '.join(sorted(known))}")
+        if "nodelist" in body and isinstance(body["nodelist"], list):
+            body["nodelist"] = tuple(body["nodelist"])
+        return await self._run(lambda: {"job_id": self.actions.submit(
+            script, SubmitOptions(**body))}, status=201)
+
+    async def _job_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        fn = {"cancel": self.actions.cancel, "hold": self.actions.hold,
+              "release": self.actions.release}.get(action)
+        if fn is None:
+            return problem(404, "Not Found", f"no job action {action!r}; use cancel, hold or "
+                                             "release")
+        job_id = request.path_params["job_id"]
+        return await self._run(lambda: fn(job_id), refresh=True)
+
+    async def _node_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        name = request.path_params["name"]
+        if action == "drain":
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+            reason = body.get("reason") if isinstance(body, dict) else None
+            if not isinstance(reason, str):
+                return problem(422, "Unprocessable Content",
+                               "reason: missing; send {\"reason\": \"why the node is drained\"}")
+            return await self._run(lambda: self.actions.drain(name, reason), refresh=True)
+        if action == "resume":
+            return await self._run(lambda: self.actions.resume(name), refresh=True)
+        return problem(404, "Not Found", f"no node action {action!r}; use drain or resume")
+
+    async def _run(self, fn: Any, *, status: int = 200, refresh: bool = False) -> Response:
+        try:
+            result = await run_in_threadpool(fn)
+        except ValidationError as exc:
+            return problem(422, "Unprocessable Content", str(exc))
+        except BadRequest as exc:
+            return problem(400, "Bad Request", str(exc))
+        except (ControllerUnreachable, SlurmTimeout) as exc:
+            return problem(503, "Service Unavailable", str(exc))
+        except SlurmError as exc:
+            return problem(502, "Bad Gateway", str(exc))
+        if refresh:  # let the next read see the change without waiting a whole cycle
+            await run_in_threadpool(self.collector.collect_once)
+        return JSONResponse(result if result is not None else {"ok": True}, status)

@@ -1,0 +1,471 @@
+"""A real multi-node Slurm cluster on this machine, kept entirely under one directory.
+
+A private munged (own key, socket, pid, log and seed files), one slurmctld and one
+``slurmd -N nodeX`` per node on its own port, fake GPU character devices (``mknod c 195 N``)
+and a private ``SLURM_CONF``: nothing is written to /etc and ``down()`` leaves no process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpuwarden.slurm.adapter import SlurmAdapter
+from gpuwarden.slurm.config import ClusterSpec, NodeSpec, render_config, with_local_paths
+from gpuwarden.slurm.errors import LocalClusterError, SlurmError
+from gpuwarden.slurm.model import SlurmNode
+
+INSTALL_HINT = "apt-get install -y slurm-wlm munge"
+REQUIRED_BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "sbatch")
+NVIDIA_MAJOR = 195
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One daemon of the local cluster."""
+
+    name: str
+    pid: int | None
+    alive: bool
+
+
+@dataclass(frozen=True)
+class LocalClusterStatus:
+    """What ``status()`` found."""
+
+    directory: Path
+    configured: bool
+    processes: tuple[ProcessInfo, ...]
+    nodes: tuple[SlurmNode, ...] = ()
+    error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.processes) and all(p.alive for p in self.processes)
+
+
+@dataclass
+class LocalSlurmCluster:
+    """A local Slurm cluster: ``up()``, ``status()``, ``down()``, ``env()``."""
+
+    directory: Path
+    nodes: int = 3
+    gpus_per_node: int = 2
+    cpus_per_node: int = 2
+    memory_mb: int = 1024
+    gpu_type: str | None = None
+    cluster_name: str = "gpuwarden"
+    slurmd_timeout: int = 300
+    max_job_count: int = 10000
+    max_array_size: int = 1001
+    base_port: int | None = None
+    extra_conf: Mapping[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 60.0
+    progress: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.directory = Path(self.directory).absolute()
+
+    # ---- paths ------------------------------------------------------------------------
+    @property
+    def conf_path(self) -> Path:
+        return self.directory / "etc" / "slurm.conf"
+
+    @property
+    def munge_dir(self) -> Path:
+        return self.directory / "munge"
+
+    @property
+    def munge_socket(self) -> Path:
+        return self.munge_dir / "munge.socket"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.directory / "run"
+
+    def node_names(self) -> list[str]:
+        return [f"node{i}" for i in range(1, self.nodes + 1)]
+
+    def env(self) -> dict[str, str]:
+        """Environment additions every Slurm client command of this cluster needs."""
+        return {"SLURM_CONF": str(self.conf_path)}
+
+    def adapter(self, timeout: float = 10.0) -> SlurmAdapter:
+        return SlurmAdapter(env=self.env(), timeout=timeout)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def up(self) -> LocalClusterStatus:
+        """Start munged, slurmctld and the slurmds; return once every node is idle."""
+        check_prerequisites()
+        if self.nodes < 1 or self.gpus_per_node < 0:
+            raise LocalClusterError("nodes must be >= 1 and gpus_per_node >= 0")
+        if self._any_alive():
+            self.down()
+        self._note("writing configuration")
+        self._prepare_dirs()
+        spec = self.spec(self._pick_ports())
+        render_config(spec).write(self.conf_path.parent)
+        self._make_devices(spec)
+        env = self._daemon_env()
+        try:
+            self._note("starting munged")
+            self._start_munged(env)
+            self._note("starting slurmctld")
+            self._spawn(["slurmctld", "-c"], env, self.run_dir / "slurmctld.pid")
+            self._wait_controller()
+            for name in self.node_names():
+                self._note(f"starting slurmd {name}")
+                self._spawn(["slurmd", "-N", name], env, self.run_dir / f"slurmd.{name}.pid")
+            self._note("waiting for all nodes to be idle")
+            self._wait_idle()
+        except BaseException:
+            self.down()
+            raise
+        return self.status()
+
+    def spec(self, ports: list[int]) -> ClusterSpec:
+        host = socket.gethostname().split(".")[0]
+        devices = self.directory / "dev"
+        nodes = tuple(
+            NodeSpec(
+                name=name,
+                addr="127.0.0.1",
+                hostname=host,
+                port=ports[i + 1],
+                cpus=self.cpus_per_node,
+                memory_mb=self.memory_mb,
+                gpus=self.gpus_per_node,
+                gpu_type=self.gpu_type,
+                gpu_files=tuple(str(devices / name / f"nvidia{g}")
+                                for g in range(self.gpus_per_node)),
+            )
+            for i, name in enumerate(self.node_names())
+        )
+        spec = ClusterSpec(
+            name=self.cluster_name,
+            controller_host=host,
+            controller_addr="127.0.0.1",
+            controller_port=ports[0],
+            nodes=nodes,
+            mode="local",
+            munge_socket=str(self.munge_socket),
+            max_job_count=self.max_job_count,
+            max_array_size=self.max_array_size,
+            slurmd_timeout=self.slurmd_timeout,
+            extra=dict(self.extra_conf),
+        )
+        return with_local_paths(spec, self.directory)
+
+    def start_node(self, name: str) -> int:
+        """(Re)start the slurmd of node ``name``; returns its pid."""
+        if name not in self.node_names_on_disk():
+            raise LocalClusterError(f"no node {name!r} in {self.conf_path}")
+        pid = self._read_pid(f"slurmd.{name}")
+        if pid is not None and _pid_alive(pid):
+            return pid
+        return self._spawn(["slurmd", "-N", name], self._daemon_env(),
+                           self.run_dir / f"slurmd.{name}.pid")
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL the slurmd of node ``name`` (simulates a crashed node)."""
+        pid = self._read_pid(f"slurmd.{name}")
+        if pid is None or not _pid_alive(pid) or not self._is_ours(pid):
+            raise LocalClusterError(f"slurmd of {name} is not running")
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.05)
+
+    def wait_nodes(self, state: str = "idle", timeout_s: float | None = None) -> None:
+        """Wait until every node is in ``state``."""
+        self._wait_idle(state, timeout_s)
+
+    def status(self) -> LocalClusterStatus:
+        """The daemons' liveness and, when slurmctld answers, the nodes."""
+        procs = tuple(
+            ProcessInfo(name, pid, pid is not None and _pid_alive(pid))
+            for name, pid in self._pid_files()
+        )
+        if not self.conf_path.exists():
+            return LocalClusterStatus(self.directory, False, procs, error="not configured")
+        nodes: tuple[SlurmNode, ...] = ()
+        error = None
+        if not _pid_alive(self._read_pid("slurmctld")):
+            return LocalClusterStatus(self.directory, True, procs, error="slurmctld is not running")
+        try:
+            nodes = tuple(self.adapter(timeout=5.0).nodes().nodes)
+        except SlurmError as exc:
+            error = str(exc)
+        return LocalClusterStatus(self.directory, True, procs, nodes, error)
+
+    def down(self, timeout_s: float = 15.0) -> list[str]:
+        """Stop everything this cluster started; return what was stopped. Verifies that no
+        process carrying this cluster's ``SLURM_CONF`` is left."""
+        stopped: list[str] = []
+        if self.conf_path.exists() and _pid_alive(self._read_pid("slurmctld")):
+            with contextlib.suppress(SlurmError):
+                self.adapter(timeout=5.0).run("scancel", ["--full", "--user", "root"])
+        # slurmds first (they own the job steps), then the controller, then munged.
+        order = [n for n, _ in self._pid_files() if n.startswith("slurmd")]
+        order += ["slurmctld", "munged"]
+        for name in order:
+            pid = self._read_pid(name)
+            if pid is not None and _pid_alive(pid) and self._is_ours(pid):
+                _terminate(pid, timeout_s)
+                stopped.append(name)
+        for pid in self.leftover_pids():
+            _terminate(pid, 3.0)
+            stopped.append(f"pid {pid}")
+        left = [p for p in self.leftover_pids() if _pid_alive(p)]
+        if left:
+            raise LocalClusterError(f"processes still running after down: {left}")
+        return stopped
+
+    # ---- helpers ----------------------------------------------------------------------
+    def _note(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress(text)
+
+    def _daemon_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env())
+        env["GPUWARDEN_SLURM_LOCAL"] = str(self.directory)
+        return env
+
+    def _prepare_dirs(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        # slurmctld starts clean (-c): old job state would only slow its start (it purges
+        # the files of every defunct job one by one).
+        for stale in ("state", "spool"):
+            shutil.rmtree(self.directory / stale, ignore_errors=True)
+        for sub in ("etc", "state", "spool", "log", "run"):
+            (self.directory / sub).mkdir(exist_ok=True)
+        # munged checks that every directory above its socket is searchable by everyone.
+        self.munge_dir.mkdir(exist_ok=True)
+        os.chmod(self.munge_dir, 0o711)
+        for stale in self.run_dir.glob("*.pid"):
+            stale.unlink()
+
+    def _pick_ports(self) -> list[int]:
+        count = self.nodes + 1
+        if self.base_port is not None:
+            return list(range(self.base_port, self.base_port + count))
+        return _free_ports(count)
+
+    def _make_devices(self, spec: ClusterSpec) -> None:
+        minor = 0
+        for node in spec.nodes:
+            for path_str in node.device_files():
+                path = Path(path_str)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if path.exists() and not stat.S_ISCHR(path.stat().st_mode):
+                    path.unlink()
+                if not path.exists():
+                    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(NVIDIA_MAJOR, minor))
+                minor += 1
+
+    def _start_munged(self, env: dict[str, str]) -> None:
+        key = self.munge_dir / "munge.key"
+        if not key.exists():
+            key.write_bytes(os.urandom(1024))
+        os.chmod(key, 0o600)
+        pid_file = self.munge_dir / "munged.pid"
+        argv = [
+            "munged", "--force",
+            f"--key-file={key}",
+            f"--socket={self.munge_socket}",
+            f"--pid-file={pid_file}",
+            f"--log-file={self.munge_dir / 'munged.log'}",
+            f"--seed-file={self.munge_dir / 'munged.seed'}",
+        ]
+        self._spawn(argv, env, pid_file)
+
+    def _spawn(self, argv: list[str], env: dict[str, str], pid_file: Path) -> int:
+        """Run a self-daemonizing daemon and wait for its pid file."""
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True,
+                              timeout=30, check=False, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise LocalClusterError(f"{argv[0]} failed to start: "
+                                    f"{detail[-1] if detail else proc.returncode}"
+                                    f" (logs in {self.directory / 'log'})")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            pid = _read_pid_file(pid_file)
+            if pid is not None and _pid_alive(pid):
+                return pid
+            time.sleep(0.05)
+        raise LocalClusterError(f"{argv[0]} did not write {pid_file} "
+                                f"(logs in {self.directory / 'log'})")
+
+    def _wait_controller(self) -> None:
+        adapter = self.adapter(timeout=5.0)
+        deadline = time.monotonic() + self.start_timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                adapter.run("scontrol", ["ping"])
+                return
+            except SlurmError as exc:
+                last = exc
+            if not _pid_alive(self._read_pid("slurmctld")):
+                break
+            time.sleep(0.2)
+        raise LocalClusterError(f"slurmctld did not answer: {last} "
+                                f"(see {self.directory / 'log' / 'slurmctld.log'})")
+
+    def _wait_idle(self, want: str = "idle", timeout_s: float | None = None) -> None:
+        adapter = self.adapter(timeout=5.0)
+        limit = self.start_timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        states: dict[str, str] = {}
+        expected = len(self.node_names_on_disk())
+        while time.monotonic() < deadline:
+            try:
+                nodes = adapter.nodes().nodes
+            except SlurmError:
+                nodes = ()
+            states = {n.name: n.state for n in nodes}
+            if len(states) == expected and all(s == want for s in states.values()):
+                return
+            time.sleep(0.2)
+        raise LocalClusterError(f"nodes not {want} after {limit:.0f}s: {states} "
+                                f"(see {self.directory / 'log'})")
+
+    def _pid_files(self) -> Iterator[tuple[str, int | None]]:
+        yield "munged", self._read_pid("munged")
+        yield "slurmctld", self._read_pid("slurmctld")
+        for name in self.node_names_on_disk():
+            yield f"slurmd.{name}", self._read_pid(f"slurmd.{name}")
+
+    def node_names_on_disk(self) -> list[str]:
+        """Node names from the written slurm.conf (falls back to the constructor's)."""
+        if not self.conf_path.exists():
+            return self.node_names()
+        names = []
+        for line in self.conf_path.read_text().splitlines():
+            if line.startswith("NodeName="):
+                names.append(line.split()[0].split("=", 1)[1])
+        return names
+
+    def _read_pid(self, name: str) -> int | None:
+        if name == "munged":
+            return _read_pid_file(self.munge_dir / "munged.pid")
+        return _read_pid_file(self.run_dir / f"{name}.pid")
+
+    def _any_alive(self) -> bool:
+        return any(pid is not None and _pid_alive(pid) and self._is_ours(pid)
+                   for _, pid in self._pid_files())
+
+    def _is_ours(self, pid: int) -> bool:
+        """A daemon or slurmstepd we started (marker), or a job process of this cluster
+        (its SLURM_CONF and a SLURM_JOB_ID). A user's shell that merely exports our
+        SLURM_CONF is not ours."""
+        env = _environ_of(pid)
+        if env.get("GPUWARDEN_SLURM_LOCAL") == str(self.directory):
+            return True
+        return env.get("SLURM_CONF") == str(self.conf_path) and "SLURM_JOB_ID" in env
+
+    def leftover_pids(self) -> list[int]:
+        """Processes started by (or for) this cluster: slurmstepd, job scripts, daemons."""
+        own = os.getpid()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == own:
+                continue
+            pid = int(entry.name)
+            if self._is_ours(pid) and _pid_alive(pid):
+                found.append(pid)
+        return found
+
+
+def check_prerequisites() -> None:
+    """Raise one clear error naming what is missing to run a local cluster."""
+    missing = [b for b in REQUIRED_BINARIES if _which(b) is None]
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}; install with `{INSTALL_HINT}`")
+    if os.geteuid() != 0:
+        problems.append("a local Slurm cluster must run as root (slurmd and mknod need it)")
+    if problems:
+        raise LocalClusterError("; ".join(problems))
+
+
+def _which(binary: str) -> str | None:
+    path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
+    return shutil.which(binary, path=path)
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _read_pid_file(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def _terminate(pid: int, timeout_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)

@@ -1,0 +1,232 @@
+"""The internal Slurm model every parser converts into and everything above reads."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from gpuwarden.slurm.gres import GresItem, gpu_count, gpus_in_tres
+
+USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
+NO_GPU_DETAIL: Mapping[str, tuple[int, ...]] = MappingProxyType({})
+
+
+def _empty_map() -> Mapping[str, tuple[int, ...]]:
+    return NO_GPU_DETAIL  # shared and read-only: no allocation per job
+
+
+@dataclass(slots=True)
+class SlurmJob:
+    """One job (or one array task). ``state`` is Slurm's long upper-case state
+    (``PENDING``, ``RUNNING``, ...); ``reason`` is the reason code (``Resources``,
+    ``Priority``, ``None``...).
+
+    Read-only by convention: not ``frozen`` only because a frozen dataclass is ~10x slower
+    to build and a collector cycle builds one per job (10,000+ on a busy cluster); derive
+    changed copies with ``dataclasses.replace``.
+    """
+
+    job_id: int
+    name: str
+    user: str
+    partition: str
+    state: str
+    reason: str = "None"
+    nodes: tuple[str, ...] = ()
+    num_nodes: int = 0
+    num_cpus: int = 0
+    comment: str = ""
+    array_job_id: int | None = None
+    array_task_id: str | None = None
+    tres_per_node: str = ""
+    tres_per_job: str = ""
+    tres_per_task: str = ""
+    submit_time: float | None = None
+    start_time: float | None = None
+    time_limit_s: int | None = None
+    priority: int | None = None
+    gpu_detail: Mapping[str, tuple[int, ...]] = field(default_factory=_empty_map)
+    """GPU indices held on each node (running jobs, from gres_detail)."""
+
+    @property
+    def is_running(self) -> bool:
+        return self.state == "RUNNING"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.state == "PENDING"
+
+    @property
+    def gpus_requested(self) -> int:
+        """GPUs the job asked for (per-node requests times node count, or per-job)."""
+        per_job = gpus_in_tres(self.tres_per_job)
+        if per_job:
+            return per_job
+        per_node = gpus_in_tres(self.tres_per_node)
+        if per_node:
+            return per_node * max(self.num_nodes, 1)
+        return 0
+
+    @property
+    def gpus_allocated(self) -> int:
+        """GPUs held now: from gres_detail when known, else the request (running only)."""
+        if not self.is_running:
+            return 0
+        if self.gpu_detail:
+            return sum(len(ix) for ix in self.gpu_detail.values())
+        return self.gpus_requested
+
+
+@dataclass(frozen=True)
+class SlurmNode:
+    """One node. ``state`` is the base state in lower case (``idle``, ``mixed``,
+    ``allocated``, ``down``, ``drained``, ``draining``, ``completing``...), ``flags`` the
+    rest (``DRAIN``, ``NOT_RESPONDING``, ``RESERVED``...), ``state_raw`` as Slurm wrote it."""
+
+    name: str
+    state: str
+    state_raw: str = ""
+    flags: tuple[str, ...] = ()
+    reason: str = ""
+    reason_time: float | None = None
+    reason_user: str = ""
+    partitions: tuple[str, ...] = ()
+    cpus_alloc: int = 0
+    cpus_idle: int = 0
+    cpus_other: int = 0
+    cpus_total: int = 0
+    memory_mb: int = 0
+    alloc_memory_mb: int = 0
+    gres: tuple[GresItem, ...] = ()
+    gres_used: tuple[GresItem, ...] = ()
+
+    @property
+    def gpus_total(self) -> int:
+        return gpu_count(self.gres)
+
+    @property
+    def gpus_alloc(self) -> int:
+        return gpu_count(self.gres_used)
+
+    @property
+    def usable(self) -> bool:
+        """Can take new jobs: up, responding, not drained or draining."""
+        return (self.state in USABLE_STATES and "NOT_RESPONDING" not in self.flags
+                and "DRAIN" not in self.flags)
+
+    @property
+    def gpus_unallocated(self) -> int:
+        return max(self.gpus_total - self.gpus_alloc, 0)
+
+    @property
+    def gpus_idle(self) -> int:
+        """Unallocated GPUs a job could get now (0 on a down/drained node)."""
+        return self.gpus_unallocated if self.usable else 0
+
+    @property
+    def gpus_other(self) -> int:
+        """Unallocated GPUs no job can get (down, drained, not responding)."""
+        return 0 if self.usable else self.gpus_unallocated
+
+    @property
+    def gpu_types(self) -> tuple[str, ...]:
+        return tuple(sorted({g.type for g in self.gres if g.is_gpu and g.type}))
+
+
+@dataclass(frozen=True)
+class SlurmPartition:
+    """One partition; ``nodes`` are the member node names."""
+
+    name: str
+    available: str = "up"
+    default: bool = False
+    nodes: tuple[str, ...] = ()
+    time_limit: str = ""
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """What ``sdiag`` reports (cycle times in microseconds, as Slurm gives them)."""
+
+    server_thread_count: int = 0
+    agent_queue_size: int = 0
+    agent_count: int = 0
+    agent_thread_count: int = 0
+    dbd_agent_queue_size: int = 0
+    jobs_submitted: int = 0
+    jobs_started: int = 0
+    jobs_completed: int = 0
+    jobs_canceled: int = 0
+    jobs_failed: int = 0
+    jobs_pending: int = 0
+    jobs_running: int = 0
+    last_cycle_us: int = 0
+    max_cycle_us: int = 0
+    total_cycles: int = 0
+    mean_cycle_us: int = 0
+    mean_depth_cycle: int = 0
+    cycles_per_minute: int = 0
+    last_queue_length: int = 0
+    bf_backfilled_jobs: int = 0
+    bf_backfilled_jobs_since_cycle: int = 0
+    bf_backfilled_het_jobs: int = 0
+    bf_total_cycles: int = 0
+    bf_last_cycle_us: int = 0
+    bf_max_cycle_us: int = 0
+    bf_mean_cycle_us: int = 0
+    bf_last_depth_cycle: int = 0
+    bf_last_depth_cycle_try: int = 0
+    bf_depth_mean: int = 0
+    bf_depth_mean_try: int = 0
+    bf_last_queue_length: int = 0
+    bf_queue_length_mean: int = 0
+    bf_last_table_size: int = 0
+    bf_table_size_mean: int = 0
+    collected_at: float | None = None
+    stats_since: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What one ``sinfo`` call yields: nodes and the partitions they belong to."""
+
+    nodes: tuple[SlurmNode, ...]
+    partitions: tuple[SlurmPartition, ...]
+
+
+@dataclass(frozen=True)
+class SlurmSnapshot:
+    """One collector cycle. A part whose command failed is empty and named in ``errors``."""
+
+    collected_at: float
+    duration_s: float
+    up: bool
+    jobs: tuple[SlurmJob, ...] = ()
+    nodes: tuple[SlurmNode, ...] = ()
+    partitions: tuple[SlurmPartition, ...] = ()
+    stats: SchedulerStats | None = None
+    errors: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    error_counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    command_durations: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    last_success: float | None = None
+
+    @property
+    def has_jobs(self) -> bool:
+        return "squeue" not in self.errors
+
+    @property
+    def has_nodes(self) -> bool:
+        return "sinfo" not in self.errors
+
+    def node(self, name: str) -> SlurmNode | None:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        return None
+
+    def job(self, job_id: int) -> SlurmJob | None:
+        for job in self.jobs:
+            if job.job_id == job_id:
+                return job
+        return None
