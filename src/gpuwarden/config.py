@@ -1,0 +1,158 @@
+"""Configuration: one YAML file plus ``GPUWARDEN_*`` environment variables.
+
+Errors name the key and the fix: ``gpuwarden.yaml: nodes[1].url: ...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gpuwarden.errors import GpuwardenError
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "gpuwarden"
+
+
+class Settings(BaseSettings):
+    """Environment: ``GPUWARDEN_HOME`` (state and data), ``GPUWARDEN_CONFIG``."""
+
+    model_config = SettingsConfigDict(env_prefix="GPUWARDEN_", extra="ignore")
+
+    home: Path = Field(default_factory=default_home)
+    config: Path | None = None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    url: str
+    token_file: Path | None = None
+    role: Literal["controller", "worker"] = "worker"
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+    provider: str = "static"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://10.0.0.5:9400")
+        return value.rstrip("/")
+
+
+class ScrapeConfig(_Strict):
+    interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
+
+
+class StoreConfig(_Strict):
+    kind: Literal["sqlite", "prometheus"] = "sqlite"
+    url: str | None = None  # Prometheus / VictoriaMetrics query API base URL
+    raw_retention_hours: Annotated[float, Field(gt=0)] = 2.0
+    retention_days: Annotated[float, Field(gt=0)] = 30.0
+
+    @model_validator(mode="after")
+    def _needs_url(self) -> StoreConfig:
+        if self.kind == "prometheus" and not self.url:
+            raise ValueError("store.kind prometheus needs store.url, e.g. http://127.0.0.1:9090")
+        return self
+
+
+class PolicyConfig(_Strict):
+    rule: str
+    action: Literal["drain_node", "stop_pod", "cancel_job"]
+    mode: Literal["dry-run", "approve", "auto"] = "dry-run"
+    name: str = ""
+
+
+class ClusterWatchConfig(_Strict):
+    rules: dict[str, Any] = Field(default_factory=dict)
+
+
+class WatchdogConfig(_Strict):
+    enabled: bool = True
+    interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    # Apprise URLs (they hold secrets: prefer notify_file, one URL a line)
+    notify: list[str] = Field(default_factory=list)
+    notify_file: Path | None = None
+    rate_limit_per_minute: Annotated[int, Field(ge=1)] = 20
+    rules: dict[str, Any] = Field(default_factory=dict)
+    clusters: dict[str, ClusterWatchConfig] = Field(default_factory=dict)
+    policies: list[PolicyConfig] = Field(default_factory=list)
+
+    def notify_urls(self) -> list[str]:
+        urls = list(self.notify)
+        if self.notify_file is not None:
+            try:
+                text = self.notify_file.read_text()
+            except OSError as exc:
+                raise GpuwardenError(f"watchdog.notify_file {self.notify_file}: cannot read it "
+                                     f"({exc.strerror})") from None
+            urls += [line.strip() for line in text.splitlines()
+                     if line.strip() and not line.startswith("#")]
+        return urls
+
+
+class ServeConfig(_Strict):
+    cluster: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "default"
+    nodes: list[NodeConfig] = Field(default_factory=list)
+    scrape: ScrapeConfig = Field(default_factory=ScrapeConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    idle_utilization_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
+    watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ServeConfig:
+        seen: set[str] = set()
+        for node in self.nodes:
+            if node.name in seen:
+                raise ValueError(f"node name {node.name!r} appears twice; names must be unique")
+            seen.add(node.name)
+        controllers = [n.name for n in self.nodes if n.role == "controller"]
+        if len(controllers) > 1:
+            raise ValueError(f"only one node can have role controller, found {controllers}")
+        return self
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ""
+        for item in err["loc"]:
+            loc += f"[{item}]" if isinstance(item, int) else (f".{item}" if loc else str(item))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check its spelling against the README's configuration reference"
+        parts.append(f"{loc or '(top level)'}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(path: Path) -> ServeConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GpuwardenError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise GpuwardenError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise GpuwardenError(f"{path}: the top level must be a mapping (keys like nodes:)")
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise GpuwardenError(format_validation_error(str(path), exc)) from None
