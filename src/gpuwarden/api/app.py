@@ -1,0 +1,397 @@
+"""``create_app``: the control plane's FastAPI application.  Handlers call ``services``
+only; they never reach storage or subprocesses themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from gpuwarden import __version__
+from gpuwarden.api.auth import control_plane, require
+from gpuwarden.api.web import build_web_router
+from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
+from gpuwarden.metrics.model import SelectorError
+from gpuwarden.nodeclient import NodeError
+from gpuwarden.services import alerts, cluster, slurm
+from gpuwarden.services.context import ControlPlane
+from gpuwarden.services.models import (
+    ActionResult,
+    ActionView,
+    AlertDetail,
+    AlertView,
+    AuditEntry,
+    GpuDetail,
+    GpuHistory,
+    GpuView,
+    NewSilence,
+    NodeDetail,
+    NodeView,
+    Overview,
+    QueryResult,
+    RuleView,
+    SilenceView,
+    SlurmJobDetail,
+    SlurmJobView,
+    SlurmNodeView,
+    SlurmPartitionView,
+    SlurmSummary,
+    Status,
+    TokenCreated,
+    TokenView,
+)
+from gpuwarden.state.tokens import Principal
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Operator = Annotated[Principal, Depends(require("operator"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+CP = Annotated[ControlPlane, Depends(control_plane)]
+Id = Annotated[int, Path(ge=1, le=2**62)]
+JobId = Annotated[int, Path(ge=1, le=2**32)]
+GpuIndex = Annotated[int, Path(ge=0, le=1023)]
+Time = Annotated[float | None, Query(ge=0, le=4_102_444_800, description="unix seconds")]
+Step = Annotated[float | None, Query(gt=0, le=31_536_000, description="seconds")]
+Range = Literal["1h", "6h", "24h", "7d"]
+Agg = Literal["avg", "min", "max", "sum", "last", "count"]
+GpuStateQ = Literal["busy", "idle", "allocated_idle", "down"]
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[dict] | None = None
+
+
+class Me(BaseModel):
+    name: str
+    role: str
+
+
+class DrainRequest(BaseModel):
+    reason: str = Field(min_length=1, max_length=200,
+                        description="why the node is drained (shown by sinfo -R)")
+
+
+def _client(cp: ControlPlane) -> httpx.AsyncClient:
+    if cp.client is None:
+        cp.client = httpx.AsyncClient()
+    return cp.client
+
+
+class NewToken(BaseModel):
+    role: Literal["viewer", "operator", "admin"]
+    name: str = ""
+
+
+def _problem(status: int, detail: str, headers=None, errors=None) -> JSONResponse:
+    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+              409: "Conflict", 422: "Unprocessable Content", 502: "Bad Gateway",
+              503: "Service Unavailable"}
+    body = Problem(title=titles.get(status, "Error"), status=status, detail=detail,
+                   errors=errors).model_dump(exclude_none=True)
+    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
+
+
+PROBLEMS = {code: {"model": Problem, "content": {"application/problem+json": {}}}
+            for code in (401, 403, 422)}
+
+
+def build_router() -> APIRouter:
+    r = APIRouter(prefix="/api/v1", responses=PROBLEMS)
+
+    @r.get("/me", response_model=Me, tags=["auth"])
+    def me(who: Viewer) -> Me:
+        return Me(name=who.name, role=who.role)
+
+    @r.get("/status", response_model=Status, tags=["cluster"])
+    def get_status(cp: CP, who: Viewer) -> Status:
+        return cluster.status(cp)
+
+    @r.get("/overview", response_model=Overview, tags=["cluster"])
+    def get_overview(cp: CP, who: Viewer) -> Overview:
+        return cluster.overview(cp)
+
+    @r.get("/nodes", response_model=list[NodeView], tags=["cluster"])
+    def get_nodes(cp: CP, who: Viewer) -> list[NodeView]:
+        return cluster.list_nodes(cp)
+
+    @r.get("/nodes/{name}", response_model=NodeDetail, tags=["cluster"],
+           responses={404: {"model": Problem}})
+    def get_node(name: str, cp: CP, who: Viewer) -> NodeDetail:
+        return cluster.get_node(cp, name)
+
+    @r.get("/gpus", response_model=list[GpuView], tags=["gpus"])
+    def get_gpus(cp: CP, who: Viewer, node: str | None = None, state: GpuStateQ | None = None,
+                 job: str | None = None, user: str | None = None) -> list[GpuView]:
+        return cluster.list_gpus(cp, node=node, state=state, job=job, user=user)
+
+    @r.get("/gpus/{node}/{index}", response_model=GpuDetail, tags=["gpus"],
+           responses={404: {"model": Problem}})
+    def get_gpu(node: str, index: GpuIndex, cp: CP,
+                who: Viewer) -> GpuDetail:
+        return cluster.get_gpu(cp, node, index)
+
+    @r.get("/gpus/{node}/{index}/history", response_model=GpuHistory, tags=["gpus"],
+           responses={404: {"model": Problem}})
+    async def get_gpu_history(
+        node: str, index: GpuIndex, cp: CP, who: Viewer,
+        range: Range | None = "1h",
+        start: Time = None, end: Time = None, step: Step = None, aggregation: Agg = "avg",
+    ) -> GpuHistory:
+        return await cluster.gpu_history(cp, node, index, range_=range, start=start, end=end,
+                                         step=step, aggregation=aggregation)
+
+    @r.get("/query", response_model=QueryResult, tags=["metrics"])
+    async def get_query(
+        cp: CP, who: Viewer,
+        selector: Annotated[str, Query(min_length=1, max_length=2000,
+                                       examples=['DCGM_FI_DEV_GPU_UTIL{node="node1"}'])],
+        start: Time = None, end: Time = None, step: Step = None, aggregation: Agg = "avg",
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> QueryResult:
+        return await cluster.query(cp, selector, start=start, end=end, step=step,
+                                   aggregation=aggregation, limit=limit)
+
+    @r.get("/stream", tags=["cluster"],
+           responses={200: {"content": {"text/event-stream": {}},
+                            "description": "server-sent events: overview, gpus"}})
+    async def stream(request: Request, cp: CP, who: Viewer) -> StreamingResponse:
+        return StreamingResponse(_events(request, cp), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Accel-Buffering": "no"})
+
+    # -- Slurm ---------------------------------------------------------------------------
+
+    @r.get("/slurm", response_model=SlurmSummary, tags=["slurm"],
+           responses={503: {"model": Problem}})
+    def slurm_summary(cp: CP, who: Viewer) -> SlurmSummary:
+        return slurm.summary(cp)
+
+    @r.get("/slurm/jobs", response_model=list[SlurmJobView], tags=["slurm"],
+           responses={503: {"model": Problem}})
+    def slurm_jobs(cp: CP, who: Viewer, state: str | None = None, user: str | None = None,
+                   partition: str | None = None) -> list[SlurmJobView]:
+        return slurm.jobs(cp, state=state, user=user, partition=partition)
+
+    @r.get("/slurm/jobs/{job_id}", response_model=SlurmJobDetail, tags=["slurm"],
+           responses={404: {"model": Problem}, 503: {"model": Problem}})
+    async def slurm_job(job_id: JobId, cp: CP,
+                        who: Viewer) -> SlurmJobDetail:
+        return await slurm.job(cp, job_id)
+
+    @r.get("/slurm/nodes", response_model=list[SlurmNodeView], tags=["slurm"],
+           responses={503: {"model": Problem}})
+    def slurm_nodes(cp: CP, who: Viewer) -> list[SlurmNodeView]:
+        return slurm.nodes(cp)
+
+    @r.get("/slurm/partitions", response_model=list[SlurmPartitionView], tags=["slurm"],
+           responses={503: {"model": Problem}})
+    def slurm_partitions(cp: CP, who: Viewer) -> list[SlurmPartitionView]:
+        return slurm.partitions(cp)
+
+    @r.post("/slurm/jobs/{job_id}/{action}", response_model=ActionResult, tags=["slurm"],
+            responses={404: {"model": Problem}, 502: {"model": Problem}})
+    async def slurm_job_action(job_id: JobId,
+                               action: Literal["cancel", "hold", "release"], cp: CP,
+                               who: Operator) -> ActionResult:
+        return await slurm.job_action(cp, _client(cp), who.name, job_id, action)
+
+    @r.post("/slurm/nodes/{name}/drain", response_model=ActionResult, tags=["slurm"],
+            responses={502: {"model": Problem}})
+    async def slurm_drain(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                                   max_length=128)],
+                          body: DrainRequest, cp: CP, who: Operator) -> ActionResult:
+        return await slurm.node_action(cp, _client(cp), who.name, name, "drain", body.reason)
+
+    @r.post("/slurm/nodes/{name}/resume", response_model=ActionResult, tags=["slurm"],
+            responses={502: {"model": Problem}})
+    async def slurm_resume(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                                    max_length=128)],
+                           cp: CP, who: Operator) -> ActionResult:
+        return await slurm.node_action(cp, _client(cp), who.name, name, "resume")
+
+    # -- watchdog --------------------------------------------------------------------------
+
+    @r.get("/alerts", response_model=list[AlertView], tags=["alerts"])
+    def get_alerts(cp: CP, who: Viewer,
+                   state: Literal["pending", "firing", "resolved", "all"] | None = None,
+                   limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AlertView]:
+        return alerts.list_alerts(cp, state, limit)
+
+    @r.get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"],
+           responses={404: {"model": Problem}})
+    def get_alert(alert_id: Id, cp: CP, who: Viewer) -> AlertDetail:
+        return alerts.get_alert(cp, alert_id)
+
+    @r.post("/alerts/{alert_id}/acknowledge", response_model=AlertView, tags=["alerts"],
+            responses={404: {"model": Problem}})
+    def ack_alert(alert_id: Id, cp: CP, who: Operator) -> AlertView:
+        return alerts.acknowledge(cp, alert_id, who.name)
+
+    @r.get("/rules", response_model=list[RuleView], tags=["alerts"])
+    def get_rules(cp: CP, who: Viewer) -> list[RuleView]:
+        return alerts.rules(cp)
+
+    @r.get("/silences", response_model=list[SilenceView], tags=["alerts"])
+    def get_silences(cp: CP, who: Viewer, expired: bool = False) -> list[SilenceView]:
+        return alerts.list_silences(cp, expired)
+
+    @r.post("/silences", response_model=SilenceView, status_code=201, tags=["alerts"])
+    def post_silence(body: NewSilence, cp: CP, who: Operator) -> SilenceView:
+        return alerts.add_silence(cp, body, who.name)
+
+    @r.delete("/silences/{silence_id}", status_code=204, tags=["alerts"],
+              responses={404: {"model": Problem}})
+    def delete_silence(silence_id: Id, cp: CP, who: Operator) -> None:
+        alerts.expire_silence(cp, silence_id, who.name)
+
+    @r.get("/actions", response_model=list[ActionView], tags=["alerts"])
+    def get_actions(cp: CP, who: Viewer, state: str | None = None) -> list[ActionView]:
+        return alerts.list_actions(cp, state)
+
+    @r.post("/actions/{action_id}/{decision}", response_model=ActionView, tags=["alerts"],
+            responses={404: {"model": Problem}, 409: {"model": Problem}})
+    def decide(action_id: Id, decision: Literal["approve", "deny"], cp: CP,
+               who: Operator) -> ActionView:
+        return alerts.decide_action(cp, action_id, who.name, decision == "approve")
+
+    @r.get("/audit", response_model=list[AuditEntry], tags=["auth"])
+    def get_audit(cp: CP, who: Admin,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> list[AuditEntry]:
+        return alerts.audit_log(cp, limit)
+
+    @r.get("/tokens", response_model=list[TokenView], tags=["auth"])
+    def list_tokens(cp: CP, who: Admin) -> list[TokenView]:
+        return [TokenView(**dataclasses.asdict(t)) for t in cp.tokens.list()]
+
+    @r.post("/tokens", response_model=TokenCreated, status_code=201, tags=["auth"])
+    def create_token(body: NewToken, cp: CP, who: Admin) -> TokenCreated:
+        token = cp.tokens.create(body.role, body.name)
+        return TokenCreated(role=body.role, token=token)
+
+    @r.delete("/tokens/{token_id}", status_code=204, tags=["auth"],
+              responses={404: {"model": Problem}})
+    def revoke_token(token_id: Id, cp: CP, who: Admin) -> None:
+        if not cp.tokens.revoke(token_id):
+            raise HTTPException(404, f"no active token with id {token_id}")
+
+    return r
+
+
+async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
+    """Overview and GPU list whenever a scrape lands (at most once a second), a comment
+    every 15 s to keep proxies from closing the stream."""
+    seen = -1
+    last_beat = asyncio.get_running_loop().time()
+    while not await request.is_disconnected():
+        scraper = cp.scraper
+        version = scraper.version if scraper else 0
+        now = asyncio.get_running_loop().time()
+        if version != seen:
+            seen = version
+            overview = cluster.overview(cp).model_dump_json()
+            gpus = json.dumps([g.model_dump() for g in cluster.list_gpus(cp)])
+            yield f"event: overview\ndata: {overview}\n\nevent: gpus\ndata: {gpus}\n\n".encode()
+            last_beat = now
+        elif now - last_beat > 15:
+            yield b": keep-alive\n\n"
+            last_beat = now
+        await asyncio.sleep(1.0)
+        if scraper is not None:
+            scraper.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(scraper.changed.wait(), timeout=14)
+
+
+def create_app(cp: ControlPlane, *, run_scraper: bool = True) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = []
+        stop = asyncio.Event()
+        if run_scraper and cp.scraper is not None:
+            tasks.append(asyncio.create_task(cp.scraper.run(), name="scraper"))
+        if run_scraper and cp.watchdog is not None:
+            tasks.append(asyncio.create_task(cp.watchdog.run(stop), name="watchdog"))
+        try:
+            yield
+        finally:
+            stop.set()
+            if cp.scraper is not None:
+                cp.scraper.stop()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if cp.client is not None:
+                await cp.client.aclose()
+
+    app = FastAPI(
+        title="gpuwarden",
+        version=__version__,
+        description="The gpuwarden control plane: cluster overview, nodes, GPUs, metrics.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.cp = cp
+    app.include_router(build_router())
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app.include_router(build_web_router())  # last: its catch-all serves the UI
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
+                   "in": str(e["loc"][0]), "message": e["msg"]} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return _problem(422, detail, errors=errors)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return _problem(404, str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return _problem(409, str(exc))
+
+    @app.exception_handler(slurm.SlurmUnavailable)
+    async def no_slurm(request: Request, exc: slurm.SlurmUnavailable) -> JSONResponse:
+        return _problem(503, str(exc))
+
+    @app.exception_handler(NodeError)
+    async def node_error(request: Request, exc: NodeError) -> JSONResponse:
+        # the node's own 4xx (bad job id, unknown node) is the caller's; the rest is a gateway
+        status = exc.status if 400 <= exc.status < 500 and exc.status != 401 else 502
+        return _problem(status, f"the controller node says: {exc}")
+
+    @app.exception_handler(GpuwardenError)
+    async def user_error(request: Request, exc: GpuwardenError) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(SelectorError)
+    async def bad_selector(request: Request, exc: SelectorError) -> JSONResponse:
+        return _problem(422, str(exc), errors=[{"field": "selector", "in": "query",
+                                                "message": str(exc)}])
+
+    @app.exception_handler(ValueError)
+    async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    return app

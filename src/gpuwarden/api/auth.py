@@ -1,0 +1,43 @@
+"""API authentication: ``Authorization: Bearer <token>`` or the UI's session cookie.
+Roles: a viewer reads, an operator acts, an admin manages tokens and configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Depends, HTTPException, Request
+
+from gpuwarden.services.context import ControlPlane
+from gpuwarden.state.tokens import Principal, role_at_least
+
+SESSION_COOKIE = "gpuwarden_session"
+
+
+def control_plane(request: Request) -> ControlPlane:
+    return request.app.state.cp
+
+
+def principal(request: Request) -> Principal:
+    cp: ControlPlane = request.app.state.cp
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not token:
+        token = request.cookies.get(SESSION_COOKIE, "")
+    if not token:
+        raise HTTPException(401, "Send an API token as 'Authorization: Bearer <token>' "
+                                 "(create one with `gpuwarden token create`).",
+                            headers={"WWW-Authenticate": "Bearer"})
+    who = cp.tokens.authenticate(token)
+    if who is None:
+        raise HTTPException(401, "The token is unknown or revoked.",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return who
+
+
+def require(role: str) -> Callable[[Principal], Principal]:
+    def check(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
+        if not role_at_least(who.role, role):
+            raise HTTPException(403, f"This needs the {role} role; your token is {who.role}.")
+        return who
+
+    return check

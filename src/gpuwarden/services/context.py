@@ -1,0 +1,39 @@
+"""What the services work on: one object handed to the API, the agent and the CLI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from gpuwarden.config import ServeConfig
+from gpuwarden.metrics.model import MetricsStore
+from gpuwarden.metrics.scraper import Scraper, Target
+from gpuwarden.state.db import StateDB
+from gpuwarden.state.inventory import Inventory
+from gpuwarden.state.tokens import TokenStore
+from gpuwarden.watchdog.engine import Watchdog
+
+
+@dataclass
+class ControlPlane:
+    config: ServeConfig
+    db: StateDB
+    store: MetricsStore
+    scraper: Scraper | None = None
+    watchdog: Watchdog | None = None
+    client: httpx.AsyncClient | None = None  # for actions on node daemons
+    clock: Callable[[], float] = time.time
+    inventory: Inventory = field(init=False)
+    cache: dict[str, Any] = field(default_factory=dict)  # services' derived views
+    tokens: TokenStore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inventory = Inventory(self.db)
+        self.tokens = TokenStore(self.db)
+
+    def targets(self) -> list[Target]:
+        return [Target(n.name, n.url, n.token_file, n.role) for n in self.inventory.nodes()]

@@ -1,0 +1,105 @@
+"""The watchdog loop: every ``interval`` seconds build the view, evaluate every enabled rule,
+move alerts on, queue notifications, propose policy actions, deliver, run approved ones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from gpuwarden.config import ServeConfig
+from gpuwarden.metrics.scraper import TargetState
+from gpuwarden.state.audit import AuditLog
+from gpuwarden.state.db import StateDB
+from gpuwarden.state.inventory import Inventory
+from gpuwarden.watchdog.actions import Executor, Policies
+from gpuwarden.watchdog.alerts import AlertBook, Transition
+from gpuwarden.watchdog.evaluators import EVALUATORS, Finding
+from gpuwarden.watchdog.notify import Notifier, Sender, apprise_sender
+from gpuwarden.watchdog.rules import RuleSpec, load_rules
+from gpuwarden.watchdog.view import build_view
+
+log = logging.getLogger(__name__)
+
+
+class Watchdog:
+    def __init__(
+        self,
+        db: StateDB,
+        config: ServeConfig,
+        states: Callable[[], Mapping[str, TargetState]],
+        *,
+        executor: Executor | None = None,
+        sender: Sender = apprise_sender,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        wd = config.watchdog
+        cluster = wd.clusters.get(config.cluster)
+        self.config = config
+        self.rules: list[RuleSpec] = load_rules(
+            wd.rules, cluster_overrides=cluster.rules if cluster else None)
+        self.inventory = Inventory(db)
+        self.alerts = AlertBook(db)
+        self.audit = AuditLog(db)
+        self.notifier = Notifier(db, wd.notify_urls(), sender=sender,
+                                 rate_limit_per_minute=wd.rate_limit_per_minute)
+        self.policies = Policies(db, wd.policies, self.alerts, self.audit, clock)
+        self._states = states
+        self._executor = executor
+        self._clock = clock
+        self.cycles = 0
+        self.last_cycle_seconds = 0.0
+        known = {r.id for r in self.rules}
+        for policy in wd.policies:
+            if policy.rule not in known:
+                from gpuwarden.errors import GpuwardenError
+
+                raise GpuwardenError(f"watchdog.policies: rule {policy.rule!r} does not exist; "
+                                     f"rules are: {', '.join(sorted(known))}")
+
+    def findings(self, now: float) -> list[tuple[RuleSpec, Sequence[Finding]]]:
+        view = build_view(now, self.config.cluster, self.inventory.nodes(), self._states())
+        results = []
+        for rule in self.rules:
+            if not rule.enabled:
+                continue
+            try:
+                found = EVALUATORS[rule.kind](view, rule, self.alerts.open_subjects(rule.id))
+            except Exception:  # one broken rule must not blind the others
+                log.exception("rule %s failed to evaluate", rule.id)
+                continue
+            results.append((rule, found))
+        return results
+
+    def evaluate(self, now: float | None = None) -> list[Transition]:
+        """One cycle, synchronously: evaluate, record, queue notifications, propose."""
+        began = time.perf_counter()
+        now = self._clock() if now is None else now
+        transitions = self.alerts.apply(self.findings(now), now)
+        transitions += self.alerts.retire_rules([r.id for r in self.rules if r.enabled], now)
+        for t in transitions:
+            log.info("alert %s: %s", t.event, t.alert.summary)
+        self.notifier.enqueue(transitions, now)
+        self.policies.on_transitions(transitions)
+        self.cycles += 1
+        self.last_cycle_seconds = time.perf_counter() - began
+        return transitions
+
+    async def cycle(self) -> list[Transition]:
+        transitions = await asyncio.to_thread(self.evaluate)
+        await asyncio.to_thread(self.notifier.deliver, self._clock())
+        if self._executor is not None:
+            await self.policies.run_approved(self._executor)
+        return transitions
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.config.watchdog.interval
+        while not stop.is_set():
+            try:
+                await self.cycle()
+            except Exception:
+                log.exception("watchdog cycle failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

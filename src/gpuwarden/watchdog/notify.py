@@ -1,0 +1,137 @@
+"""Notifications through Apprise (Slack, Discord, e-mail, ntfy, webhooks...).
+
+Every cycle's transitions become one message per target, written to an outbox in the state
+database first; delivery then works the outbox: rate-limited per target, a failed delivery
+is retried with backoff and counted, and nothing leaves the outbox until it is delivered.
+Target URLs hold secrets: they are never stored, logged or shown; a target is known by its
+position and a short hash of its URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gpuwarden.state.db import StateDB
+from gpuwarden.watchdog.alerts import Transition
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[str, str, str, str], bool]  # (url, title, body, kind) -> delivered
+
+
+def apprise_sender(url: str, title: str, body: str, kind: str) -> bool:
+    import apprise
+
+    notifier = apprise.Apprise()
+    if not notifier.add(url):
+        log.error("a notification URL is not understood by Apprise; check watchdog.notify")
+        return False
+    notify_type = {"firing": apprise.NotifyType.FAILURE, "resolved": apprise.NotifyType.SUCCESS
+                   }.get(kind, apprise.NotifyType.INFO)
+    return bool(notifier.notify(title=title, body=body, notify_type=notify_type))
+
+
+def target_id(index: int, url: str) -> str:
+    return f"{index}:{hashlib.sha256(url.encode()).hexdigest()[:10]}"
+
+
+def format_message(transitions: Sequence[Transition]) -> tuple[str, str, str]:
+    firing = [t for t in transitions if t.event == "firing"]
+    resolved = [t for t in transitions if t.event == "resolved"]
+    parts = []
+    if firing:
+        parts.append(f"{len(firing)} firing")
+    if resolved:
+        parts.append(f"{len(resolved)} resolved")
+    title = "gpuwarden: " + ", ".join(parts)
+    lines = []
+    for t in firing + resolved:
+        a = t.alert
+        tag = f"[{t.event.upper()} {a.severity}]" if t.event == "firing" else "[RESOLVED]"
+        lines.append(f"{tag} {a.summary} (rule {a.rule}, {a.subject})")
+    return title, "\n".join(lines), "firing" if firing else "resolved"
+
+
+@dataclass
+class NotifyStats:
+    enqueued: int = 0
+    delivered: int = 0
+    failures: int = 0
+    pending: int = 0
+    by_target: dict[str, int] = field(default_factory=dict)
+
+
+class Notifier:
+    def __init__(self, db: StateDB, urls: Sequence[str], *, sender: Sender = apprise_sender,
+                 rate_limit_per_minute: int = 20, max_backoff: float = 300.0) -> None:
+        self._db = db
+        self._targets = {target_id(i, u): u for i, u in enumerate(urls)}
+        self._send = sender
+        self._rate = rate_limit_per_minute
+        self._max_backoff = max_backoff
+        self.stats = NotifyStats()
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self._targets)
+
+    def enqueue(self, transitions: Sequence[Transition], now: float) -> int:
+        """One outbox message per target for this cycle's unsilenced transitions."""
+        audible = [t for t in transitions if not t.alert.silenced]
+        if not audible or not self._targets:
+            return 0
+        title, body, kind = format_message(audible)
+        with self._db.write() as conn:
+            for target in self._targets:
+                conn.execute(
+                    "INSERT INTO notifications(target, title, body, kind, created_at, status, "
+                    "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                    (target, title, body, kind, now, now))
+        self.stats.enqueued += len(self._targets)
+        return len(self._targets)
+
+    def deliver(self, now: float) -> int:
+        """Try every due message; returns how many were delivered.  Blocking (network): the
+        watchdog runs it in a thread."""
+        conn = self._db.connect()
+        delivered = 0
+        for target, url in self._targets.items():
+            sent_last_minute = conn.execute(
+                "SELECT count(*) FROM notifications WHERE target = ? AND status = 'sent' "
+                "AND sent_at > ?", (target, now - 60)).fetchone()[0]
+            budget = max(0, self._rate - sent_last_minute)
+            due = conn.execute(
+                "SELECT id, title, body, kind, attempts FROM notifications WHERE target = ? "
+                "AND status = 'pending' AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (target, now, budget)).fetchall()
+            for row in due:
+                try:
+                    ok = self._send(url, row["title"], row["body"], row["kind"])
+                    error = None if ok else "delivery refused or failed"
+                except Exception as exc:  # a broken plugin must not stop the watchdog
+                    ok, error = False, f"{type(exc).__name__}"
+                with self._db.write() as w:
+                    if ok:
+                        w.execute("UPDATE notifications SET status = 'sent', sent_at = ?, "
+                                  "attempts = attempts + 1 WHERE id = ?", (now, row["id"]))
+                    else:
+                        attempts = row["attempts"] + 1
+                        backoff = min(self._max_backoff, 2.0 ** attempts)
+                        w.execute("UPDATE notifications SET attempts = ?, last_error = ?, "
+                                  "next_attempt_at = ? WHERE id = ?",
+                                  (attempts, error, now + backoff, row["id"]))
+                if ok:
+                    delivered += 1
+                    self.stats.delivered += 1
+                else:
+                    self.stats.failures += 1
+                    self.stats.by_target[target] = self.stats.by_target.get(target, 0) + 1
+                    log.warning("notification %d to target %s failed (attempt %d): %s; "
+                                "will retry", row["id"], target, row["attempts"] + 1, error)
+                    break  # keep this target's messages in order: retry the oldest first
+        self.stats.pending = conn.execute(
+            "SELECT count(*) FROM notifications WHERE status = 'pending'").fetchone()[0]
+        return delivered

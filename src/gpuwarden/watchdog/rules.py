@@ -1,0 +1,110 @@
+"""Rules as data: the shipped defaults (``default_rules.yaml``) merged with the config
+file's overrides, globally and per cluster.  Each rule names a ``kind``: the evaluator in
+:mod:`gpuwarden.watchdog.evaluators` that finds its subjects."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from gpuwarden.config import format_validation_error
+from gpuwarden.errors import GpuwardenError
+
+KINDS = (
+    "gpu_idle", "gpu_allocated_idle", "thermal_throttle", "xid", "ecc_uncorrectable",
+    "row_remap_failure", "gpu_lost", "gpu_memory_full", "node_down", "slurm_node_state",
+    "job_pending", "job_completing",
+)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """``90``, ``"30s"``, ``"10m"``, ``"2h"``, ``"1d"`` -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 10m, 2h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = ""
+    kind: Literal[KINDS]  # type: ignore[valid-type]
+    enabled: bool = True
+    severity: Literal["info", "warning", "critical"] = "warning"
+    for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
+    summary: str = "{rule} on {subject}"
+    threshold: float | None = None
+    clear: float | None = None
+    costly_only: bool = False
+    temperature_margin: float = 0.0
+    xid_class: Literal["hardware", "application"] | None = None
+    states: list[str] = Field(default_factory=list)
+    after: dict[str, Duration] = Field(default_factory=dict)
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    text = resources.files("gpuwarden.watchdog").joinpath("default_rules.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_rules(overrides: dict[str, Any] | None = None, *, source: str = "watchdog.rules",
+               cluster_overrides: dict[str, Any] | None = None) -> list[RuleSpec]:
+    """Defaults, then ``overrides`` (new rules or changed fields), then the cluster's."""
+    raw = _defaults()
+    for layer in (overrides or {}, cluster_overrides or {}):
+        if not isinstance(layer, dict):
+            raise GpuwardenError(f"{source}: must be a mapping of rule id -> fields")
+        for rule_id, fields in layer.items():
+            if fields is False:
+                fields = {"enabled": False}
+            if not isinstance(fields, dict):
+                raise GpuwardenError(f"{source}.{rule_id}: must be a mapping of fields")
+            raw[rule_id] = _merge(raw.get(rule_id, {}), fields)
+    rules = []
+    for rule_id, fields in raw.items():
+        try:
+            rule = RuleSpec.model_validate({**fields, "id": rule_id})
+        except ValidationError as exc:
+            raise GpuwardenError(format_validation_error(f"{source}.{rule_id}", exc)) from None
+        if rule.kind in ("gpu_idle", "gpu_allocated_idle", "gpu_memory_full") and (
+                rule.threshold is None):
+            raise GpuwardenError(f"{source}.{rule_id}: kind {rule.kind} needs a threshold")
+        if rule.kind == "xid" and rule.xid_class is None:
+            raise GpuwardenError(f"{source}.{rule_id}: kind xid needs xid_class: hardware or "
+                                 "application")
+        rules.append(rule)
+    return rules
