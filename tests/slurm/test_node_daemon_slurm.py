@@ -102,22 +102,27 @@ def test_control_plane_and_watchdog_act_on_slurm(daemon_factory, serve_factory, 
                                                   adapter: SlurmAdapter, actions: SlurmActions,
                                                   wait, clean_queue, tmp_path):
     ctl = slurm_daemon(daemon_factory, slurm_cluster, "node1", "--slurm-controller")
-    node2 = slurm_daemon(daemon_factory, slurm_cluster, "node2", "--sim-profile", "1=xid-storm")
+    node2 = slurm_daemon(daemon_factory, slurm_cluster, "node2")
+    node3 = slurm_daemon(daemon_factory, slurm_cluster, "node3", "--sim-profile", "1=xid-storm")
     config = tmp_path / "gpuwarden.yaml"
     config.write_text(yaml.safe_dump({
         "cluster": "slurm-test",
         "scrape": {"interval": 0.5, "timeout": 2.0},
         "nodes": [{"name": "node1", "url": ctl.url, "role": "controller", "cost_per_hour": 4},
-                  {"name": "node2", "url": node2.url, "cost_per_hour": 4}],
+                  {"name": "node2", "url": node2.url, "cost_per_hour": 4},
+                  {"name": "node3", "url": node3.url, "cost_per_hour": 4}],
         "watchdog": {"interval": 0.5,
                      "policies": [{"rule": "xid_hardware", "action": "drain_node",
                                    "mode": "auto"}]},
     }))
     serve = serve_factory(config, tmp_path / "home")
     job = actions.submit(SLEEP, SubmitOptions(name="viewed", nodelist=("node2",), gres="gpu:1"))
-    detail = serve.wait(lambda: next((j for j in serve.get("/api/v1/slurm/jobs").json()
-                                      if j["job_id"] == job and j["state"] == "RUNNING"), None),
-                        timeout=30, what="job through the control plane")
+    def running() -> dict | None:
+        answer = serve.get("/api/v1/slurm/jobs")  # 503 until the controller's first scrape
+        jobs = answer.json() if answer.status_code == 200 else []
+        return next((j for j in jobs if j["job_id"] == job and j["state"] == "RUNNING"), None)
+
+    detail = serve.wait(running, timeout=30, what="job through the control plane")
     assert detail["gpu_detail"] == {"node2": [0]}
     job_view = serve.wait(lambda: serve.get(f"/api/v1/slurm/jobs/{job}").json().get("gpus"),
                           what="job GPUs")
@@ -139,11 +144,11 @@ def test_control_plane_and_watchdog_act_on_slurm(daemon_factory, serve_factory, 
     done = httpx.post(f"{serve.url}/api/v1/slurm/jobs/{job}/cancel", timeout=30,
                       headers={"Authorization": f"Bearer {serve.admin}"})
     assert done.status_code == 200, done.text
-    # a hardware XID on node2 (the xid-storm GPU sends one now and then): the watchdog's
-    # auto policy drains node2 in Slurm, and the audit log has every step
+    # a hardware XID on node3 (its xid-storm GPU sends one now and then): the watchdog's
+    # auto policy drains node3 in Slurm, and the audit log has every step
     drained = serve.wait(lambda: next((n for n in adapter.nodes().nodes
-                                       if n.name == "node2" and n.reason), None),
-                         timeout=60, what="node2 drained by the watchdog")
+                                       if n.name == "node3" and n.reason), None),
+                         timeout=60, what="node3 drained by the watchdog")
     assert "gpuwarden watchdog" in drained.reason
     steps = [(e["action"], e["outcome"]) for e in serve.get("/api/v1/audit").json()]
     assert ("drain_node", "proposed") in steps and ("drain_node", "executed") in steps
