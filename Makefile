@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# What the tests run for real: Slurm + munge (Debian's slurm-wlm) and Prometheus (promtool).
-SYSTEM_PACKAGES := slurm-wlm munge prometheus
+# What the tests and the demo run for real: Slurm + munge (Debian's slurm-wlm), Prometheus
+# (promtool) and Chromium (the UI's end-to-end tests).
 system-deps:
 	@missing=""; \
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
@@ -43,9 +43,8 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(VENV)/bin/pytest
 
-demo: $(STAMP)
-	$(VENV)/bin/gpuwarden node --gpu-backend sim --sim-gpus 4 \
-	  --sim-profile 0=train,1=inference,2=idle,3=thermal-throttle --interval 2 --no-auth
+demo: $(STAMP) system-deps
+	$(VENV)/bin/gpuwarden demo
 
 bench: $(STAMP) system-deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -137,6 +137,35 @@ def _mount_slurm() -> None:
 
 _mount_slurm()
 
+
+def _mount_providers() -> None:
+    from gpuwarden.providers.cli import down_command, status_command, up_command
+
+    app.command("up")(up_command)
+    app.command("status")(status_command)
+    app.command("down")(down_command)
+
+
+_mount_providers()
+
+@app.command()
+def demo(
+    nodes: Annotated[int, typer.Option(help="Nodes in the local cluster.")] = 3,
+    gpus_per_node: Annotated[int, typer.Option(help="Simulated GPUs per node.")] = 4,
+    port: Annotated[int, typer.Option(help="Port of the control plane and web UI.")] = 8080,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop by itself after this many seconds.")] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Plain log lines, for scripts and CI.")] = False,
+) -> None:
+    """The whole system on this machine: a local cluster with simulated GPUs (and real Slurm
+    when installed), the control plane, the web UI and a workload. Ctrl-C stops it all."""
+    from gpuwarden.demo import DemoOptions, run_demo
+
+    run_demo(DemoOptions(nodes=nodes, gpus_per_node=gpus_per_node, port=port,
+                         duration=duration, headless=headless))
+
+
 token_app = typer.Typer(help="API tokens (viewer, operator, admin).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 

@@ -8,15 +8,17 @@ and a private ``SLURM_CONF``: nothing is written to /etc and ``down()`` leaves n
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gpuwarden.slurm.adapter import SlurmAdapter
@@ -60,6 +62,7 @@ class LocalSlurmCluster:
     directory: Path
     nodes: int = 3
     gpus_per_node: int = 2
+    node_prefix: str = "node"  # node names: node1, node2, ...
     cpus_per_node: int = 2
     memory_mb: int = 1024
     gpu_type: str | None = None
@@ -85,15 +88,27 @@ class LocalSlurmCluster:
         return self.directory / "munge"
 
     @property
+    def socket_dir(self) -> Path:
+        """Where the Unix sockets live (munged's, and slurmd's spool with its step sockets).
+        A socket path holds at most 107 bytes, so a deep directory gets a short stand-in
+        under the temp directory, removed by ``down()``."""
+        if len(str(self.directory)) <= 48:
+            return self.directory
+        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"gpuwarden-slurm-{digest}"
+
+    @property
     def munge_socket(self) -> Path:
-        return self.munge_dir / "munge.socket"
+        if self.socket_dir == self.directory:
+            return self.munge_dir / "munge.socket"
+        return self.socket_dir / "munge.socket"
 
     @property
     def run_dir(self) -> Path:
         return self.directory / "run"
 
     def node_names(self) -> list[str]:
-        return [f"node{i}" for i in range(1, self.nodes + 1)]
+        return [f"{self.node_prefix}{i}" for i in range(1, self.nodes + 1)]
 
     def env(self) -> dict[str, str]:
         """Environment additions every Slurm client command of this cluster needs."""
@@ -163,7 +178,8 @@ class LocalSlurmCluster:
             slurmd_timeout=self.slurmd_timeout,
             extra=dict(self.extra_conf),
         )
-        return with_local_paths(spec, self.directory)
+        return replace(with_local_paths(spec, self.directory),
+                       spool_dir=str(self.socket_dir / "spool"))
 
     def start_node(self, name: str) -> int:
         """(Re)start the slurmd of node ``name``; returns its pid."""
@@ -228,6 +244,8 @@ class LocalSlurmCluster:
         left = [p for p in self.leftover_pids() if _pid_alive(p)]
         if left:
             raise LocalClusterError(f"processes still running after down: {left}")
+        if self.socket_dir != self.directory:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
         return stopped
 
     # ---- helpers ----------------------------------------------------------------------
@@ -245,10 +263,12 @@ class LocalSlurmCluster:
         self.directory.mkdir(parents=True, exist_ok=True)
         # slurmctld starts clean (-c): old job state would only slow its start (it purges
         # the files of every defunct job one by one).
-        for stale in ("state", "spool"):
-            shutil.rmtree(self.directory / stale, ignore_errors=True)
-        for sub in ("etc", "state", "spool", "log", "run"):
+        for stale in (self.directory / "state", self.socket_dir / "spool"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for sub in ("etc", "state", "log", "run"):
             (self.directory / sub).mkdir(exist_ok=True)
+        self.socket_dir.mkdir(mode=0o711, exist_ok=True)
+        (self.socket_dir / "spool").mkdir(exist_ok=True)
         # munged checks that every directory above its socket is searchable by everyone.
         self.munge_dir.mkdir(exist_ok=True)
         os.chmod(self.munge_dir, 0o711)

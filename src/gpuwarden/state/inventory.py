@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gpuwarden.config import NodeConfig
 from gpuwarden.state.db import StateDB
@@ -20,6 +22,16 @@ class Node:
     provider: str
     cost_per_hour: float
     source: str
+
+
+class NodeRow(Protocol):
+    """What a provider reports of a node (``gpuwarden.providers.base.NodeRecord``)."""
+
+    name: str
+    url: str | None
+    token_file: Path | None
+    role: str
+    cost_per_hour: float
 
 
 class Inventory:
@@ -63,3 +75,43 @@ class Inventory:
 
     def clusters(self) -> list[str]:
         return [r[0] for r in self._db.connect().execute("SELECT name FROM clusters ORDER BY name")]
+
+    def upsert_provider_nodes(self, cluster: str, provider: str, nodes: Iterable[NodeRow]
+                              ) -> None:
+        """Make ``nodes`` the cluster's provider-made inventory rows (others removed)."""
+        nodes = list(nodes)
+        now = time.time()
+        with self._db.write() as conn:
+            conn.execute("""INSERT INTO clusters(name, provider, created_at) VALUES (?, ?, ?)
+                            ON CONFLICT(name) DO UPDATE SET provider = excluded.provider""",
+                         (cluster, provider, now))
+            names = [n.name for n in nodes]
+            conn.execute(
+                f"DELETE FROM nodes WHERE cluster = ? AND source = 'provider' AND name NOT IN "
+                f"({','.join('?' * len(names))})", (cluster, *names))
+            for n in nodes:
+                if n.url is None:
+                    continue
+                conn.execute(
+                    """INSERT INTO nodes(name, cluster, url, token_file, role, provider,
+                                         cost_per_hour, source, updated_at)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, 'provider', ?)
+                       ON CONFLICT(name) DO UPDATE SET cluster=excluded.cluster,
+                         url=excluded.url, token_file=excluded.token_file, role=excluded.role,
+                         provider=excluded.provider, cost_per_hour=excluded.cost_per_hour,
+                         source='provider', updated_at=excluded.updated_at""",
+                    (n.name, cluster, n.url, str(n.token_file) if n.token_file else None,
+                     n.role, provider, n.cost_per_hour, now))
+
+    def remove_cluster(self, cluster: str, source: str = "provider") -> list[str]:
+        """Drop the cluster's nodes of ``source`` (and the cluster when nothing is left)."""
+        with self._db.write() as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT name FROM nodes WHERE cluster = ? AND source = ? ORDER BY name",
+                (cluster, source))]
+            conn.execute("DELETE FROM nodes WHERE cluster = ? AND source = ?", (cluster, source))
+            left = conn.execute("SELECT COUNT(*) FROM nodes WHERE cluster = ?",
+                                (cluster,)).fetchone()[0]
+            if not left:
+                conn.execute("DELETE FROM clusters WHERE name = ?", (cluster,))
+        return names

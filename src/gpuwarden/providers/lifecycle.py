@@ -1,0 +1,153 @@
+"""``up``, ``status`` and ``down``: drive a provider and record the result in the control
+plane's state database.  Usable by the CLI, the API and the watchdog alike."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from gpuwarden.errors import GpuwardenError
+from gpuwarden.providers.base import (
+    Clock,
+    ClusterReport,
+    DownReport,
+    Progress,
+    Provider,
+    ProviderError,
+    SystemClock,
+    Workspace,
+    no_progress,
+)
+from gpuwarden.providers.registry import (
+    check_not_taken,
+    forget,
+    home_of,
+    load_saved,
+    remove_provider_cluster,
+    save_description,
+    saved_clusters,
+    upsert_provider_nodes,
+)
+from gpuwarden.providers.spec import ClusterDescription
+from gpuwarden.state.db import StateDB
+
+
+@dataclass
+class Runtime:
+    """The collaborators a lifecycle call uses; tests replace any of them."""
+
+    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30.0))
+    clock: Clock = field(default_factory=SystemClock)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    runpod_base_url: str | None = None
+    runpod_node_url: str | None = None
+    runpod_poll_s: float | None = None
+    start_timeout_s: float | None = None
+
+
+def open_provider(spec: ClusterDescription, home: Path, rt: Runtime) -> Provider:
+    """The provider for ``spec`` (imports only what that provider needs)."""
+    if spec.provider == "local":
+        from gpuwarden.providers.local import LocalProvider
+
+        local = LocalProvider(home, rt.http, rt.clock)
+        if rt.start_timeout_s:
+            local.start_timeout_s = rt.start_timeout_s
+        return local
+    if spec.provider == "static":
+        from gpuwarden.providers.static import StaticProvider
+
+        return StaticProvider(rt.http, rt.clock)
+    from gpuwarden.providers.runpod import RunPodClient, RunPodProvider, load_api_key
+    from gpuwarden.providers.runpod.client import DEFAULT_BASE_URL
+    from gpuwarden.providers.runpod.provider import PROXY_URL
+
+    client = RunPodClient(rt.http, load_api_key(rt.env, spec.runpod.api_key_file),
+                          rt.runpod_base_url or DEFAULT_BASE_URL, rt.clock)
+    provider = RunPodProvider(client, home, rt.http, rt.clock,
+                              node_url_template=rt.runpod_node_url or PROXY_URL)
+    if rt.runpod_poll_s is not None:
+        provider.poll_interval_s = rt.runpod_poll_s
+    if rt.start_timeout_s:
+        provider.start_timeout_s = rt.start_timeout_s
+    return provider
+
+
+def _provider_error(exc: ProviderError) -> GpuwardenError:
+    return GpuwardenError(str(exc))
+
+
+def up(spec: ClusterDescription, state_db: StateDB, progress: Progress = no_progress,
+       runtime: Runtime | None = None, provider: Provider | None = None) -> ClusterReport:
+    """Create what is missing, wait until every node is RUNNING, bootstrapped and answering
+    /healthz, and register the nodes.  Safe to repeat; an interrupted ``up`` resumes."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    check_not_taken(state_db, spec)
+    provider = provider or open_provider(spec, home, rt)
+    try:
+        progress("checking price and capacity")
+        per_hour = provider.quote(spec)
+        if spec.budget_per_hour is not None and per_hour > spec.budget_per_hour:
+            raise GpuwardenError(
+                f"budget_per_hour: the cluster would cost ${per_hour:.2f}/hr, over the cap of "
+                f"${spec.budget_per_hour:.2f}/hr; raise budget_per_hour or use fewer or "
+                "cheaper GPUs (nothing was created)")
+        save_description(Workspace(home, spec.name), spec)
+        nodes = provider.provision(spec, progress)
+    except ProviderError as exc:
+        raise _provider_error(exc) from None
+    upsert_provider_nodes(state_db, spec.name, spec.provider, nodes)
+    progress(f"registered {len(nodes)} node(s)")
+    return ClusterReport(spec.name, spec.provider, tuple(nodes),
+                         sum(n.cost_per_hour for n in nodes))
+
+
+def status(name: str, state_db: StateDB, runtime: Runtime | None = None,
+           provider: Provider | None = None) -> ClusterReport:
+    """The cluster's nodes as the provider lists them now, $/hr and the cost so far."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    spec = load_saved(home, name)
+    provider = provider or open_provider(spec, home, rt)
+    problems: list[str] = []
+    try:
+        nodes = provider.observe(spec)
+        try:
+            spent = provider.cost_so_far(spec, nodes)
+        except ProviderError as exc:
+            spent, problems = None, [f"cost so far unavailable: {exc}"]
+    except ProviderError as exc:
+        raise _provider_error(exc) from None
+    missing = spec.node_count - len(nodes)
+    if missing > 0:
+        problems.append(f"{missing} node(s) missing; `gpuwarden up` creates them")
+    problems += [n.detail for n in nodes if n.detail]
+    return ClusterReport(name, spec.provider, tuple(nodes),
+                         sum(n.cost_per_hour for n in nodes), spent, tuple(problems))
+
+
+def down(name: str, state_db: StateDB, progress: Progress = no_progress,
+         runtime: Runtime | None = None, provider: Provider | None = None) -> DownReport:
+    """Terminate every node, reconcile against the provider's own list until nothing of the
+    cluster is left, then unregister it.  Safe to repeat, and after a crashed ``up``."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    spec = load_saved(home, name)
+    provider = provider or open_provider(spec, home, rt)
+    try:
+        report = provider.teardown(spec, progress)
+    except ProviderError as exc:
+        raise _provider_error(exc) from None
+    gone = remove_provider_cluster(state_db, name)
+    forget(Workspace(home, name))
+    return DownReport(name, report.terminated, report.orphans, tuple(gone))
+
+
+def list_clusters(state_db: StateDB) -> list[str]:
+    """Clusters ``up`` has recorded (their descriptions are saved)."""
+    return saved_clusters(home_of(state_db))

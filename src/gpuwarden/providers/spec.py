@@ -1,0 +1,147 @@
+"""The cluster description (``gpuwarden up CLUSTER.yaml``), validated with pydantic.
+
+Smallest form::
+
+    name: dev
+    provider: local
+    nodes: 2
+    gpus_per_node: 2
+
+Errors name the field and the fix, on one line (:class:`GpuwardenError`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gpuwarden.config import format_validation_error
+from gpuwarden.errors import GpuwardenError
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Autostop(_Strict):
+    """Stop (or terminate) the cluster after its GPUs have been idle this long."""
+
+    idle_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 60
+    action: Literal["stop", "terminate"] = "stop"
+
+
+class Machine(_Strict):
+    """A machine the user already has (``provider: static``)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")]
+    address: str
+    token_file: Path | None = None
+    role: Literal["controller", "worker"] = "worker"
+    cost_per_hour: Annotated[float, Field(ge=0)] = 0.0
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be the node daemon's URL, e.g. http://10.0.0.5:9400")
+        return value.rstrip("/")
+
+
+class RunPodOptions(_Strict):
+    """RunPod specifics (``provider: runpod``)."""
+
+    mode: Literal["pods", "cluster"] = "pods"
+    cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
+    api_key_file: Path | None = None
+    node_port: Annotated[int, Field(ge=1, le=65535)] = 9400
+    gpuwarden_version: str | None = None
+
+
+class ClusterDescription(_Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    provider: Literal["local", "static", "runpod"]
+    nodes: Annotated[int, Field(ge=1, le=250)] = 1
+    gpus_per_node: Annotated[int, Field(ge=1, le=16)] = 1
+    gpu_type: str | None = None
+    image: str = "runpod/pytorch:2.4.0-py3.11-cuda12.4.1-devel-ubuntu22.04"
+    region: list[str] = Field(default_factory=list)
+    disk_gb: Annotated[int, Field(ge=1, le=4096)] = 50
+    volume_gb: Annotated[int | None, Field(ge=10, le=4096)] = None
+    network_volume: str | None = None
+    market: Literal["on-demand", "spot"] = "on-demand"
+    slurm: bool = True
+    budget_per_hour: Annotated[float | None, Field(gt=0)] = None
+    # local: what one GPU-hour costs you, so idle GPUs show the money they waste
+    price_per_gpu_hour: Annotated[float, Field(ge=0)] = 0.0
+    autostop: Autostop | None = None
+    machines: list[Machine] = Field(default_factory=list)
+    runpod: RunPodOptions = Field(default_factory=RunPodOptions)
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterDescription:
+        if self.provider == "static":
+            if not self.machines:
+                raise ValueError("provider static needs machines: (a list of name, address, "
+                                 "token_file, role)")
+            names = [m.name for m in self.machines]
+            if len(set(names)) != len(names):
+                raise ValueError("machines: every machine needs a unique name")
+            if sum(m.role == "controller" for m in self.machines) > 1:
+                raise ValueError("machines: at most one machine can have role controller")
+        elif self.machines:
+            raise ValueError(f"machines: only provider static lists machines; provider "
+                             f"{self.provider} creates its own (use nodes: N)")
+        if self.provider == "runpod":
+            if not self.gpu_type:
+                raise ValueError("gpu_type: provider runpod needs a GPU type id, e.g. "
+                                 "'NVIDIA GeForce RTX 4090' (see the RunPod catalog)")
+            if self.market == "spot":
+                raise ValueError("market: RunPod's REST API v2 cannot create spot "
+                                 "(interruptible) pods; use market: on-demand")
+            if self.volume_gb and self.network_volume:
+                raise ValueError("volume_gb and network_volume: RunPod mounts one or the "
+                                 "other; drop one of them")
+            if self.runpod.mode == "cluster" and self.nodes < 2:
+                raise ValueError("runpod.mode: an Instant Cluster has at least 2 nodes; set "
+                                 "nodes: 2 or more, or use runpod.mode: pods")
+        return self
+
+    @property
+    def node_count(self) -> int:
+        return len(self.machines) if self.provider == "static" else self.nodes
+
+
+def parse_description(data: object, source: str = "cluster description") -> ClusterDescription:
+    if not isinstance(data, dict):
+        raise GpuwardenError(f"{source}: the top level must be a mapping "
+                             "(keys like name:, provider:, nodes:)")
+    try:
+        return ClusterDescription.model_validate(data)
+    except ValidationError as exc:
+        raise GpuwardenError(format_validation_error(source, exc)) from None
+
+
+def load_description(path: Path) -> ClusterDescription:
+    """Read and validate a cluster description from a YAML file."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise GpuwardenError(f"{path}: cannot read it ({exc.strerror}); give the path of the "
+                             "cluster's YAML file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise GpuwardenError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse_description(data, str(path))

@@ -1,0 +1,122 @@
+"""The bootstrap script, run for real against two local "pods" (a directory and an
+environment each, fake GPU character devices): it forms a working two-node Slurm cluster
+(rank 0 static controller, rank 1 a dynamic node, as on RunPod) whose node daemons the
+control plane scrapes."""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from gpuwarden.providers import processes
+from gpuwarden.providers.base import NodeRecord
+from gpuwarden.providers.bootstrap import render_script
+from gpuwarden.providers.local import slurm_available
+from gpuwarden.providers.registry import upsert_provider_nodes
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(what, check, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.mark.skipif(not slurm_available(), reason="needs Slurm (apt-get install -y "
+                    "slurm-wlm munge) and root")
+def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, db,
+                                                                       serve_factory):
+    script = tmp_path / "bootstrap.sh"
+    script.write_text(render_script())
+    tag = f"bootstrap-test:{tmp_path}"
+    ports = {"ctld": free_port(), "ctl_slurmd": free_port(), "slurmd": free_port()}
+    common = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "GPUWARDEN"))},
+        "PATH": os.environ["PATH"] + ":/usr/sbin:/sbin",
+        processes.MARKER: tag,
+        "GPUWARDEN_SKIP_INSTALL": "1", "GPUWARDEN_PYTHON": sys.executable,
+        "GPUWARDEN_CLUSTER": "boot", "GPUWARDEN_NUM_NODES": "2",
+        "GPUWARDEN_CONTROLLER_ADDR": "127.0.0.1", "GPUWARDEN_NODE_ADDR": "127.0.0.1",
+        "GPUWARDEN_NODE_TOKEN": "pod-token",
+        "GPUWARDEN_MUNGE_KEY_B64": base64.b64encode(os.urandom(1024)).decode(),
+        "GPUWARDEN_GPUS_PER_NODE": "1", "GPUWARDEN_GPU_BACKEND": "sim",
+        "GPUWARDEN_NODE_HOST": "127.0.0.1", "GPUWARDEN_NODE_CPUS": "1",
+        "GPUWARDEN_NODE_MEMORY_MB": "512", "GPUWARDEN_SLURMCTLD_PORT": str(ports["ctld"]),
+        "GPUWARDEN_CONTROLLER_SLURMD_PORT": str(ports["ctl_slurmd"]),
+        "GPUWARDEN_SLURMD_PORT": str(ports["slurmd"]), "GPUWARDEN_CONTROLLER_WAIT_S": "60",
+    }
+    pods, urls = [], []
+    try:
+        for rank in (0, 1):
+            root = tmp_path / f"pod{rank}"
+            (root / "dev").mkdir(parents=True)
+            os.mknod(root / "dev" / "nvidia0", 0o666 | stat.S_IFCHR, os.makedev(195, rank))
+            port = free_port()
+            env = {**common, "GPUWARDEN_POD_ROOT": str(root), "GPUWARDEN_NODE_RANK": str(rank),
+                   "GPUWARDEN_NODE_PORT": str(port)}
+            log = (tmp_path / f"pod{rank}.log").open("wb")
+            pods.append(subprocess.Popen(["bash", str(script)], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=root))
+            urls.append(f"http://127.0.0.1:{port}")
+        for i, url in enumerate(urls):
+            wait_for(f"pod{i} daemon ({(tmp_path / f'pod{i}.log')})",
+                     lambda url=url, i=i: healthy(url) or pods[i].poll() is not None)
+            assert pods[i].poll() is None, (tmp_path / f"pod{i}.log").read_text()
+
+        slurm_env = {**common, "SLURM_CONF": str(tmp_path / "pod0/etc/slurm/slurm.conf")}
+        sinfo = wait_for("both nodes idle", lambda: (lambda out: out if out.split() == [
+            "node1", "idle", "node2", "idle"] else None)(subprocess.run(
+                ["sinfo", "-N", "-h", "-o", "%N %t"], env=slurm_env, capture_output=True,
+                text=True).stdout))
+        assert sinfo
+        run = subprocess.run(["srun", "-N2", "--gres=gpu:1", "-t", "1", "bash", "-c",
+                              "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"], env=slurm_env,
+                             capture_output=True, text=True, timeout=60)
+        assert sorted(run.stdout.split("\n")[:2]) == ["node1 0", "node2 0"], run.stderr
+        assert not (tmp_path / "pod0/etc/gpuwarden/node.token").stat().st_mode & 0o077
+        assert "pod-token" not in script.read_text()
+
+        # the control plane scrapes both node daemons once they are registered
+        token_file = tmp_path / "token"
+        token_file.write_text("pod-token\n")
+        token_file.chmod(0o600)
+        upsert_provider_nodes(db, "boot", "runpod", [
+            NodeRecord(f"boot-node{i + 1}", i + 1, "controller" if i == 0 else "worker",
+                       "RUNNING", url=url, token_file=token_file) for i, url in enumerate(urls)])
+        config = tmp_path / "gpuwarden.yaml"
+        config.write_text("scrape:\n  interval: 1\n")
+        serve = serve_factory(config, db.path.parent)
+        nodes = serve.wait(lambda: (lambda v: v if len(v) == 2 and all(n["up"] for n in v)
+                                    else None)(serve.get("/api/v1/nodes").json()),
+                           timeout=30, what="both nodes scraped")
+        assert {n["name"] for n in nodes} == {"boot-node1", "boot-node2"}
+        assert {n["hostname"] for n in nodes} == {"boot-node1", "boot-node2"}
+        slurm = serve.wait(lambda: (lambda s: s if s.get("up") else None)(
+            serve.get("/api/v1/slurm").json()), timeout=30, what="Slurm seen via node1")
+        assert slurm["gpus_total"] == 2
+    finally:
+        for proc in pods:
+            processes.terminate(proc.pid)
+        for pid in processes.tagged(tag):
+            processes.terminate(pid)
+        assert not processes.tagged(tag)
