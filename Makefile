@@ -9,7 +9,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench system-deps clean
+WEB_DIST := src/gpuwarden/web/dist/index.html
+WEB_DEPS := web/node_modules/.installed
+WEB_SOURCES := $(shell find web/src web/scripts -type f 2>/dev/null) web/index.html \
+               web/vite.config.ts web/tsconfig.json web/openapi.json web/package.json
+
+.PHONY: demo test lint web web-test bench system-deps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gpuwarden needs Python >= 3.11"'
@@ -27,6 +32,7 @@ system-deps:
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
 	command -v munged >/dev/null || missing="$$missing munge"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
 	    echo "installing$$missing (apt)"; \
@@ -40,10 +46,25 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 
-test: $(STAMP) system-deps lint
+# The web UI (React + TypeScript + Vite), built into the Python package.
+$(WEB_DEPS): web/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is missing: apt-get install -y nodejs npm"; exit 1; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(WEB_DIST): $(WEB_DEPS) $(WEB_SOURCES)
+	cd web && npm run build
+	@touch $@
+
+web: $(WEB_DIST)
+
+web-test: $(WEB_DEPS)
+	cd web && npm test
+
+test: $(STAMP) system-deps lint web web-test
 	$(VENV)/bin/pytest
 
-demo: $(STAMP) system-deps
+demo: $(STAMP) system-deps web
 	$(VENV)/bin/gpuwarden demo
 
 bench: $(STAMP) system-deps

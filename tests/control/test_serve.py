@@ -114,7 +114,7 @@ def test_garbage_is_counted_and_never_stored(fleet, tmp_path, serve_factory, gar
     assert not junk["up"] and "garbage" in junk["error"]
     assert serve.get('/api/v1/query?selector=DCGM_FI_DEV_GPU_UTIL{node="junk"}').json()[
         "series"] == []
-    assert serve.get('/api/v1/nodes/n2').json()["up"]
+    serve.wait(lambda: serve.get("/api/v1/nodes/n2").json()["up"], what="n2 up beside it")
 
 
 def test_roles_and_bad_input(fleet, tmp_path, serve_factory):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +19,41 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 DURATION = 90
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+DIST = Path(__file__).resolve().parents[2] / "src" / "gpuwarden" / "web" / "dist"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "e2e" / "output" / "demo-overview.png"
+
+
+def overview_in_browser(url: str, token: str, api: httpx.Client) -> None:
+    """The dashboard's Overview, signed in through the printed URL, shows the API's numbers
+    (and leaves a screenshot: the README's picture is made here)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.e2e.conftest import CHROMIUM_ARGS
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{url}/login?token={token}")
+        expect(page.get_by_test_id("ov-gpus-total")).to_have_text("12", timeout=20_000)
+        deadline = time.monotonic() + 20  # the page follows the stream: compare until equal
+        while True:
+            o = api.get("/overview").json()
+            shown = {k: page.get_by_test_id(k).get_attribute("data-value") for k in (
+                "ov-nodes-up", "ov-gpus-total", "ov-slurm-running")}
+            wanted = {"ov-nodes-up": str(o["nodes"]["up"]),
+                      "ov-gpus-total": str(o["gpus"]["total"]),
+                      "ov-slurm-running": str(o["slurm"]["running"])}
+            if shown == wanted or time.monotonic() > deadline:
+                break
+            page.wait_for_timeout(500)
+        assert shown == wanted
+        page.wait_for_timeout(2500)  # let the fleet map and the stream settle for the picture
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT))
+        browser.close()
 
 
 def demo_processes(home: str) -> list[str]:
@@ -76,6 +112,8 @@ def test_demo_runs_the_whole_system_and_leaves_nothing(tmp_path):
                          timeout=DURATION)
         assert resolved[0]["resolved_at"] > resolved[0]["fired_at"]
         assert api.get("/me").json()["role"] == "operator"
+        if CHROMIUM.exists() and (DIST / "index.html").is_file():
+            overview_in_browser(f"http://127.0.0.1:{port}", token, api)
     finally:
         proc.wait(timeout=DURATION + 60)
     assert proc.returncode == 0, "".join(lines)

@@ -12,6 +12,7 @@ metrics store.  The GPU state rules live here and nowhere else:
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -62,20 +63,24 @@ class _Live:
     gpus: list[GpuView]  # every GPU of every node, in node order
 
 
-LIVE_MAX_AGE = 1.0  # seconds a live view is reused while scrapes keep landing
+LIVE_MAX_AGE = 1.0  # seconds a big fleet's live view is reused while its scrapes land
+BIG_FLEET = 64  # nodes; below this a view is rebuilt on every change (it costs < 10 ms)
 
 
 def _live(cp: ControlPlane) -> _Live:
-    """The inventory, the scrape states and every GPU's view, built once per change (and at
-    most once a second while a big fleet's scrapes land continuously)."""
+    """The inventory, copies of the scrape states and every GPU's view, taken together so
+    every answer is consistent; built once per change (and for a big fleet, whose scrapes
+    land continuously, at most once a second)."""
     version = cp.scraper.version if cp.scraper else -1
     cached = cp.cache.get("live")
     now = time.monotonic()
-    if cached is not None and (cached[0] == version or now - cached[1] < LIVE_MAX_AGE):
+    if cached is not None and (cached[0] == version or (
+            now - cached[1] < LIVE_MAX_AGE and len(cached[2].states) >= BIG_FLEET)):
         return cached[2]
     inventory = {n.name: n for n in cp.inventory.nodes()}
-    states = ([s for name, s in sorted(cp.scraper.states.items()) if name in inventory]
-              if cp.scraper else [])
+    # copies: the scraper goes on updating its states while a request reads these
+    states = ([copy.copy(s) for name, s in sorted(cp.scraper.states.items())
+               if name in inventory] if cp.scraper else [])
     gpus = [g for st in states for g in _gpus_of(cp, st, inventory[st.target.name].cost_per_hour)]
     live = _Live(inventory, states, gpus)
     cp.cache["live"] = (version, now, live)
