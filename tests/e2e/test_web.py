@@ -58,6 +58,8 @@ def test_overview_equals_the_api(page: Page, cluster: Cluster) -> None:
         assert _num(page, "ov-power-w") == pytest.approx(o["power_w"])
         assert _num(page, "ov-cost-hr") == pytest.approx(o["cost_per_hour"])
         assert _num(page, "ov-waste-hr") == pytest.approx(o["waste_per_hour"])
+        assert o["waste_today"] is not None  # the idle GPU has cost money since it started
+        assert _num(page, "ov-waste-today") == pytest.approx(o["waste_today"])
         assert _num(page, "ov-alerts-count") == o["alerts_active"]
         mem = o["memory_used_mib"] / o["memory_total_mib"]
         assert _num(page, "ov-mem-pct") == pytest.approx(mem)

@@ -218,6 +218,40 @@ def get_node(cp: ControlPlane, name: str) -> NodeDetail:
     return view
 
 
+WASTE_TODAY_TTL = 60.0  # seconds between recomputations (a day's history at 1-minute steps)
+
+
+def waste_today(cp: ControlPlane) -> float | None:
+    """$ spent since local midnight on GPUs under the idle threshold: every stored minute a
+    GPU averaged below it costs that minute of its node's $/hr share.  Computed from the
+    store's per-minute rollups, at most once a minute."""
+    cached = cp.cache.get("waste_today")
+    now = cp.clock()
+    if cached is not None and now - cached[0] < WASTE_TODAY_TTL:
+        return cached[1]
+    live = _live(cp)
+    per_gpu = {}
+    for name, node in live.inventory.items():
+        count = sum(1 for g in live.gpus if g.node == name)
+        if count and node.cost_per_hour > 0:
+            per_gpu[name] = node.cost_per_hour / count
+    if not per_gpu:
+        value: float | None = 0.0
+    else:
+        midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
+        step = 60.0
+        try:
+            series = cp.store.range(parse_selector("DCGM_FI_DEV_GPU_UTIL"), midnight + step,
+                                    now, step, "avg")
+            threshold = cp.config.idle_utilization_percent
+            value = sum(per_gpu.get(s.labels.get("node", ""), 0.0) * step / 3600.0
+                        for s in series for _, v in s.points if v < threshold)
+        except Exception:  # a store that cannot answer leaves the figure unknown
+            value = None
+    cp.cache["waste_today"] = (now, value)
+    return value
+
+
 def overview(cp: ControlPlane) -> Overview:
     live = _live(cp)
     states, gpus = live.states, live.gpus
@@ -240,6 +274,7 @@ def overview(cp: ControlPlane) -> Overview:
         power_w=sum(g.power_w or 0 for g in gpus),
         cost_per_hour=sum(costs.get(s.target.name, 0.0) for s in states if s.up),
         waste_per_hour=sum(g.cost_per_hour for g in gpus if g.state in ("idle", "allocated_idle")),
+        waste_today=waste_today(cp),
         alerts_active=cp.watchdog.alerts.firing_count() if cp.watchdog else 0,
         slurm=slurm,
         slurm_error=slurm_error,

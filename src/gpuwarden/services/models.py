@@ -117,6 +117,10 @@ class Overview(Out):
     power_w: float = 0
     cost_per_hour: float = 0
     waste_per_hour: float = Field(0, description="$/hr of idle and allocated-but-idle GPUs")
+    waste_today: float | None = Field(
+        None, description="$ spent today (since local midnight) on GPUs under the idle "
+        "threshold, from stored history at one-minute resolution; None when the store "
+        "cannot say")
     alerts_active: int = 0
     slurm: SlurmQueue | None = None
     slurm_error: str | None = None

@@ -1164,6 +1164,11 @@ export interface components {
              */
             waste_per_hour: number;
             /**
+             * Waste Today
+             * @description $ spent today (since local midnight) on GPUs under the idle threshold, from stored history at one-minute resolution; None when the store cannot say
+             */
+            waste_today: number | null;
+            /**
              * Alerts Active
              * @default 0
              */

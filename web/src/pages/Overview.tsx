@@ -187,9 +187,14 @@ export default function Overview() {
           tone={o.waste_per_hour > 0 ? "warn" : "good"}
           value={<span data-testid="ov-waste-hr" data-value={o.waste_per_hour}>{perHour(o.waste_per_hour)}</span>}
           sub={
-            share === null
-              ? "nothing is being spent"
-              : `${pct(share * 100)} of spend · ≈ ${dollars(perDayAtRate(o.waste_per_hour))}/day at this rate`
+            <>
+              {o.waste_today !== null && (
+                <span data-testid="ov-waste-today" data-value={o.waste_today}>
+                  {dollars(o.waste_today)} wasted today ·{" "}
+                </span>
+              )}
+              {share === null ? "nothing is being spent" : `${pct(share * 100)} of spend`}
+            </>
           }
         />
         <Stat
