@@ -100,6 +100,8 @@ class AlertBook:
                 open_rows = {r["subject"]: r for r in conn.execute(
                     "SELECT * FROM alerts WHERE rule = ? AND state != 'resolved'", (rule.id,))}
                 seen = set()
+                updates: list[tuple[Any, ...]] = []
+                fired: list[int] = []
                 for f in findings:
                     seen.add(f.subject)
                     summary = render_summary(rule, f)
@@ -118,15 +120,16 @@ class AlertBook:
                                                                 now))
                         continue
                     fire = row["state"] == "pending" and now - row["started_at"] >= rule.for_
-                    conn.execute(
-                        """UPDATE alerts SET summary = ?, value = ?, labels = ?, last_true_at = ?,
-                           severity = ?, state = ?, fired_at = COALESCE(fired_at, ?)
-                           WHERE id = ?""",
-                        (summary, f.value, json.dumps(f.labels, sort_keys=True), now,
-                         rule.severity, "firing" if fire or row["state"] == "firing"
-                         else "pending", now if fire else None, row["id"]))
+                    updates.append((summary, f.value, json.dumps(f.labels, sort_keys=True), now,
+                                    rule.severity, "firing" if fire or row["state"] == "firing"
+                                    else "pending", now if fire else None, row["id"]))
                     if fire:
-                        transitions.append(self._transition(conn, row["id"], "firing", now))
+                        fired.append(row["id"])
+                conn.executemany(  # one statement for the cycle's still-open alerts
+                    """UPDATE alerts SET summary = ?, value = ?, labels = ?, last_true_at = ?,
+                       severity = ?, state = ?, fired_at = COALESCE(fired_at, ?)
+                       WHERE id = ?""", updates)
+                transitions += [self._transition(conn, i, "firing", now) for i in fired]
                 for subject, row in open_rows.items():
                     if subject in seen:
                         continue

@@ -22,7 +22,7 @@ class NodeFacts:
     role: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention: a frozen one is ~3x slower to build, x8,000
 class GpuFacts:
     node: str
     index: int
