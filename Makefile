@@ -67,7 +67,7 @@ test: $(STAMP) system-deps lint web web-test
 demo: $(STAMP) system-deps web
 	$(VENV)/bin/gpuwarden demo
 
-bench: $(STAMP) system-deps
+bench: $(STAMP) system-deps web
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
