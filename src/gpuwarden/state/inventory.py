@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpuwarden.config import NodeConfig
 from gpuwarden.state.db import StateDB
@@ -52,17 +52,7 @@ class Inventory:
                 names,
             )
             for n in nodes:
-                conn.execute(
-                    """INSERT INTO nodes(name, cluster, url, token_file, role, provider,
-                                         cost_per_hour, source, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, 'config', ?)
-                       ON CONFLICT(name) DO UPDATE SET cluster=excluded.cluster,
-                         url=excluded.url, token_file=excluded.token_file, role=excluded.role,
-                         provider=excluded.provider, cost_per_hour=excluded.cost_per_hour,
-                         source='config', updated_at=excluded.updated_at""",
-                    (n.name, cluster, n.url, str(n.token_file) if n.token_file else None,
-                     n.role, n.provider, n.cost_per_hour, now),
-                )
+                _upsert_node(conn, n, cluster, n.provider, "config", now)
 
     def nodes(self) -> list[Node]:
         rows = self._db.connect().execute("SELECT * FROM nodes ORDER BY name").fetchall()
@@ -90,18 +80,8 @@ class Inventory:
                 f"DELETE FROM nodes WHERE cluster = ? AND source = 'provider' AND name NOT IN "
                 f"({','.join('?' * len(names))})", (cluster, *names))
             for n in nodes:
-                if n.url is None:
-                    continue
-                conn.execute(
-                    """INSERT INTO nodes(name, cluster, url, token_file, role, provider,
-                                         cost_per_hour, source, updated_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, 'provider', ?)
-                       ON CONFLICT(name) DO UPDATE SET cluster=excluded.cluster,
-                         url=excluded.url, token_file=excluded.token_file, role=excluded.role,
-                         provider=excluded.provider, cost_per_hour=excluded.cost_per_hour,
-                         source='provider', updated_at=excluded.updated_at""",
-                    (n.name, cluster, n.url, str(n.token_file) if n.token_file else None,
-                     n.role, provider, n.cost_per_hour, now))
+                if n.url is not None:
+                    _upsert_node(conn, n, cluster, provider, "provider", now)
 
     def remove_cluster(self, cluster: str, source: str = "provider") -> list[str]:
         """Drop the cluster's nodes of ``source`` (and the cluster when nothing is left)."""
@@ -115,3 +95,17 @@ class Inventory:
             if not left:
                 conn.execute("DELETE FROM clusters WHERE name = ?", (cluster,))
         return names
+
+
+def _upsert_node(conn: Any, n: NodeRow, cluster: str, provider: str, source: str,
+                 now: float) -> None:
+    conn.execute(
+        """INSERT INTO nodes(name, cluster, url, token_file, role, provider, cost_per_hour,
+                             source, updated_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT(name) DO UPDATE SET cluster=excluded.cluster, url=excluded.url,
+             token_file=excluded.token_file, role=excluded.role, provider=excluded.provider,
+             cost_per_hour=excluded.cost_per_hour, source=excluded.source,
+             updated_at=excluded.updated_at""",
+        (n.name, cluster, n.url, str(n.token_file) if n.token_file else None, n.role,
+         provider, n.cost_per_hour, source, now))
