@@ -1,35 +1,27 @@
 """Providers and the cluster lifecycle: ``up``, ``status``, ``down`` on ``local``,
-``static`` and ``runpod`` (REST API v2), plus the node bootstrap script."""
+``static`` and ``runpod`` (REST API v2), plus the node bootstrap script.
 
-from gpuwarden.providers.base import (
-    Clock,
-    ClusterReport,
-    DownReport,
-    NodeRecord,
-    Progress,
-    Provider,
-    ProviderError,
-    SystemClock,
-)
-from gpuwarden.providers.lifecycle import Runtime, down, list_clusters, open_provider, status, up
-from gpuwarden.providers.spec import ClusterDescription, load_description, parse_description
+Names are loaded on first use, so the ``gpuwarden`` command (and the node daemon it runs)
+does not load pydantic models and HTTP clients it does not need."""
 
-__all__ = [
-    "Clock",
-    "ClusterDescription",
-    "ClusterReport",
-    "DownReport",
-    "NodeRecord",
-    "Progress",
-    "Provider",
-    "ProviderError",
-    "Runtime",
-    "SystemClock",
-    "down",
-    "list_clusters",
-    "load_description",
-    "open_provider",
-    "parse_description",
-    "status",
-    "up",
-]
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Clock": "base", "ClusterReport": "base", "DownReport": "base", "NodeRecord": "base",
+    "Progress": "base", "Provider": "base", "ProviderError": "base", "SystemClock": "base",
+    "Runtime": "lifecycle", "down": "lifecycle", "list_clusters": "lifecycle",
+    "open_provider": "lifecycle", "status": "lifecycle", "up": "lifecycle",
+    "ClusterDescription": "spec", "load_description": "spec", "parse_description": "spec",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gpuwarden.providers' has no attribute {name!r}")
+    return getattr(import_module(f"gpuwarden.providers.{module}"), name)

@@ -11,14 +11,16 @@ Mount in ``gpuwarden/cli.py``::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from gpuwarden.errors import GpuwardenError
-from gpuwarden.providers.base import ClusterReport
+
+if TYPE_CHECKING:  # the CLI starts (and `gpuwarden node` runs) without the providers loaded
+    from gpuwarden.providers.base import ClusterReport
 
 
 def _db():  # -> StateDB
