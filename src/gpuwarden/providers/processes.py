@@ -75,6 +75,7 @@ def terminate(pid: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not alive(pid):
+            _reap(pid)
             return
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
@@ -82,6 +83,14 @@ def terminate(pid: int, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and alive(pid):
         time.sleep(0.05)
+    if not alive(pid):
+        _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    """Collect a child that turned zombie after ``alive`` last looked, so no pid is left."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, 0)
 
 
 def free_port() -> int:
