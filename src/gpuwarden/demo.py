@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import threading
@@ -26,6 +25,7 @@ from gpuwarden.config import ServeConfig, Settings, WatchdogConfig
 from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.net import bind
 from gpuwarden.providers import lifecycle
+from gpuwarden.providers.local import slurm_unavailable
 from gpuwarden.providers.spec import ClusterDescription
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.state.db import StateDB
@@ -58,16 +58,6 @@ class DemoOptions:
     headless: bool = False
 
 
-def slurm_usable() -> tuple[bool, str]:
-    if os.geteuid() != 0:
-        return False, "not root (a local Slurm cluster needs root)"
-    missing = [b for b in ("slurmctld", "slurmd", "munged", "sbatch")
-               if shutil.which(b, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None]
-    if missing:
-        return False, f"{', '.join(missing)} not installed (apt-get install -y slurm-wlm munge)"
-    return True, ""
-
-
 @dataclass
 class Demo:
     """The demo's cluster is a ``provider: local`` cluster brought up by the same lifecycle
@@ -85,7 +75,8 @@ class Demo:
                                   slurm=True, price_per_gpu_hour=GPU_PRICE_PER_HOUR)
 
     def start_cluster(self) -> None:
-        usable, why = slurm_usable()
+        why = slurm_unavailable()
+        usable = why is None
         self.say(f"starting a local cluster: {self.options.nodes} nodes x "
                  f"{self.options.gpus_per_node} simulated H100s"
                  + ("" if usable else f" (no Slurm: {why}; the GPUs stay idle)"))
@@ -96,7 +87,7 @@ class Demo:
     def run_workload(self, cp: ControlPlane) -> None:
         """Submit the scripted jobs through the control plane; then keep a trickle of jobs
         finishing and failing."""
-        if not slurm_usable()[0]:
+        if slurm_unavailable() is not None:
             return
         asyncio.run(self._workload(cp))
 
@@ -153,10 +144,7 @@ def run_demo(options: DemoOptions) -> None:
 
     from gpuwarden.api.app import create_app
     from gpuwarden.api.web import DIST
-    from gpuwarden.metrics.scraper import Scraper
-    from gpuwarden.server import open_control_plane
-    from gpuwarden.services.executor import ControlPlaneExecutor
-    from gpuwarden.watchdog import Watchdog
+    from gpuwarden.server import attach_background, open_control_plane
 
     if options.nodes < 1 or options.gpus_per_node < 1:
         raise GpuwardenError("--nodes and --gpus-per-node must be at least 1")
@@ -175,10 +163,7 @@ def run_demo(options: DemoOptions) -> None:
         config = ServeConfig(cluster=CLUSTER, scrape={"interval": 2, "timeout": 2},
                              watchdog=WatchdogConfig(interval=2, rules=DEMO_RULES))
         cp = open_control_plane(config, home)
-        cp.scraper = Scraper(cp.targets, httpx.AsyncClient(), cp.store, interval=2, timeout=2)
-        scraper = cp.scraper
-        cp.watchdog = Watchdog(cp.db, config, lambda: scraper.states,
-                               executor=ControlPlaneExecutor(cp))
+        attach_background(cp)
         token = cp.tokens.create("operator", "demo operator")
         url = f"http://{options.host}:{sock.getsockname()[1]}"
         demo.say(f"gpuwarden demo: open {url}/login?token={token}")

@@ -37,12 +37,31 @@ def open_control_plane(config: ServeConfig, home: Path, *, sync: bool = True):  
     return cp
 
 
-def run_serve(options: ServeOptions) -> None:
+def attach_background(cp) -> None:  # cp: ControlPlane
+    """Give ``cp`` its scraper and (when enabled) watchdog, as its configuration says; the
+    API app runs them for its lifetime.  ``serve`` and ``demo`` both start here."""
     import httpx
+
+    from gpuwarden.metrics.scraper import Scraper
+
+    scrape = cp.config.scrape
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=scrape.concurrency,
+                                                   max_keepalive_connections=scrape.concurrency))
+    scraper = Scraper(cp.targets, client, cp.store, interval=scrape.interval,
+                      timeout=scrape.timeout, concurrency=scrape.concurrency)
+    cp.scraper = scraper
+    if cp.config.watchdog.enabled:
+        from gpuwarden.services.executor import ControlPlaneExecutor
+        from gpuwarden.watchdog import Watchdog
+
+        cp.watchdog = Watchdog(cp.db, cp.config, lambda: scraper.states,
+                               executor=ControlPlaneExecutor(cp))
+
+
+def run_serve(options: ServeOptions) -> None:
     import uvicorn
 
     from gpuwarden.api.app import create_app
-    from gpuwarden.metrics.scraper import Scraper
 
     settings = Settings()
     path = options.config or settings.config
@@ -51,18 +70,7 @@ def run_serve(options: ServeOptions) -> None:
         raise GpuwardenError(f"--port {options.port} is not a TCP port; use 1-65535")
     sock = bind(options.host, options.port)
     cp = open_control_plane(config, settings.home)
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=config.scrape.concurrency,
-                                                   max_keepalive_connections=config.scrape
-                                                   .concurrency))
-    cp.scraper = Scraper(cp.targets, client, cp.store, interval=config.scrape.interval,
-                         timeout=config.scrape.timeout, concurrency=config.scrape.concurrency)
-    if config.watchdog.enabled:
-        from gpuwarden.services.executor import ControlPlaneExecutor
-        from gpuwarden.watchdog import Watchdog
-
-        scraper = cp.scraper
-        cp.watchdog = Watchdog(cp.db, config, lambda: scraper.states,
-                               executor=ControlPlaneExecutor(cp))
+    attach_background(cp)
     app = create_app(cp)
     url = f"http://{url_host(options.host)}:{sock.getsockname()[1]}"
     admin = cp.tokens.ensure_admin()

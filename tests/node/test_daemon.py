@@ -10,8 +10,6 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
-
 pytestmark = pytest.mark.slow
 
 
@@ -94,10 +92,8 @@ def test_auto_without_gpu_never_falls_back_silently():
 
 
 def test_port_in_use_is_one_line(daemon_factory):
-    port = free_port()
     d = daemon_factory(["--gpu-backend", "sim", "--no-auth", "--sim-gpus", "1"])
     busy = d.url.rsplit(":", 1)[1]
     result = run_cli("node", "--gpu-backend", "sim", "--no-auth", "--port", busy)
     assert result.returncode != 0 and f"--port {busy}" in result.stderr
     assert "Traceback" not in result.stderr
-    del port

@@ -30,9 +30,20 @@ from gpuwarden.providers.spec import ClusterDescription
 from gpuwarden.slurm import LocalSlurmCluster, SlurmError
 
 
-def slurm_available() -> bool:
+def slurm_unavailable() -> str | None:
+    """Why a local Slurm cluster cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "not root (a local Slurm cluster needs root)"
     path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin" + os.pathsep + "/sbin"
-    return os.geteuid() == 0 and shutil.which("slurmctld", path=path) is not None
+    missing = [b for b in ("slurmctld", "slurmd", "munged", "sbatch")
+               if shutil.which(b, path=path) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (apt-get install -y slurm-wlm munge)"
+    return None
+
+
+def slurm_available() -> bool:
+    return slurm_unavailable() is None
 
 
 @dataclass
