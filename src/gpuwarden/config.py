@@ -105,6 +105,38 @@ class WatchdogConfig(_Strict):
         return urls
 
 
+class AgentConfig(_Strict):
+    """The ops agent's model.  Without ``model`` the agent answers from its deterministic
+    analyzers only."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str | None = None  # e.g. gpt-4.1-mini, qwen2.5:14b on Ollama, claude-sonnet-4-5
+    base_url: str | None = None  # any OpenAI-compatible endpoint: vLLM, Ollama, llama.cpp...
+    api_key_env: str | None = None  # the name of the environment variable holding the key
+    api_key_file: Path | None = None
+    request_limit: Annotated[int, Field(ge=1, le=100)] = 12
+    tool_calls_limit: Annotated[int, Field(ge=1, le=200)] = 30
+    total_tokens_limit: Annotated[int, Field(ge=1000)] = 100_000
+    timeout: Annotated[float, Field(gt=0, le=600)] = 120.0
+    input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None  # $ per 1M tokens
+    output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
+
+    def api_key(self) -> str | None:
+        if self.api_key_file is not None:
+            try:
+                return self.api_key_file.read_text().strip()
+            except OSError as exc:
+                raise GpuwardenError(f"agent.api_key_file {self.api_key_file}: cannot read it "
+                                     f"({exc.strerror})") from None
+        if self.api_key_env is not None:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise GpuwardenError(f"agent.api_key_env: ${self.api_key_env} is not set; "
+                                     "export it or use agent.api_key_file")
+            return key
+        return None
+
+
 class ServeConfig(_Strict):
     cluster: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "default"
     nodes: list[NodeConfig] = Field(default_factory=list)
@@ -112,6 +144,7 @@ class ServeConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     idle_utilization_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServeConfig:

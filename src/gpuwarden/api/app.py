@@ -8,7 +8,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
@@ -315,7 +315,12 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
                 await asyncio.wait_for(scraper.changed.wait(), timeout=14)
 
 
-def create_app(cp: ControlPlane, *, run_scraper: bool = True) -> FastAPI:
+def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any = None
+               ) -> FastAPI:
+    """``agent_model``: a pydantic-ai model for the ops agent (tests); by default the agent
+    builds its model from ``cp.config.agent``."""
+    from gpuwarden.api.agent import build_agent_router
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = []
@@ -344,7 +349,9 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.cp = cp
+    app.state.agent, app.state.agent_model = None, agent_model
     app.include_router(build_router())
+    app.include_router(build_agent_router())
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:

@@ -115,6 +115,39 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 3: ops agent runs and the actions they propose (each bound to its exact arguments)
+    """
+    CREATE TABLE agent_runs (
+        id TEXT PRIMARY KEY,
+        created_by TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('running', 'awaiting_approval', 'done',
+                                                'failed')),
+        mode TEXT NOT NULL,
+        answer TEXT NOT NULL DEFAULT '',
+        messages TEXT NOT NULL DEFAULT '[]',
+        input_tokens INTEGER NOT NULL DEFAULT 0,
+        output_tokens INTEGER NOT NULL DEFAULT 0,
+        requests INTEGER NOT NULL DEFAULT 0,
+        cost REAL,
+        error TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE agent_calls (
+        run_id TEXT NOT NULL REFERENCES agent_runs(id),
+        call_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        args TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('proposed', 'approved', 'denied', 'executed',
+                                             'failed', 'rejected')),
+        decided_by TEXT,
+        decided_at REAL,
+        result TEXT,
+        PRIMARY KEY (run_id, call_id)
+    );
+    """,
 )
 
 

@@ -1,0 +1,80 @@
+"""Answers with no LLM: the question is matched to an analyzer by what it names (a job id, a
+node, a user) and what it asks (pending, waste, health, efficiency).  What needs a model is
+said plainly, with the questions that work without one."""
+
+from __future__ import annotations
+
+import re
+
+from gpuwarden.agent import actions, analyzers
+from gpuwarden.errors import GpuwardenError
+from gpuwarden.services.context import ControlPlane
+
+ANALYZERS = {
+    "pending": "why is job 42 pending?",
+    "waste": "which GPUs are wasted and what do they cost?",
+    "node": "what is wrong with node3?",
+    "efficiency": "how efficient is job 42? / how efficient are alice's jobs?",
+    "overview": "how is the cluster doing?",
+}
+NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driver|ssh|"
+                     r"shell|run the command|priority|requeue|resize|scale|delete file|"
+                     r"format)\b", re.I)
+JOB = re.compile(r"\bjob(?:\s+id)?\s*#?\s*(\d+)\b", re.I)
+USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text))
+
+
+def _help() -> str:
+    lines = "\n".join(f"- {q}" for q in ANALYZERS.values())
+    return ("No LLM is configured, so I answer from gpuwarden's analyzers only. They cover:\n"
+            f"{lines}\nAnything else (free-form questions, correlating several facts, proposing "
+            "actions) needs an LLM: set agent.model (and agent.base_url for vLLM, Ollama or "
+            "another OpenAI-compatible server) in gpuwarden.yaml.")
+
+
+async def answer(cp: ControlPlane, question: str) -> str:
+    try:
+        result = await _route(cp, question)
+    except GpuwardenError as exc:
+        return f"I could not answer: {exc}"
+    if result is None:
+        return _help()
+    if isinstance(result, str):
+        return result
+    return result.text()
+
+
+async def _route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
+    low = q.lower()
+    job = JOB.search(q)
+    user = USER.search(q)
+    nodes = [n.name for n in cp.inventory.nodes() if n.name in _words(q)]
+    if NO_TOOL.search(q):
+        return ("gpuwarden has no tool for that: its actions are "
+                + ", ".join(actions.ACTIONS) + ". Do it on the machine or in Slurm directly.")
+    asked = [name for name in actions.ACTIONS if actions.user_asked(name, q)
+             and not re.search(r"\b(why|what|how|which|who)\b", low)]
+    if asked:
+        return ("Proposing actions needs the LLM agent (set agent.model in gpuwarden.yaml), or "
+                "act directly: POST /api/v1/slurm/jobs/{id}/cancel|hold|release, "
+                "/api/v1/slurm/nodes/{name}/drain|resume (operator role).")
+    if re.search(r"efficien|utili[sz]ation of|how (well|much) .* (use|using)", low):
+        if job:
+            return await analyzers.job_efficiency(cp, job_id=int(job.group(1)))
+        if user:
+            return await analyzers.job_efficiency(cp, user=user.group(1) or user.group(2))
+    if job and re.search(r"pending|waiting|wait|queued|stuck|not (start|run)|why", low):
+        return analyzers.explain_pending(cp, int(job.group(1)))
+    if re.search(r"wast|idle|cost|spend|money|\$|unused", low):
+        return analyzers.waste_report(cp)
+    if nodes:
+        return analyzers.node_doctor(cp, nodes[0])
+    if job:
+        return analyzers.explain_pending(cp, int(job.group(1)))
+    if re.search(r"overview|status|summary|how is|how's|health", low):
+        return analyzers.cluster_summary(cp)
+    return None

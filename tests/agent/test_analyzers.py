@@ -1,0 +1,115 @@
+"""The deterministic analyzers against the live cluster: each answer checked against what
+Slurm and the node daemons say, not against hard-coded text."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gpuwarden.agent import analyzers, router
+from gpuwarden.services import cluster, slurm
+from tests.agent.conftest import PRICE, node
+
+pytestmark = pytest.mark.slow
+
+
+def test_pending_for_resources_names_the_nodes_and_jobs_that_block_it(live):
+    cp = live.cp
+    big = live.jobs["big-sweep"]
+    a = analyzers.explain_pending(cp, big)
+    assert a.data["reason"] == "Resources"
+    assert a.data["gpus_per_node"] == 2 and a.data["nodes_wanted"] == 2
+    # what Slurm says: only the nodes with 2 free GPUs fit; node4 is the one
+    free = {n.name for n in slurm.nodes(cp) if n.gpus_idle >= 2}
+    assert set(a.data["nodes_fitting_now"]) == free == {node(4)}
+    assert "1 node(s) have that now" in a.summary and node(4) in a.summary
+    # the blockers are the running jobs on the busy nodes, named with their owners
+    for key in ("llm-train", "forgotten-notebook", "injection", "hot-finetune"):
+        assert str(live.jobs[key]) in a.summary
+    rows = {r["node"]: r for r in a.data["nodes"]}
+    assert rows[node(1)]["held_by"][0]["job_id"] == live.jobs["llm-train"]
+    assert rows[node(1)]["held_by"][0]["gpus"] == 2
+    assert rows[node(5)]["state"] == "drained" or "DRAIN" in rows[node(5)]["flags"]
+    assert any("fan failure" in f and node(5) in f for f in a.facts)
+
+
+def test_held_and_running_and_unknown_jobs(live):
+    held = analyzers.explain_pending(live.cp, live.jobs["later-eval"])
+    assert held.data["reason"].startswith("JobHeld")
+    assert any(f"scontrol release {live.jobs['later-eval']}" in f for f in held.facts)
+    running = analyzers.explain_pending(live.cp, live.jobs["llm-train"])
+    assert "not pending: it is RUNNING" in running.summary and node(1) in running.summary
+    gone = analyzers.explain_pending(live.cp, 999_999)
+    assert gone.data == {"found": False}
+
+
+def test_waste_report_matches_the_gpu_states_and_prices(live):
+    cp = live.cp
+    a = analyzers.waste_report(cp)
+    gpus = cluster.list_gpus(cp)
+    idle = [g for g in gpus if g.state == "idle"]
+    alloc_idle = [g for g in gpus if g.state == "allocated_idle"]
+    assert a.data["idle"] == len(idle) and a.data["allocated_idle"] == len(alloc_idle)
+    assert {(g.node, g.index) for g in idle} >= {(node(4), 0), (node(4), 1)}
+    assert a.data["waste_per_hour"] == pytest.approx(PRICE * (len(idle) + len(alloc_idle)))
+    notebook = str(live.jobs["forgotten-notebook"])
+    assert any(notebook in f and "user root" in f for f in a.facts)
+    assert f"${PRICE * (len(idle) + len(alloc_idle)):,.2f}/hr" in a.summary
+
+
+def test_node_doctor_finds_each_fault(live):
+    cp = live.cp
+    hot = analyzers.node_doctor(cp, node(3))
+    assert any("thermal throttling" in p for p in hot.data["problems"])
+    assert any("XIDs" in p for p in hot.data["problems"])
+    assert any("XID" in f and ("application" in f or "hardware" in f) for f in hot.facts)
+    dead = analyzers.node_doctor(cp, node(5))
+    assert not dead.data["up"] and "does not answer" in dead.summary
+    assert dead.data["slurm"]["reason"] == "fan failure"
+    assert any("Slurm" in p for p in dead.data["problems"])
+    fine = analyzers.node_doctor(cp, node(4))
+    assert fine.data["problems"] == [] and "looks healthy" in fine.summary
+
+
+def test_job_efficiency_of_a_running_job_and_a_user(live):
+    cp = live.cp
+    train = asyncio.run(analyzers.job_efficiency(cp, job_id=live.jobs["llm-train"]))
+    idle = asyncio.run(analyzers.job_efficiency(cp, job_id=live.jobs["forgotten-notebook"]))
+    (t,), (i,) = train.data["jobs"], idle.data["jobs"]
+    assert t["gpus"] == 2 and i["gpus"] == 1
+    assert t["mean_utilization"] > 50 > i["mean_utilization"]
+    assert i["idle_cost"] is not None and i["idle_cost"] > 0
+    user = asyncio.run(analyzers.job_efficiency(cp, user="root"))
+    running = {j.job_id for j in slurm.jobs(cp, user="root") if j.state == "RUNNING"}
+    assert {r["job_id"] for r in user.data["jobs"]} == running
+    nobody = asyncio.run(analyzers.job_efficiency(cp, user="nobody-here"))
+    assert "No running jobs for user nobody-here" in nobody.summary
+
+
+@pytest.mark.parametrize(("question", "kind"), [
+    ("why is job {big} pending?", "pending"),
+    ("which GPUs are wasted and what do they cost?", "waste"),
+    ("what is wrong with {n3}?", "node"),
+    ("how efficient is job {train}?", "efficiency"),
+])
+def test_ask_without_an_llm_routes_to_the_analyzers(live, question, kind):
+    q = question.format(big=live.jobs["big-sweep"], n3=node(3), train=live.jobs["llm-train"])
+    text = asyncio.run(router.answer(live.cp, q))
+    expected = {
+        "pending": analyzers.explain_pending(live.cp, live.jobs["big-sweep"]).summary,
+        "waste": "GPUs are below",
+        "node": f"{node(3)}:",
+        "efficiency": f"job {live.jobs['llm-train']}",
+    }[kind]
+    assert expected.split(":")[0] in text
+
+
+def test_ask_without_an_llm_says_what_needs_one(live):
+    text = asyncio.run(router.answer(live.cp, "write me a haiku about my cluster"))
+    assert "No LLM is configured" in text and "agent.model" in text
+    text = asyncio.run(router.answer(live.cp, f"reboot {node(3)}"))
+    assert "no tool for that" in text
+    text = asyncio.run(router.answer(live.cp, f"cancel job {live.jobs['big-sweep']}"))
+    assert "needs the LLM agent" in text
+    assert live.jobs["big-sweep"] in live.job_states()
