@@ -173,9 +173,27 @@ def digest(name: str, args: BaseModel) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def user_asked(name: str, user_text: str) -> bool:
-    """Whether the user's own words ask for this kind of action (tool output never counts)."""
-    return bool(ACTIONS[name].intent.search(user_text))
+_JOB_IDS = re.compile(r"\bjobs?\s*(?:ids?\s*)?#?((?:\d+(?:\s*(?:,|and|&)\s*#?)?)+)", re.I)
+
+
+def user_asked(name: str, user_text: str, args: dict[str, Any] | None = None,
+               node_names: frozenset[str] = frozenset()) -> bool:
+    """Whether the user's own words ask for this action (tool output never counts): the
+    kind of action, and, where the user named jobs or nodes, one of those."""
+    if not ACTIONS[name].intent.search(user_text):
+        return False
+    args = args or {}
+    if "job_id" in args:
+        named = {int(x) for m in _JOB_IDS.finditer(user_text)
+                 for x in re.findall(r"\d+", m.group(1))}
+        if named and int(args["job_id"]) not in named:
+            return False
+    if "node" in args:
+        words = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.-]*", user_text))
+        named_nodes = words & node_names
+        if named_nodes and args["node"] not in named_nodes:
+            return False
+    return True
 
 
 async def execute(name: str, args: BaseModel, ctx: Ctx) -> str:

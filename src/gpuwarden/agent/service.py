@@ -312,13 +312,16 @@ class AgentService:
                 ) -> tuple[dict[str, Any], list[Any]]:
         refused: dict[str, Any] = {}
         proposed = []
+        node_names = frozenset(n.name for n in self.cp.inventory.nodes())
         for call in requests.approvals:
             if call.tool_name not in actions.ACTIONS:
                 refused[call.tool_call_id] = ToolDenied(f"{call.tool_name} is not an action")
-            elif not actions.user_asked(call.tool_name, user_text):
+            elif not actions.user_asked(call.tool_name, user_text, call.args_as_dict(),
+                                        node_names):
                 refused[call.tool_call_id] = ToolDenied(
-                    f"refused: the user did not ask for {call.tool_name}. Never propose an "
-                    "action the user did not request; answer the question instead.")
+                    f"refused: the user did not ask for {call.tool_name} with these "
+                    "arguments. Never propose an action the user did not request; answer the "
+                    "question instead.")
             else:
                 try:
                     actions.canonical(call.tool_name, call.args_as_dict())

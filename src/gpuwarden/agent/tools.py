@@ -59,7 +59,8 @@ def _out(ctx: RunContext[AgentDeps], value: Any) -> str:
     """JSON for the model: untrusted strings fenced, size bounded."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
-    text = json.dumps(ctx.deps.fence.data(value), default=str, separators=(",", ":"))
+    text = json.dumps(ctx.deps.fence.data(value), default=str, separators=(",", ":"),
+                      ensure_ascii=False)
     if len(text) > RESULT_LIMIT:
         text = text[:RESULT_LIMIT] + f'... [truncated: {len(text)} characters; ask for less]'
     return text
