@@ -13,6 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+# the live agent cluster (tests/agent and tests/agent_scenarios share one)
+pytest_plugins = ["tests.agent.live"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("GPUWARDEN_SHARED", ROOT.parent / "shared"))
 REFERENCE = SHARED / "reference"

@@ -9,7 +9,7 @@ import pytest
 
 from gpuwarden.agent import analyzers, router
 from gpuwarden.services import cluster, slurm
-from tests.agent.conftest import PRICE, node
+from tests.agent.live import PRICE, node
 
 pytestmark = pytest.mark.slow
 

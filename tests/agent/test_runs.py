@@ -22,7 +22,7 @@ from gpuwarden.agent.tools import AgentDeps, build_agent
 from gpuwarden.errors import ConflictError
 from gpuwarden.services import slurm
 from gpuwarden.state.audit import AuditLog
-from tests.agent.conftest import _submit, node
+from tests.agent.live import _submit, node
 from tests.agent.scripted import ANSWER, Script
 
 pytestmark = pytest.mark.slow

@@ -392,6 +392,10 @@ def cluster_summary(cp: ControlPlane) -> Analysis:
              f"Cost {_dollars(o.cost_per_hour)}/hr, of which {_dollars(o.waste_per_hour)}/hr "
              "on idle GPUs.",
              f"{o.alerts_active} alert(s) firing."]
+    down = [n for n in cluster.list_nodes(cp) if not n.up]
+    if down:
+        facts.append("Down: " + "; ".join(f"{n.name} ({_q(n.error or 'no answer')})"
+                                          for n in down) + ".")
     if o.slurm:
         facts.append(f"Slurm: {o.slurm.running} running, {o.slurm.pending} pending jobs.")
     elif o.slurm_error:

@@ -38,7 +38,7 @@ def _help() -> str:
 
 async def answer(cp: ControlPlane, question: str) -> str:
     try:
-        result = await _route(cp, question)
+        result = await route(cp, question)
     except GpuwardenError as exc:
         return f"I could not answer: {exc}"
     if result is None:
@@ -48,7 +48,7 @@ async def answer(cp: ControlPlane, question: str) -> str:
     return result.text()
 
 
-async def _route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
+async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
     low = q.lower()
     job = JOB.search(q)
     user = USER.search(q)
@@ -75,6 +75,7 @@ async def _route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
         return analyzers.node_doctor(cp, nodes[0])
     if job:
         return analyzers.explain_pending(cp, int(job.group(1)))
-    if re.search(r"overview|status|summary|how is|how's|health", low):
+    if re.search(r"overview|status|summary|how is|how's|health|\bdown\b|offline|"
+                 r"unreachable|not answering", low):
         return analyzers.cluster_summary(cp)
     return None
