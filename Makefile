@@ -26,13 +26,14 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # What the tests and the demo run for real: Slurm + munge (Debian's slurm-wlm), Prometheus
-# (promtool) and Chromium (the UI's end-to-end tests).
+# (promtool) and Chromium (the UI's end-to-end tests); systemd-analyze checks deploy/systemd.
 system-deps:
 	@missing=""; \
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
 	command -v munged >/dev/null || missing="$$missing munge"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; then \
 	    echo "installing$$missing (apt)"; \

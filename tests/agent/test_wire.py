@@ -18,8 +18,8 @@ from gpuwarden.agent.fence import Fence
 from gpuwarden.agent.service import AgentService
 from gpuwarden.config import AgentConfig
 from gpuwarden.state.audit import AuditLog
-from tests.agent.live import INJECTION
 from tests.agent.fake_openai import FakeOpenAI
+from tests.agent.live import INJECTION
 from tests.agent.scripted import Script, gullible
 from tests.agent.test_runs import held_job, in_queue
 

@@ -38,6 +38,7 @@ ECC_FIELDS = {
 SERIOUS_ECC = {"DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "DCGM_FI_DEV_ROW_REMAP_FAILURE",
                "DCGM_FI_DEV_RETIRED_DBE"}
 THERMAL = {"hw_thermal_slowdown", "sw_thermal_slowdown", "hw_slowdown"}
+MAX_NODES_SHOWN = 12  # node lines in a pending explanation: the ones that matter
 
 
 class Analysis(Out):
@@ -69,10 +70,6 @@ def _dollars(x: float) -> str:
 
 def _find_job(jobs: list[SlurmJobView], job_id: int) -> SlurmJobView | None:
     return next((j for j in jobs if j.job_id == job_id), None)
-
-
-def _held_on(jobs: list[SlurmJobView], node: str) -> list[SlurmJobView]:
-    return [j for j in jobs if j.state == "RUNNING" and node in j.nodes]
 
 
 def _gpus_on(job: SlurmJobView, node: str) -> int:
@@ -117,28 +114,44 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
     if job.gpus_requested:
         facts.append(f"It asks for {job.gpus_requested} GPU(s) on {want_nodes} node(s) "
                      f"({per_node} per node).")
+    held: dict[str, list[SlurmJobView]] = defaultdict(list)
+    for j in jobs:
+        if j.state == "RUNNING":
+            for name in j.nodes:
+                held[name].append(j)
     node_rows: list[dict[str, Any]] = []
     for n in sorted(members, key=lambda n: n.name):
-        holders = _held_on(jobs, n.name)
         usable = (n.state not in ("down", "drained", "draining")
                   and not {"DRAIN", "NOT_RESPONDING"} & set(n.flags))
-        fits = usable and n.gpus_idle >= per_node
         node_rows.append({"node": n.name, "state": n.state, "flags": n.flags,
                           "reason": n.reason, "gpus_total": n.gpus_total,
-                          "gpus_alloc": n.gpus_alloc, "gpus_free": n.gpus_idle, "fits": fits,
+                          "gpus_alloc": n.gpus_alloc, "gpus_free": n.gpus_idle,
+                          "fits": usable and n.gpus_idle >= per_node,
                           "held_by": [{"job_id": h.job_id, "user": h.user,
                                        "gpus": _gpus_on(h, n.name),
-                                       "ends": _expected_end(h)} for h in holders]})
-        line = (f"{n.name}: {n.state}{'+' + '+'.join(n.flags) if n.flags else ''}, "
-                f"{n.gpus_alloc} of {n.gpus_total} GPUs allocated, {n.gpus_idle} free")
-        if n.reason:
-            line += f", reason {_q(n.reason)}"
-        if holders:
+                                       "ends": _expected_end(h)} for h in held[n.name]]})
+    fitting = [r for r in node_rows if r["fits"]]
+    blocked = sorted((r for r in node_rows if not r["fits"] and r["gpus_total"] >= per_node
+                      and r["held_by"]),
+                     key=lambda r: min((e["ends"] or float("inf")) for e in r["held_by"]))
+    fit_shown = fitting[:MAX_NODES_SHOWN // 3]
+    shown = fit_shown + blocked[:MAX_NODES_SHOWN - len(fit_shown)]
+    for r in shown:
+        line = (f"{r['node']}: {r['state']}{'+' + '+'.join(r['flags']) if r['flags'] else ''}"
+                f", {r['gpus_alloc']} of {r['gpus_total']} GPUs allocated, {r['gpus_free']} "
+                "free")
+        if r["reason"]:
+            line += f", reason {_q(r['reason'])}"
+        if r["held_by"]:
             line += "; held by " + ", ".join(
-                f"job {h.job_id} ({h.user}, {_gpus_on(h, n.name)} GPU(s), ends "
-                f"{_when(_expected_end(h))})" for h in holders)
+                f"job {h['job_id']} ({h['user']}, {h['gpus']} GPU(s), ends "
+                f"{_when(h['ends'])})" for h in r["held_by"])
         facts.append(line)
-    fit_now = [r["node"] for r in node_rows if r["fits"]]
+    if len(node_rows) > len(shown):
+        facts.append(f"{len(node_rows)} node(s) in the partition; {len(fitting)} could take "
+                     f"it now, {len(blocked)} are busy with jobs (the {len(shown)} most "
+                     "relevant are listed).")
+    fit_now = [r["node"] for r in fitting]
     never = [r["node"] for r in node_rows if r["gpus_total"] >= per_node]
     summary = f"Job {job_id} is pending ({job.reason}): {explain(job.reason)}."
     if job.reason in ("Resources", "Priority", "None") and per_node:
@@ -149,14 +162,18 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
         elif len(fit_now) >= want_nodes and job.reason == "Priority":
             summary += " Enough GPUs are free now; higher-priority jobs go first."
         else:
-            blocked = [r for r in node_rows if not r["fits"] and r["gpus_total"] >= per_node]
             ends = sorted(e["ends"] for r in blocked for e in r["held_by"] if e["ends"])
             summary = (f"Job {job_id} is pending for {job.reason}: it needs {want_nodes} "
                        f"node(s) with {per_node} free GPUs each; {len(fit_now)} node(s) have "
-                       f"that now ({', '.join(fit_now) or 'none'}).")
-            holders = sorted({e["job_id"] for r in blocked for e in r["held_by"]})
+                       f"that now ({', '.join(fit_now[:5]) or 'none'}"
+                       f"{', ...' if len(fit_now) > 5 else ''}).")
+            holders = [e["job_id"] for r in blocked for e in sorted(
+                r["held_by"], key=lambda e: e["ends"] or float("inf"))]
+            holders = list(dict.fromkeys(holders))
             if holders:
-                summary += " GPUs are held by job(s) " + ", ".join(map(str, holders)) + "."
+                summary += (" GPUs are held by job(s) " + ", ".join(map(str, holders[:10]))
+                            + (f" and {len(holders) - 10} more" if len(holders) > 10 else "")
+                            + ".")
             if ends:
                 needed = max(0, want_nodes - len(fit_now))
                 if needed and len(ends) >= needed:
@@ -171,9 +188,9 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
     unavailable = [r for r in node_rows if r["state"] in ("down", "drained", "draining")
                    or "DRAIN" in r["flags"] or "NOT_RESPONDING" in r["flags"]]
     if unavailable and job.reason in ("ReqNodeNotAvail", "NodeDown", "Resources"):
-        facts.append("Unavailable node(s): " + ", ".join(
+        facts.append(f"{len(unavailable)} unavailable node(s): " + ", ".join(
             f"{r['node']} ({r['state']}{', reason ' + _q(r['reason']) if r['reason'] else ''})"
-            for r in unavailable))
+            for r in unavailable[:MAX_NODES_SHOWN]))
     if job.reason.startswith("JobHeld"):
         facts.append(f"Release it with: scontrol release {job.job_id} (or the API's release "
                      "action).")
@@ -184,7 +201,8 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
                     data={"found": True, "job_id": job.job_id, "name": job.name,
                           "comment": job.comment, "reason": job.reason,
                           "gpus_per_node": per_node, "nodes_wanted": want_nodes,
-                          "nodes_fitting_now": fit_now, "nodes": node_rows})
+                          "nodes_fitting_now": fit_now[:50],
+                          "nodes": shown + unavailable[:MAX_NODES_SHOWN]})
 
 
 # -- which GPUs are wasted -------------------------------------------------------------------

@@ -94,7 +94,8 @@ async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
                        "MinJobAge)")
     detail = SlurmJobDetail(**_fields(SlurmJobDetail, found))
     held = {(node, i) for node, indices in detail.gpu_detail.items() for i in indices}
-    detail.gpus = [g for g in list_gpus(cp) if (g.node, g.index) in held]
+    detail.gpus = [g for name in sorted({n for n, _ in held}) for g in list_gpus(cp, node=name)
+                   if (g.node, g.index) in held]
     if held and detail.start_time:
         detail.efficiency = await _efficiency(cp, detail, held)
     return detail
