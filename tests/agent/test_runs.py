@@ -178,6 +178,9 @@ def test_state_is_rechecked_at_execution(live):
                                                        digest=call.digest)], "carol (operator)"))
     assert view.calls[0].state == "failed" and "already" in view.calls[0].result
     assert "FAILED (nothing changed)" in view.answer
+    entry = audit_for(live, node(5))[0]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == (
+        "carol (operator)", "drain_node", "not executed")
 
 
 def test_an_action_the_user_did_not_ask_for_is_refused_before_anyone_sees_it(live):

@@ -20,11 +20,13 @@ import httpx
 from pydantic import BaseModel, Field, ValidationError
 
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
+from gpuwarden.nodeclient import NodeError
 from gpuwarden.services import alerts as alert_svc
 from gpuwarden.services import slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.executor import ControlPlaneExecutor
 from gpuwarden.services.models import NewSilence
+from gpuwarden.state.audit import AuditLog
 
 
 class JobArgs(BaseModel):
@@ -197,9 +199,16 @@ def user_asked(name: str, user_text: str, args: dict[str, Any] | None = None,
 
 
 async def execute(name: str, args: BaseModel, ctx: Ctx) -> str:
+    """Run an approved action.  What the services do is audited there; an action refused
+    here (the state changed since it was proposed) is audited as not executed."""
     try:
         return await ACTIONS[name].run(ctx, args)
     except (GpuwardenError, httpx.HTTPError) as exc:
+        if not isinstance(exc, NodeError):  # a node's refusal is audited by the service
+            data = args.model_dump(mode="json")
+            target = str(data.get("job_id") or data.get("node") or data.get("subject") or "")
+            AuditLog(ctx.cp.db).write(ctx.actor, name, target, "not executed",
+                                      error=str(exc), via="ops agent", **data)
         raise ActionFailed(str(exc) or type(exc).__name__) from None
 
 

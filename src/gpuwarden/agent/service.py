@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -390,9 +391,14 @@ class AgentService:
                         "chars": len(content)})
 
 
+_SECRET = re.compile(r"\b(sk|pk|key|gw)[-_][A-Za-z0-9*_-]{6,}", re.I)
+
+
 def _short(exc: Exception) -> str:
+    """The first line of an error, with anything shaped like a key masked (providers echo
+    a masked key back in 401s; it still does not belong in the UI)."""
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:300]
+    return _SECRET.sub("***", text)[:300]
 
 
 async def stream(fn: Callable[[Emit], Awaitable[RunView]]) -> AsyncIterator[dict[str, Any]]:
