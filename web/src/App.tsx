@@ -15,6 +15,8 @@ import SignIn from "./pages/SignIn";
 const GpuDetail = lazy(() => import("./pages/GpuDetail"));
 const Slurm = lazy(() => import("./pages/Slurm"));
 const SlurmJob = lazy(() => import("./pages/Slurm").then((m) => ({ default: m.SlurmJobPage })));
+// The ops agent's chat: only for those who open it.
+const Agent = lazy(() => import("./pages/Agent"));
 
 function NotFound() {
   return (
@@ -60,6 +62,7 @@ function Authed() {
           <Route path="/slurm" element={<Slurm />} />
           <Route path="/slurm/jobs/:id" element={<SlurmJob />} />
           <Route path="/alerts" element={<Alerts />} />
+          <Route path="/agent" element={<Agent />} />
           <Route path="*" element={<NotFound />} />
         </Routes>
       </Suspense>

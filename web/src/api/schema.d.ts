@@ -499,6 +499,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agent": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Agent Status */
+        get: operations["agent_status_api_v1_agent_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agent/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Runs */
+        get: operations["list_runs_api_v1_agent_runs_get"];
+        put?: never;
+        /** Create Run */
+        post: operations["create_run_api_v1_agent_runs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agent/runs/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Run */
+        get: operations["get_run_api_v1_agent_runs__run_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agent/runs/{run_id}/decisions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Decide */
+        post: operations["decide_api_v1_agent_runs__run_id__decisions_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/session": {
         parameters: {
             query?: never;
@@ -584,6 +653,19 @@ export interface components {
             decided_at: number | null;
             /** Result */
             result: string | null;
+        };
+        /** AgentStatus */
+        AgentStatus: {
+            /** Llm */
+            llm: boolean;
+            /** Provider */
+            provider: string | null;
+            /** Model */
+            model: string | null;
+            /** Analyzers */
+            analyzers: string[];
+            /** Actions */
+            actions: string[];
         };
         /** AlertDetail */
         AlertDetail: {
@@ -716,6 +798,28 @@ export interface components {
              * @default 0
              */
             down: number;
+        };
+        /** Decision */
+        Decision: {
+            /** Call Id */
+            call_id: string;
+            /** Approve */
+            approve: boolean;
+            /**
+             * Digest
+             * @description required to approve: the proposed call's digest, binding the approval to its arguments
+             */
+            digest?: string | null;
+            /**
+             * Comment
+             * @default
+             */
+            comment: string;
+        };
+        /** Decisions */
+        Decisions: {
+            /** Decisions */
+            decisions: components["schemas"]["Decision"][];
         };
         /** DrainRequest */
         DrainRequest: {
@@ -986,6 +1090,11 @@ export interface components {
             /** Role */
             role: string;
         };
+        /** NewRun */
+        NewRun: {
+            /** Prompt */
+            prompt: string;
+        };
         /** NewSilence */
         NewSilence: {
             /**
@@ -1204,6 +1313,38 @@ export interface components {
             /** Kind */
             kind: string;
         };
+        /** ProposedCall */
+        ProposedCall: {
+            /** Call Id */
+            call_id: string;
+            /** Tool */
+            tool: string;
+            /** Args */
+            args: {
+                [key: string]: unknown;
+            };
+            /**
+             * Digest
+             * @description sha256 of the action and its canonical arguments; an approval must quote it
+             */
+            digest: string;
+            /**
+             * Description
+             * @description exactly what will run
+             */
+            description: string;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "proposed" | "approved" | "denied" | "executed" | "failed" | "rejected";
+            /** Decided By */
+            decided_by: string | null;
+            /** Decided At */
+            decided_at: number | null;
+            /** Result */
+            result: string | null;
+        };
         /** QueryResult */
         QueryResult: {
             /** Selector */
@@ -1233,6 +1374,39 @@ export interface components {
             for_seconds: number;
             /** Summary */
             summary: string;
+        };
+        /** RunView */
+        RunView: {
+            /** Id */
+            id: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "awaiting_approval" | "done" | "failed";
+            /**
+             * Mode
+             * @enum {string}
+             */
+            mode: "analyzers" | "llm";
+            /** Prompt */
+            prompt: string;
+            /** Created By */
+            created_by: string;
+            /** Created At */
+            created_at: number;
+            /** Updated At */
+            updated_at: number;
+            /**
+             * Answer
+             * @default
+             */
+            answer: string;
+            /** Error */
+            error: string | null;
+            /** Calls */
+            calls: components["schemas"]["ProposedCall"][];
+            usage: components["schemas"]["Usage"];
         };
         /** ScrapeStatus */
         ScrapeStatus: {
@@ -1606,6 +1780,29 @@ export interface components {
             last_used_at: number | null;
             /** Revoked */
             revoked: boolean;
+        };
+        /** Usage */
+        Usage: {
+            /**
+             * Requests
+             * @default 0
+             */
+            requests: number;
+            /**
+             * Input Tokens
+             * @default 0
+             */
+            input_tokens: number;
+            /**
+             * Output Tokens
+             * @default 0
+             */
+            output_tokens: number;
+            /**
+             * Cost
+             * @description $; None when the model's prices are not configured
+             */
+            cost: number | null;
         };
         /** ValidationError */
         ValidationError: {
@@ -3420,6 +3617,162 @@ export interface operations {
                 content: {
                     "application/problem+json": unknown;
                     "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    agent_status_api_v1_agent_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentStatus"];
+                };
+            };
+        };
+    };
+    list_runs_api_v1_agent_runs_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunView"][];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    create_run_api_v1_agent_runs_post: {
+        parameters: {
+            query?: {
+                stream?: boolean;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewRun"];
+            };
+        };
+        responses: {
+            /** @description the run (JSON), or its events (stream=true) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunView"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_run_api_v1_agent_runs__run_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunView"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    decide_api_v1_agent_runs__run_id__decisions_post: {
+        parameters: {
+            query?: {
+                stream?: boolean;
+            };
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Decisions"];
+            };
+        };
+        responses: {
+            /** @description the run (JSON), or its events (stream=true) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunView"];
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

@@ -15,6 +15,7 @@ const NAV = [
   { to: "/nodes", label: "Nodes", key: "n", icon: "▤" },
   { to: "/slurm", label: "Slurm", key: "s", icon: "≣" },
   { to: "/alerts", label: "Alerts", key: "a", icon: "△" },
+  { to: "/agent", label: "Ask", key: "k", icon: "◇" },
 ];
 
 export function StreamBanner({ status }: { status: StreamStatus }) {
@@ -79,7 +80,7 @@ function Help({ onClose }: { onClose: () => void }) {
   useEffect(() => ref.current?.focus(), []);
   const rows: [string, string][] = [
     ...NAV.map((n) => [`g ${n.key}`, `go to ${n.label}`] as [string, string]),
-    ["/", "focus the search / filter box"],
+    ["/", "focus the search / filter box (the question box on Ask)"],
     ["← ↑ → ↓", "move between GPU cards; Enter opens one"],
     ["t", "switch light / dark theme"],
     ["?", "this help"],
