@@ -68,4 +68,6 @@ class AgentStatus(Out):
     provider: str | None = None
     model: str | None = None
     analyzers: list[str]
+    examples: list[str] = Field(default_factory=list,
+                                description="questions the analyzers answer with no model")
     actions: list[str]

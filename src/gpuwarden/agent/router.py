@@ -14,7 +14,7 @@ ANALYZERS = {
     "pending": "why is job 42 pending?",
     "waste": "which GPUs are wasted and what do they cost?",
     "node": "what is wrong with node3?",
-    "efficiency": "how efficient is job 42? / how efficient are alice's jobs?",
+    "efficiency": "how efficient are alice's jobs?",
     "overview": "how is the cluster doing?",
 }
 NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driver|ssh|"

@@ -84,7 +84,9 @@ class AgentService:
         return AgentStatus(llm=self.llm, provider=self.config.provider if self.llm else None,
                            model=self.config.model or (type(self.model).__name__
                                                        if self.model else None),
-                           analyzers=list(router.ANALYZERS), actions=list(actions.ACTIONS))
+                           analyzers=list(router.ANALYZERS),
+                           examples=list(router.ANALYZERS.values()),
+                           actions=list(actions.ACTIONS))
 
     def _model(self):
         if self.model is None:

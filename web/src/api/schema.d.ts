@@ -664,6 +664,11 @@ export interface components {
             model: string | null;
             /** Analyzers */
             analyzers: string[];
+            /**
+             * Examples
+             * @description questions the analyzers answer with no model
+             */
+            examples: string[];
             /** Actions */
             actions: string[];
         };

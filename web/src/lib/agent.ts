@@ -146,12 +146,3 @@ export function toolLine(tool: string, args: Args | null): string {
   const shown = text === "{}" ? "" : text.length > 160 ? text.slice(0, 157) + "…" : text;
   return `${tool}(${shown})`;
 }
-
-/** Example questions the analyzers answer without a model (agent/router.py ANALYZERS). */
-export const EXAMPLES: Record<string, string> = {
-  pending: "why is job 42 pending?",
-  waste: "which GPUs are wasted and what do they cost?",
-  node: "what is wrong with node3?",
-  efficiency: "how efficient are alice's jobs?",
-  overview: "how is the cluster doing?",
-};

@@ -8,7 +8,6 @@ import { Card, ErrorBox, PageHeader, Tone } from "../components/ui";
 import {
   applyEvent,
   argsJson,
-  EXAMPLES,
   newTurn,
   toolLine,
   turnOf,
@@ -263,7 +262,7 @@ function TurnView({
 // --- what the agent is, and what it can be asked -------------------------------------------
 
 function Intro({ status, onPick }: { status: AgentStatus; onPick: (q: string) => void }) {
-  const examples = status.analyzers.map((a) => EXAMPLES[a]).filter(Boolean);
+  const examples = status.examples;
   return (
     <Card className="p-4 text-sm" data-testid="agent-intro">
       {status.llm ? (
