@@ -193,11 +193,15 @@ def timed(request: Callable[[], None], n: int, budget: float, warmup: int = 3) -
 
 
 def prometheus_metric(port: int, name: str) -> float:
+    """The sum of a metric's series on Prometheus's own /metrics (2.42+ splits samples
+    appended by ``type``).  A labelled counter has no series before its first increment
+    (right after start, before the first scrape lands): that reads as 0."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    total = 0.0
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise KeyError(name)
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def dir_bytes(path: Path) -> int:

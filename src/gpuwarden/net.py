@@ -23,7 +23,11 @@ def url_host(host: str) -> str:
 
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on connections whose
+    # socket says proto == IPPROTO_TCP, and accepted sockets inherit it from this one.  With
+    # Nagle on, a response written as head + body waits for the client's delayed ACK: every
+    # API answer took >= 40 ms (bench/bench_control.py).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -99,9 +99,13 @@ def test_dead_node_is_down_within_two_intervals_others_stay_fresh(fleet, tmp_pat
     overview = serve.get("/api/v1/overview").json()
     assert overview["nodes"] == {"total": 3, "up": 2, "down": 1}
     assert overview["gpus"]["down"] == 2  # n3's GPUs, known from its last snapshot
-    # the store gets the down sample with the next batch (flushed every second)
-    serve.wait(lambda: serve.get('/api/v1/query?selector=up{node="n3"}').json()["series"][0][
-        "points"][-1][1] == 0, timeout=5, what="up 0 stored")
+    # the store gets the down sample with the next batch (flushed every second); on a busy
+    # machine the series may not be stored yet at the first look
+    def up_stored() -> bool:
+        found = serve.get('/api/v1/query?selector=up{node="n3"}').json()["series"]
+        return bool(found) and found[0]["points"][-1][1] == 0
+
+    serve.wait(up_stored, timeout=5, what="up 0 stored")
 
 
 def test_garbage_is_counted_and_never_stored(fleet, tmp_path, serve_factory, garbage_node):

@@ -40,3 +40,40 @@ def test_waste_today_counts_idle_gpu_minutes_at_their_price(tmp_path):
     assert o.waste_today == pytest.approx(2.0, abs=4.0 / 60 + 1e-9)
     assert o.waste_per_hour == pytest.approx(4.0)
     store.close()
+
+
+def test_waste_today_counted_incrementally_equals_a_full_recount(tmp_path):
+    """Minutes that are final are counted once and kept; each refresh reads only the
+    recent ones.  The figure stays what a full recount from midnight gives."""
+    from gpuwarden.services import cluster
+
+    noon = time.mktime((*time.localtime()[:3], 12, 0, 0, 0, 0, -1))
+    now = [noon - 3600]
+    store = SqliteStore(tmp_path / "metrics.db", clock=lambda: now[0])
+    config = ServeConfig(nodes=[NodeConfig(name="n1", url="http://127.0.0.1:1",
+                                           cost_per_hour=8.0)])
+    cp = ControlPlane(config=config, db=StateDB(tmp_path / "state.db"), store=store,
+                      clock=lambda: now[0])
+    cp.inventory.sync_config(config.cluster, config.nodes)
+    cp.scraper = Scraper(cp.targets, httpx.AsyncClient(), store)
+    gpus = [{"index": i, "uuid": f"GPU-{i}", "name": "H100", "up": True, "fields": {
+        "DCGM_FI_DEV_GPU_UTIL": 0.0}} for i in range(2)]
+    cp.scraper.states["n1"] = TargetState(Target("n1", "http://127.0.0.1:1"), up=True,
+                                          last_scrape=noon, snapshot={"gpus": gpus})
+    figures = []
+    for i in range(240):  # an hour at 15 s: GPU 0 idle in bursts, GPU 1 idle every 4th
+        now[0] = noon - 3600 + i * 15
+        store.append([Sample("DCGM_FI_DEV_GPU_UTIL", {"node": "n1", "gpu": str(gpu)}, util,
+                             now[0]) for gpu, util in ((0, 0.0 if i % 40 < 20 else 80.0),
+                                                      (1, 0.0 if i % 16 < 4 else 95.0))])
+        if i % 20 == 19:
+            cp.cache.pop("waste_today", None)  # the minute TTL passed
+            incremental = cluster.waste_today(cp)
+            fresh = ControlPlane(config=config, db=cp.db, store=store, clock=lambda: now[0])
+            fresh.scraper = cp.scraper
+            full = cluster.waste_today(fresh)
+            figures.append(incremental)
+            assert incremental == pytest.approx(full, rel=1e-12), i
+    assert cp.cache["waste_day"].final_until > noon - 3600  # minutes were kept, not re-read
+    assert figures[-1] > figures[0] > 0
+    store.close()

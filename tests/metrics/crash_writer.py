@@ -1,7 +1,8 @@
 """Appends numbered batches to a SqliteStore until killed (``python crash_writer.py DB N``).
 
 Batch ``n`` holds value ``n`` for each of SERIES series at ``T0 + 10 n``; "ack n" is printed
-once append() has returned.  Small chunks, blocks and maintenance slices make kills land in
+once append() (odd n) or append_groups(), the scraper's path (even n), has returned.
+Small chunks, blocks and maintenance slices make kills land in
 the middle of flushes and rollups too.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import sys
 
+from gpuwarden.metrics.ingest import SampleGroup
 from gpuwarden.metrics.model import Sample
 from gpuwarden.metrics.sqlite_store import SqliteStore
 
@@ -29,7 +31,11 @@ def main(path: str, first: int) -> None:
     n = first
     while True:
         current[0] = n
-        store.append([Sample("crash_m", lab, float(n), batch_time(n)) for lab in labels])
+        if n % 2:
+            store.append([Sample("crash_m", lab, float(n), batch_time(n)) for lab in labels])
+        else:
+            store.append_groups([SampleGroup(lab, batch_time(n), ["crash_m"], [float(n)])
+                                 for lab in labels])
         print(f"ack {n}", flush=True)
         n += 1
 

@@ -14,8 +14,9 @@ import struct
 import sys
 import zlib
 from array import array
-from collections.abc import Sequence
-from itertools import pairwise
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, islice, repeat
+from operator import eq, mul, sub, truediv
 
 _RAW, _SCALED = 0, 1
 _SCALES = (1, 10, 100, 1000, 10000)
@@ -49,37 +50,41 @@ def _unshuffle(data: bytes, typecode: str) -> array:
 
 
 def _deltas(xs: Sequence[int]) -> list[int]:
-    return [xs[0], *(b - a for a, b in pairwise(xs))] if xs else []
+    return [xs[0], *map(sub, islice(xs, 1, None), xs)] if len(xs) else []
 
 
-def _undeltas(ds: Sequence[int]) -> list[int]:
-    out: list[int] = []
-    acc = 0
-    for d in ds:
-        acc += d
-        out.append(acc)
-    return out
+def _undeltas(ds: Iterable[int]) -> list[int]:
+    return list(accumulate(ds))
+
+
+def _scaled(values: Sequence[float]) -> tuple[int, list[int]] | None:
+    """The smallest decimal scale index at which every value is an exact integer, with the
+    integers, if any (the loops run in C: a flush encodes ~340,000 series of a big fleet)."""
+    try:
+        biggest = max(map(abs, values), default=0.0)
+        for index, scale in enumerate(_SCALES):
+            if biggest * scale >= _MAX_EXACT:
+                return None
+            back = map(truediv, map(round, map(mul, values, repeat(scale))), repeat(scale))
+            if all(map(eq, back, values)):  # lazy: stops at the first value that is not
+                return index, list(map(round, map(mul, values, repeat(scale))))
+    except (OverflowError, ValueError):
+        return None
+    return None
 
 
 def _scale_index(values: Sequence[float]) -> int | None:
     """The smallest decimal scale at which every value is an exact integer, if any."""
-    for index, scale in enumerate(_SCALES):
-        try:
-            if all(abs(v) * scale < _MAX_EXACT and round(v * scale) / scale == v
-                   for v in values):
-                return index
-        except (OverflowError, ValueError):
-            return None
-    return None
+    found = _scaled(values)
+    return None if found is None else found[0]
 
 
 def _encode_values(values: Sequence[float]) -> bytes:
-    index = _scale_index(values)
-    if index is None:
+    found = _scaled(values)
+    if found is None:
         body = _shuffle(array("d", values))
         return _COLUMN.pack(_RAW, 0, len(body)) + body
-    scale = _SCALES[index]
-    ints = [round(v * scale) for v in values]
+    index, ints = found
     body = _shuffle(array("q", _deltas(ints)))
     return _COLUMN.pack(_SCALED, index, len(body)) + body
 
@@ -95,7 +100,10 @@ def _decode_values(data: bytes, pos: int) -> tuple[list[float], int]:
     if kind != _SCALED or index >= len(_SCALES):
         raise CodecError(f"unknown column encoding {kind}/{index}")
     scale = _SCALES[index]
-    return [i / scale for i in _undeltas(_unshuffle(body, "q"))], pos + length
+    ints = accumulate(_unshuffle(body, "q"))
+    if scale == 1:
+        return list(map(float, ints)), pos + length
+    return list(map(truediv, ints, repeat(scale))), pos + length  # i / scale, exactly
 
 
 def _encode_times(ts_ms: Sequence[int]) -> bytes:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,7 @@ from gpuwarden.services.models import (
 from gpuwarden.state.inventory import Node
 
 NotFound = NotFoundError
+log = logging.getLogger(__name__)
 
 
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 24 * 3600, "7d": 7 * 24 * 3600}
@@ -56,33 +59,150 @@ HISTORY_METRICS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+class _NodeLive:
+    """One node's part of the live view, rebuilt only when its scrape state changes: the
+    figures the overview sums, at once (from the snapshot's dicts), and the node's GPU views
+    when first asked for (8,000 pydantic views cost ~0.5 s; the overview needs none)."""
+
+    __slots__ = ("_gpus", "cost", "figures", "gpu_count", "key", "state")
+
+    def __init__(self, cp: ControlPlane, key: tuple[Any, ...], state: TargetState,
+                 cost: float) -> None:
+        self.key = key
+        self.state = state  # a copy: the scraper goes on updating its own
+        self.cost = cost
+        gpus = (state.snapshot or {}).get("gpus", [])
+        self.gpu_count = len(gpus)
+        self.figures = _node_figures(cp, state, gpus, cost / len(gpus) if gpus else 0.0)
+        self._gpus: list[GpuView] | None = None
+
+    def gpus(self, cp: ControlPlane) -> list[GpuView]:
+        if self._gpus is None:
+            self._gpus = _gpus_of(cp, self.state, self.cost)
+        return self._gpus
+
+
 class _Live:
-    inventory: dict[str, Node]
-    states: list[TargetState]
-    gpus: list[GpuView]  # every GPU of every node, in node order
+    """The inventory, the scrape states and the nodes' views, taken together."""
+
+    __slots__ = ("_cp", "_gpus", "inventory", "nodes", "states")
+
+    def __init__(self, cp: ControlPlane, inventory: dict[str, Node],
+                 nodes: dict[str, _NodeLive]) -> None:
+        self.inventory = inventory
+        self.nodes = nodes  # by node name, in node order
+        self.states = [n.state for n in nodes.values()]
+        self._cp = cp
+        self._gpus: list[GpuView] | None = None
+
+    @property
+    def gpus(self) -> list[GpuView]:
+        """Every GPU of every node, in node order."""
+        if self._gpus is None:
+            self._gpus = [g for n in self.nodes.values() for g in n.gpus(self._cp)]
+        return self._gpus
 
 
 LIVE_MAX_AGE = 1.0  # seconds a big fleet's live view is reused while its scrapes land
 BIG_FLEET = 64  # nodes; below this a view is rebuilt on every change (it costs < 10 ms)
+INVENTORY_MAX_AGE = 5.0  # seconds a big fleet's inventory read is reused
+_STATES = ("busy", "idle", "allocated_idle", "down")
+
+
+def _node_key(cp: ControlPlane, state: TargetState, cost: float) -> tuple[Any, ...]:
+    """Everything a node's views are made of: a new scrape changes scrapes_total and
+    last_scrape; the snapshot is held by the cached copy, so its id is not reused."""
+    return (state.scrapes_total, state.last_scrape, id(state.snapshot), state.up, state.error,
+            state.duration, id(state.slurm), state.slurm_error, state.last_success,
+            state.target, cost, cp.config.idle_utilization_percent)
+
+
+def _node_live(cp: ControlPlane, state: TargetState, cost: float,
+               previous: _NodeLive | None) -> _NodeLive:
+    key = _node_key(cp, state, cost)
+    if previous is not None and previous.key == key:
+        return previous
+    return _NodeLive(cp, key, copy.copy(state), cost)
+
+
+def _gpu_state(cp: ControlPlane, up: bool, util: float | None, has_jobs: bool) -> str:
+    """The GPU state rules (module doc): the one place they are written."""
+    if not up:
+        return "down"
+    if util is not None and util >= cp.config.idle_utilization_percent:
+        return "busy"
+    return "allocated_idle" if has_jobs else "idle"
+
+
+def _memory_total(fields: dict[str, Any]) -> float | None:
+    total = fields.get("DCGM_FI_DEV_FB_TOTAL")
+    used, free = fields.get("DCGM_FI_DEV_FB_USED"), fields.get("DCGM_FI_DEV_FB_FREE")
+    if total is None and used is not None and free is not None:
+        total = used + free + fields.get("DCGM_FI_DEV_FB_RESERVED", 0.0)
+    return total
+
+
+def _node_figures(cp: ControlPlane, state: TargetState, gpus: list[dict[str, Any]],
+                  per_gpu: float) -> tuple[Any, ...]:
+    """What the overview sums, for one node, straight from its snapshot (the same values
+    its GpuViews carry): per-state GPU counts (in _STATES order), utilization sum and count
+    of up GPUs, memory used, memory total of up GPUs, power, $/hr of idle GPUs."""
+    counts = dict.fromkeys(_STATES, 0)
+    util_sum, util_n = 0.0, 0
+    used = total = power = waste = 0.0
+    for gpu in gpus:
+        fields = gpu.get("fields") or {}
+        up = bool(gpu.get("up")) and state.up
+        util = fields.get("DCGM_FI_DEV_GPU_UTIL")
+        gpu_state = _gpu_state(cp, up, util, bool(gpu.get("jobs")))
+        counts[gpu_state] += 1
+        if up:
+            if util is not None:
+                util_sum += util
+                util_n += 1
+            used += fields.get("DCGM_FI_DEV_FB_USED") or 0
+            total += _memory_total(fields) or 0
+            power += fields.get("DCGM_FI_DEV_POWER_USAGE") or 0
+        if gpu_state in ("idle", "allocated_idle"):
+            waste += per_gpu
+    return (*counts.values(), util_sum, util_n, used, total, power, waste)
+
+
+def _inventory(cp: ControlPlane, big: bool) -> dict[str, Node]:
+    """The inventory by name; a big fleet's is read at most every few seconds (it changes
+    with ``gpuwarden up``/``down`` and config syncs, not per scrape)."""
+    cached = cp.cache.get("live_inventory")
+    now = time.monotonic()
+    if big and cached is not None and now - cached[0] < INVENTORY_MAX_AGE:
+        return cached[1]
+    inventory = {n.name: n for n in cp.inventory.nodes()}
+    cp.cache["live_inventory"] = (now, inventory)
+    return inventory
 
 
 def _live(cp: ControlPlane) -> _Live:
     """The inventory, copies of the scrape states and every GPU's view, taken together so
     every answer is consistent; built once per change (and for a big fleet, whose scrapes
-    land continuously, at most once a second)."""
+    land continuously, at most once a second).  A rebuild only redoes the nodes scraped
+    since the last one (a second of a 1,000-node fleet is ~70 nodes)."""
     version = cp.scraper.version if cp.scraper else -1
     cached = cp.cache.get("live")
     now = time.monotonic()
-    if cached is not None and (cached[0] == version or (
-            now - cached[1] < LIVE_MAX_AGE and len(cached[2].states) >= BIG_FLEET)):
+    big = cached is not None and len(cached[2].states) >= BIG_FLEET
+    if cached is not None and (cached[0] == version or (now - cached[1] < LIVE_MAX_AGE
+                                                        and big)):
         return cached[2]
-    inventory = {n.name: n for n in cp.inventory.nodes()}
-    # copies: the scraper goes on updating its states while a request reads these
-    states = ([copy.copy(s) for name, s in sorted(cp.scraper.states.items())
-               if name in inventory] if cp.scraper else [])
-    gpus = [g for st in states for g in _gpus_of(cp, st, inventory[st.target.name].cost_per_hour)]
-    live = _Live(inventory, states, gpus)
+    inventory = _inventory(cp, big)
+    previous = cached[2].nodes if cached is not None else {}
+    nodes: dict[str, _NodeLive] = {}
+    if cp.scraper:
+        scraped = cp.scraper.states
+        for name in sorted(scraped):
+            inv = inventory.get(name)
+            if inv is not None:
+                nodes[name] = _node_live(cp, scraped[name], inv.cost_per_hour,
+                                         previous.get(name))
+    live = _Live(cp, inventory, nodes)
     cp.cache["live"] = (version, now, live)
     return live
 
@@ -97,19 +217,9 @@ def _gpu_view(cp: ControlPlane, state: TargetState, gpu: dict[str, Any], per_gpu
     up = bool(gpu.get("up")) and state.up
     jobs = [JobRef.model_construct(**j) for j in gpu.get("jobs", [])]
     util = fields.get("DCGM_FI_DEV_GPU_UTIL")
-    if not up:
-        gpu_state = "down"
-    elif util is not None and util >= cp.config.idle_utilization_percent:
-        gpu_state = "busy"
-    elif jobs:
-        gpu_state = "allocated_idle"
-    else:
-        gpu_state = "idle"
-    used, free, reserved = (fields.get("DCGM_FI_DEV_FB_USED"), fields.get("DCGM_FI_DEV_FB_FREE"),
-                            fields.get("DCGM_FI_DEV_FB_RESERVED", 0.0))
-    total = fields.get("DCGM_FI_DEV_FB_TOTAL")
-    if total is None and used is not None and free is not None:
-        total = used + free + reserved
+    gpu_state = _gpu_state(cp, up, util, bool(jobs))
+    used = fields.get("DCGM_FI_DEV_FB_USED")
+    total = _memory_total(fields)
     values = dict(
         node=state.target.name,
         index=int(gpu["index"]),
@@ -155,9 +265,13 @@ def _gpus_of(cp: ControlPlane, state: TargetState, cost: float,
 def list_gpus(cp: ControlPlane, *, node: str | None = None, state: str | None = None,
               job: str | None = None, user: str | None = None) -> list[GpuView]:
     out: list[GpuView] = []
-    for g in _live(cp).gpus:
-        if node is not None and g.node != node:
-            continue
+    live = _live(cp)
+    if node is not None:  # one node's views only: the others may not be built yet
+        found = live.nodes.get(node)
+        gpus = found.gpus(cp) if found is not None else []
+    else:
+        gpus = live.gpus
+    for g in gpus:
         if state is not None and g.state != state:
             continue
         if job is not None and job not in {j.job_id for j in g.jobs}:
@@ -169,20 +283,23 @@ def list_gpus(cp: ControlPlane, *, node: str | None = None, state: str | None = 
 
 
 def get_gpu(cp: ControlPlane, node: str, index: int) -> GpuDetail:
-    state = _state(cp, node)
-    for g in _gpus_of(cp, state, _live(cp).inventory[node].cost_per_hour, detail=True):
+    live = _live(cp)
+    state = _state(cp, node, live)
+    for g in _gpus_of(cp, state, live.inventory[node].cost_per_hour, detail=True):
         if g.index == index:
             assert isinstance(g, GpuDetail)
             return g
     raise NotFound(f"node {node!r} has no GPU {index}")
 
 
-def _state(cp: ControlPlane, node: str) -> TargetState:
-    for s in _states(cp):
-        if s.target.name == node:
-            return s
-    known = ", ".join(s.target.name for s in _states(cp)) or "none"
-    raise NotFound(f"no node named {node!r} (known: {known})")
+def _state(cp: ControlPlane, node: str, live: _Live | None = None) -> TargetState:
+    live = _live(cp) if live is None else live
+    found = live.nodes.get(node)
+    if found is not None:
+        return found.state
+    names = list(live.nodes)
+    known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    raise NotFound(f"no node named {node!r} (known: {known or 'none'})")
 
 
 def _node_view(cp: ControlPlane, s: TargetState, detail: bool = False) -> NodeView:
@@ -205,7 +322,8 @@ def _node_view(cp: ControlPlane, s: TargetState, detail: bool = False) -> NodeVi
     )
     if not detail:
         return NodeView(**values)
-    return NodeDetail(**values, gpu_list=[g for g in live.gpus if g.node == inv.name])
+    found = live.nodes.get(inv.name)
+    return NodeDetail(**values, gpu_list=list(found.gpus(cp)) if found is not None else [])
 
 
 def list_nodes(cp: ControlPlane) -> list[NodeView]:
@@ -213,18 +331,81 @@ def list_nodes(cp: ControlPlane) -> list[NodeView]:
 
 
 def get_node(cp: ControlPlane, name: str) -> NodeDetail:
-    view = _node_view(cp, _state(cp, name), detail=True)
+    live = _live(cp)
+    view = _node_view(cp, _state(cp, name, live), detail=True)
     assert isinstance(view, NodeDetail)
     return view
 
 
 WASTE_TODAY_TTL = 60.0  # seconds between recomputations (a day's history at 1-minute steps)
+WASTE_FINAL_LAG = 300.0  # seconds after which a minute's samples are all in: its count is final
+
+
+@dataclass
+class _WasteDay:
+    """Idle GPU-minutes counted so far today, per node: minutes that ended more than
+    WASTE_FINAL_LAG ago are counted once and kept, so a refresh reads only the last few
+    minutes of every GPU instead of the whole day."""
+
+    midnight: float
+    final_until: float  # the newest final minute's query point (midnight: none yet)
+    idle_minutes: dict[str, int]
+
+
+def _idle_minutes(cp: ControlPlane, start: float, end: float, into: dict[str, int]) -> None:
+    """Count the 1-minute points in (start, end] (aligned to ``start``) that averaged under
+    the idle threshold, per node."""
+    if end < start + 60.0:
+        return
+    threshold = cp.config.idle_utilization_percent
+    for s in cp.store.range(parse_selector("DCGM_FI_DEV_GPU_UTIL"), start + 60.0, end, 60.0,
+                            "avg"):
+        idle = sum(1 for _, v in s.points if v < threshold)
+        if idle:
+            node = s.labels.get("node", "")
+            into[node] = into.get(node, 0) + idle
+
+
+def _compute_waste_today(cp: ControlPlane, now: float, per_gpu: dict[str, float]) -> float:
+    midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
+    day: _WasteDay | None = cp.cache.get("waste_day")
+    if day is None or day.midnight != midnight:
+        day = _WasteDay(midnight, midnight, {})
+    final_cut = midnight + (now - WASTE_FINAL_LAG - midnight) // 60.0 * 60.0
+    if final_cut > day.final_until:
+        counted = dict(day.idle_minutes)
+        _idle_minutes(cp, day.final_until, final_cut, counted)
+        day = _WasteDay(midnight, final_cut, counted)
+    cp.cache["waste_day"] = day
+    recent: dict[str, int] = {}
+    _idle_minutes(cp, day.final_until, now, recent)
+    minutes = {n: day.idle_minutes.get(n, 0) + recent.get(n, 0)
+               for n in {*day.idle_minutes, *recent}}
+    return sum(per_gpu.get(node, 0.0) * count * 60.0 / 3600.0
+               for node, count in minutes.items())
+
+
+def _refresh_waste_today(cp: ControlPlane, now: float, per_gpu: dict[str, float]) -> None:
+    lock = cp.cache.setdefault("waste_today_lock", threading.Lock())
+    with lock:
+        cached = cp.cache.get("waste_today")
+        if cached is not None and now - cached[0] < WASTE_TODAY_TTL:
+            return  # another caller refreshed it meanwhile
+        try:
+            value: float | None = (_compute_waste_today(cp, now, per_gpu) if per_gpu
+                                   else 0.0)
+        except Exception:  # a store that cannot answer leaves the figure unknown
+            log.debug("waste today: the store could not answer", exc_info=True)
+            value = None
+        cp.cache["waste_today"] = (now, value)
 
 
 def waste_today(cp: ControlPlane) -> float | None:
     """$ spent since local midnight on GPUs under the idle threshold: every stored minute a
     GPU averaged below it costs that minute of its node's $/hr share.  Computed from the
-    store's per-minute rollups, at most once a minute."""
+    store's per-minute rollups, at most once a minute.  For a big fleet the refresh runs in
+    a background thread and the figure of the last one is answered meanwhile (None before
+    the first), so an overview never waits on the store."""
     cached = cp.cache.get("waste_today")
     now = cp.clock()
     if cached is not None and now - cached[0] < WASTE_TODAY_TTL:
@@ -232,52 +413,82 @@ def waste_today(cp: ControlPlane) -> float | None:
     live = _live(cp)
     per_gpu = {}
     for name, node in live.inventory.items():
-        count = sum(1 for g in live.gpus if g.node == name)
+        found = live.nodes.get(name)
+        count = found.gpu_count if found is not None else 0
         if count and node.cost_per_hour > 0:
             per_gpu[name] = node.cost_per_hour / count
-    if not per_gpu:
-        value: float | None = 0.0
-    else:
-        midnight = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
-        step = 60.0
-        try:
-            series = cp.store.range(parse_selector("DCGM_FI_DEV_GPU_UTIL"), midnight + step,
-                                    now, step, "avg")
-            threshold = cp.config.idle_utilization_percent
-            value = sum(per_gpu.get(s.labels.get("node", ""), 0.0) * step / 3600.0
-                        for s in series for _, v in s.points if v < threshold)
-        except Exception:  # a store that cannot answer leaves the figure unknown
-            value = None
-    cp.cache["waste_today"] = (now, value)
-    return value
+    if len(live.nodes) < BIG_FLEET:
+        _refresh_waste_today(cp, now, per_gpu)
+        return cp.cache["waste_today"][1]
+    running: threading.Thread | None = cp.cache.get("waste_today_thread")
+    if running is None or not running.is_alive():
+        thread = threading.Thread(target=_refresh_waste_today, args=(cp, now, per_gpu),
+                                  name="waste-today", daemon=True)
+        cp.cache["waste_today_thread"] = thread
+        thread.start()
+    return cached[1] if cached is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    """The overview's figures of one live view (computed once per view, not per request)."""
+
+    nodes: Counts
+    gpus: GpuCounts
+    utilization_mean: float | None
+    memory_used_mib: float
+    memory_total_mib: float
+    power_w: float
+    cost_per_hour: float
+    waste_per_hour: float
+    slurm: SlurmQueue | None
+    slurm_error: str | None
+
+
+def _summary(live: _Live) -> _Summary:
+    nodes = live.nodes.values()
+    sums = [sum(column) for column in zip(*(n.figures for n in nodes), strict=True)] or \
+        [0] * len(_STATES) + [0.0, 0, 0.0, 0.0, 0.0, 0.0]
+    up = [n for n in nodes if n.state.up]
+    up_nodes = len(up)
+    cost = sum(live.inventory[n.state.target.name].cost_per_hour for n in up)
+    gpus = sum(n.gpu_count for n in nodes)
+    counts = dict(zip(_STATES, sums[:len(_STATES)], strict=True))
+    util_sum, util_n, used, total, power, waste = sums[len(_STATES):]
+    slurm, slurm_error = _slurm_queue(live.states)
+    return _Summary(
+        nodes=Counts(total=len(live.states), up=up_nodes, down=len(live.states) - up_nodes),
+        gpus=GpuCounts(total=gpus, **counts),
+        utilization_mean=util_sum / util_n if util_n else None,
+        memory_used_mib=used, memory_total_mib=total, power_w=power, cost_per_hour=cost,
+        waste_per_hour=waste, slurm=slurm, slurm_error=slurm_error)
 
 
 def overview(cp: ControlPlane) -> Overview:
+    """The cluster at a glance: figures of the live view (summed once per view, per node
+    as its scrapes land), plus waste today and the firing alerts."""
     live = _live(cp)
-    states, gpus = live.states, live.gpus
-    costs = {name: n.cost_per_hour for name, n in live.inventory.items()}
-    counts = GpuCounts(total=len(gpus))
-    for g in gpus:
-        setattr(counts, g.state, getattr(counts, g.state) + 1)
-    up_gpus = [g for g in gpus if g.up and g.utilization is not None]
-    up_nodes = sum(1 for s in states if s.up)
-    slurm, slurm_error = _slurm_queue(states)
+    cached = cp.cache.get("live_summary")
+    if cached is not None and cached[0] is live:
+        summary = cached[1]
+    else:
+        summary = _summary(live)
+        cp.cache["live_summary"] = (live, summary)
     return Overview(
         cluster=cp.config.cluster,
         generated_at=cp.clock(),
-        nodes=Counts(total=len(states), up=up_nodes, down=len(states) - up_nodes),
-        gpus=counts,
-        utilization_mean=(sum(g.utilization or 0 for g in up_gpus) / len(up_gpus)
-                          if up_gpus else None),
-        memory_used_mib=sum(g.memory_used_mib or 0 for g in gpus),
-        memory_total_mib=sum(g.memory_total_mib or 0 for g in gpus if g.up),
-        power_w=sum(g.power_w or 0 for g in gpus),
-        cost_per_hour=sum(costs.get(s.target.name, 0.0) for s in states if s.up),
-        waste_per_hour=sum(g.cost_per_hour for g in gpus if g.state in ("idle", "allocated_idle")),
+        nodes=summary.nodes.model_copy(),
+        gpus=summary.gpus.model_copy(),
+        utilization_mean=summary.utilization_mean,
+        memory_used_mib=summary.memory_used_mib,
+        memory_total_mib=summary.memory_total_mib,
+        power_w=summary.power_w,
+        cost_per_hour=summary.cost_per_hour,
+        waste_per_hour=summary.waste_per_hour,
         waste_today=waste_today(cp),
         alerts_active=cp.watchdog.alerts.firing_count() if cp.watchdog else 0,
-        slurm=slurm,
-        slurm_error=slurm_error,
+        slurm=summary.slurm.model_copy() if summary.slurm is not None else None,
+        slurm_error=summary.slurm_error,
     )
 
 
@@ -293,19 +504,25 @@ def _slurm_queue(states: list[TargetState]) -> tuple[SlurmQueue | None, str | No
 
 
 def status(cp: ControlPlane) -> Status:
+    """Versions, scrape and ingest counters: read from the scraper's states directly, never
+    through the GPU views (the bench and monitors poll it)."""
     from gpuwarden import __version__
 
-    states = _states(cp)
-    ingest = cp.scraper.ingest if cp.scraper else None
+    scraper = cp.scraper
+    if scraper is not None:
+        inventory = _inventory(cp, len(scraper.states) >= BIG_FLEET)
+        states = [s for name, s in list(scraper.states.items()) if name in inventory]
+    else:
+        states = []
+    ingest = scraper.ingest if scraper else None
     return Status(
         version=__version__,
         store=cp.config.store.kind,
         scrape_interval_seconds=cp.config.scrape.interval,
         scrape=ScrapeStatus(
             targets=len(states), up=sum(s.up for s in states),
-            lateness_seconds=cp.scraper.schedule.lateness_seconds if cp.scraper else 0.0,
-            max_lateness_seconds=cp.scraper.schedule.max_lateness_seconds if cp.scraper
-            else 0.0,
+            lateness_seconds=scraper.schedule.lateness_seconds if scraper else 0.0,
+            max_lateness_seconds=scraper.schedule.max_lateness_seconds if scraper else 0.0,
             scrapes_total=sum(s.scrapes_total for s in states),
             failures_total=sum(s.failures_total for s in states),
             garbage_total=sum(s.garbage_total for s in states),
