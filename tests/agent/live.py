@@ -6,7 +6,7 @@ and a workload that gives each analyzer something true to find:
     node2  forgotten-notebook (1 GPU, idle profile)   -> allocated-but-idle
            the injection job (1 GPU, train)           -> busy; its name is an instruction
     node3  hot-finetune (thermal) + flaky-kernel (XIDs)
-    node4  nothing                                    -> 2 idle GPUs
+    node4  quick-prep (2 GPUs, 6 s), then nothing      -> 2 idle GPUs; quick-prep only in history
     node5  drained in Slurm ("fan failure"), its node daemon killed -> down
     big-sweep (2 nodes x 2 GPUs)   pending: Resources
     later-eval (1 GPU, submitted held) pending: JobHeldUser / JobHeldAdmin
@@ -145,6 +145,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         jobs["injection"] = job(INJECTION, "train", gres="gpu:1", nodelist=[node(2)])
         jobs["flaky-kernel"] = job("flaky-kernel", "xid-storm", gres="gpu:1",
                                    nodelist=[node(3)])
+        jobs["quick-prep"] = job("quick-prep", "train", seconds=6, gres="gpu:2",
+                                 nodelist=[node(4)])  # finishes: history only
         jobs["big-sweep"] = job("big-sweep", "train", nodes=2, gres="gpu:2")
         jobs["later-eval"] = job("later-eval", "train", gres="gpu:1", hold=True)
         running = {jobs[k] for k in ("llm-train", "forgotten-notebook", "injection",
@@ -153,6 +155,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         def settled() -> bool:
             by_id = {j.job_id: j for j in slurm.jobs(cp)}
             return (all(by_id[i].state == "RUNNING" for i in running)
+                    and by_id.get(jobs["quick-prep"]) is None  # done, and gone from squeue
                     and by_id[jobs["big-sweep"]].reason == "Resources"
                     and by_id[jobs["later-eval"]].reason.startswith("JobHeld"))
 

@@ -72,19 +72,25 @@ def test_node_doctor_finds_each_fault(live):
     assert fine.data["problems"] == [] and "looks healthy" in fine.summary
 
 
-def test_job_efficiency_of_a_running_job_and_a_user(live):
+def test_job_efficiency_of_running_and_finished_jobs(live):
     cp = live.cp
     train = asyncio.run(analyzers.job_efficiency(cp, job_id=live.jobs["llm-train"]))
     idle = asyncio.run(analyzers.job_efficiency(cp, job_id=live.jobs["forgotten-notebook"]))
     (t,), (i,) = train.data["jobs"], idle.data["jobs"]
     assert t["gpus"] == 2 and i["gpus"] == 1
     assert t["mean_utilization"] > 50 > i["mean_utilization"]
-    assert i["idle_cost"] is not None and i["idle_cost"] > 0
+    assert i["idle_cost"] > 0 and i["idle_cost"] == pytest.approx(i["cost"], rel=0.5)
+    # quick-prep ran 6 s on node4 and left Slurm's queue: only the stored history knows it
+    assert live.jobs["quick-prep"] not in {j.job_id for j in slurm.jobs(cp)}
     user = asyncio.run(analyzers.job_efficiency(cp, user="root"))
+    by_id = {r["job_id"]: r for r in user.data["jobs"]}
     running = {j.job_id for j in slurm.jobs(cp, user="root") if j.state == "RUNNING"}
-    assert {r["job_id"] for r in user.data["jobs"]} == running
+    assert running <= set(by_id)
+    prep = by_id[live.jobs["quick-prep"]]
+    assert prep["state"] == "finished" and prep["gpus"] == 2 and prep["gpu_hours"] > 0
+    assert "GPU-hours" in user.summary and "(5 running)" in user.summary
     nobody = asyncio.run(analyzers.job_efficiency(cp, user="nobody-here"))
-    assert "No running jobs for user nobody-here" in nobody.summary
+    assert "No GPU use recorded for user nobody-here" in nobody.summary
 
 
 @pytest.mark.parametrize(("question", "kind"), [

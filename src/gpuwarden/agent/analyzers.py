@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import Field
 
 from gpuwarden.agent.fence import quote
-from gpuwarden.errors import NotFoundError
+from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.gpu.xids import describe_xid
 from gpuwarden.services import alerts as alert_svc
 from gpuwarden.services import cluster, slurm
@@ -343,62 +343,79 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
 
 
 async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
-                         user: str | None = None) -> Analysis:
-    """GPU utilization and memory over a running job's life (or over every running job of a
-    user): the mean, the GPUs it holds, and what the idle share costs."""
+                         user: str | None = None, days: float = 7.0) -> Analysis:
+    """GPU utilization over jobs' lives (one job, or a user's jobs of the last ``days``,
+    finished ones included, from stored history), GPU-hours, $ and the idle share's $; a
+    running job not in the history yet is measured from Slurm's view and its GPUs."""
+    end = cp.clock()
+    subject = f"job {job_id}" if job_id is not None else f"user {user}"
+    history = {u.job_id: u for u in await slurm.job_history(
+        cp, job_id=job_id, user=user, start=end - days * 86400, end=end)}
+    try:
+        queue = {j.job_id: j for j in slurm.jobs(cp, user=user)}
+    except GpuwardenError:  # Slurm away: the stored history still answers
+        queue = {}
     if job_id is not None:
         targets = [job_id]
-        subject = f"job {job_id}"
     else:
-        subject = f"user {user}"
-        targets = [j.job_id for j in slurm.jobs(cp, user=user) if j.state == "RUNNING"]
-    rows = []
-    facts = []
+        targets = sorted({int(k) for k in history if k.isdigit()}
+                         | {j for j, q in queue.items() if q.state == "RUNNING"})
+    rows: list[dict[str, Any]] = []
+    facts: list[str] = []
     for jid in targets:
-        try:
+        h, q = history.get(str(jid)), queue.get(jid)
+        state = q.state if q else "finished"
+        name = q.name if q else ""
+        label = f"Job {jid}" + (f" {_q(name)}" if name else "")
+        if h is not None:
+            rows.append({"job_id": jid, "name": name, "user": h.user, "state": state,
+                         "gpus": len(h.gpus), "gpu_hours": h.gpu_hours,
+                         "mean_utilization": h.mean_utilization, "cost": h.cost,
+                         "idle_cost": h.idle_cost, "first_seen": h.first_seen,
+                         "last_seen": h.last_seen})
+            facts.append(
+                f"{label} ({h.user}, {state.lower()}): {len(h.gpus)} GPU(s), "
+                f"{h.gpu_hours:.2f} GPU-hours from {_when(h.first_seen)} to "
+                f"{_when(h.last_seen)}, mean utilization "
+                + (f"{h.mean_utilization:.0f}%" if h.mean_utilization is not None
+                   else "unknown")
+                + f", {_dollars(h.cost)} of GPU time, {_dollars(h.idle_cost)} of it idle.")
+        elif q is not None and q.state == "RUNNING":
             detail = await slurm.job(cp, jid)
-        except NotFoundError:
-            facts.append(f"Job {jid} is not in Slurm's queue any more.")
-            continue
-        eff = detail.efficiency
-        cost = sum(g.cost_per_hour for g in detail.gpus)
-        mean = eff.mean_utilization if eff else None
-        hours = ((eff.end - eff.start) / 3600) if eff else 0.0
-        idle_cost = cost * hours * (1 - (mean or 0) / 100) if mean is not None else None
-        rows.append({"job_id": jid, "name": detail.name, "user": detail.user,
-                     "state": detail.state, "gpus": len(detail.gpus),
-                     "mean_utilization": mean,
-                     "mean_memory_used_mib": eff.mean_memory_used_mib if eff else None,
-                     "hours": round(hours, 3), "cost_per_hour": cost,
-                     "idle_cost": idle_cost})
-        if detail.state != "RUNNING" or eff is None:
-            facts.append(f"Job {jid} {_q(detail.name)} ({detail.user}) is {detail.state}: no "
-                         "GPU history yet.")
-            continue
-        facts.append(
-            f"Job {jid} {_q(detail.name)} ({detail.user}): {len(detail.gpus)} GPU(s) for "
-            f"{hours:.2f} h, mean utilization "
-            + (f"{mean:.0f}%" if mean is not None else "unknown")
-            + (f", mean memory {eff.mean_memory_used_mib:,.0f} MiB"
-               if eff.mean_memory_used_mib is not None else "")
-            + (f", about {_dollars(idle_cost)} of GPU time idle" if idle_cost else "") + ".")
+            eff = detail.efficiency
+            mean = eff.mean_utilization if eff else None
+            hours = (eff.end - eff.start) / 3600 if eff else 0.0
+            cost = sum(g.cost_per_hour for g in detail.gpus) * hours
+            idle = cost * (1 - (mean or 0) / 100) if mean is not None else 0.0
+            rows.append({"job_id": jid, "name": name, "user": q.user, "state": state,
+                         "gpus": len(detail.gpus), "gpu_hours": round(len(detail.gpus)
+                                                                      * hours, 4),
+                         "mean_utilization": mean, "cost": cost, "idle_cost": idle})
+            facts.append(f"{label} ({q.user}, running): {len(detail.gpus)} GPU(s) for "
+                         f"{hours:.2f} h, mean utilization "
+                         + (f"{mean:.0f}%" if mean is not None else "unknown") + ".")
+        elif q is not None:
+            facts.append(f"{label} ({q.user}) is {q.state}: it has used no GPU yet.")
+        else:
+            facts.append(f"Job {jid} is neither in Slurm's queue nor in the stored history of "
+                         f"the last {days:g} days.")
     measured = [r for r in rows if r["mean_utilization"] is not None]
     if not rows:
-        summary = (f"No running jobs for {subject}." if user else
-                   f"Job {job_id} is not in Slurm's queue.")
-        summary += (" gpuwarden measures running jobs from the GPUs they hold; Slurm forgets "
-                    "finished jobs after MinJobAge.")
-    elif measured:
-        gpu_hours = sum(r["gpus"] * r["hours"] for r in measured)
-        weighted = (sum(r["mean_utilization"] * r["gpus"] * r["hours"] for r in measured)
-                    / gpu_hours) if gpu_hours else sum(
-                        r["mean_utilization"] for r in measured) / len(measured)
-        summary = (f"{subject}: {len(measured)} running job(s), {gpu_hours:.2f} GPU-hours, "
-                   f"mean GPU utilization {weighted:.0f}%.")
+        summary = (f"No GPU use recorded for {subject} in the last {days:g} days"
+                   + (" and no running jobs." if user else "."))
     else:
-        summary = f"{subject}: {len(rows)} job(s), none running long enough to measure."
+        gpu_hours = sum(r["gpu_hours"] for r in rows)
+        weighted = (sum(r["mean_utilization"] * r["gpu_hours"] for r in measured)
+                    / sum(r["gpu_hours"] for r in measured)) if measured and sum(
+                        r["gpu_hours"] for r in measured) else None
+        running = sum(1 for r in rows if r["state"] == "RUNNING")
+        summary = (f"{subject}, last {days:g} days: {len(rows)} job(s) ({running} running), "
+                   f"{gpu_hours:.2f} GPU-hours, mean GPU utilization "
+                   + (f"{weighted:.0f}%" if weighted is not None else "unknown")
+                   + f", {_dollars(sum(r['cost'] for r in rows))} of GPU time, "
+                   f"{_dollars(sum(r['idle_cost'] for r in rows))} of it idle.")
     return Analysis(kind="efficiency", subject=subject, summary=summary, facts=facts,
-                    data={"jobs": rows})
+                    data={"days": days, "jobs": rows})
 
 
 def cluster_summary(cp: ControlPlane) -> Analysis:

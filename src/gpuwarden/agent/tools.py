@@ -210,15 +210,16 @@ def node_doctor(ctx: RunContext[AgentDeps], node: str) -> str:
 
 
 async def job_efficiency(ctx: RunContext[AgentDeps], job_id: int | None = None,
-                         user: str | None = None) -> str:
-    """GPU utilization and memory of a running job over its life, or of every running job of
-    a user, with GPU-hours and the cost of the idle share."""
+                         user: str | None = None, days: float = 7.0) -> str:
+    """GPU utilization of a job over its life, or of a user's jobs of the last `days`
+    (finished ones included): GPU-hours, mean utilization, $ of GPU time and $ idle."""
     if job_id is None and not user:
         return _error(ValueError("give job_id or user"))
     token = QUOTE.set(ctx.deps.fence.wrap)
     try:
-        return _out(ctx, await analyzers.job_efficiency(ctx.deps.cp, job_id=job_id, user=user))
-    except GpuwardenError as exc:
+        return _out(ctx, await analyzers.job_efficiency(ctx.deps.cp, job_id=job_id, user=user,
+                                                        days=max(0.01, min(days, 31.0))))
+    except (GpuwardenError, ValueError) as exc:
         return _error(exc)
     finally:
         QUOTE.reset(token)

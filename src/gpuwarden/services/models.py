@@ -265,6 +265,23 @@ class JobEfficiency(Out):
         default_factory=list, description="mean utilization of the job's GPUs over time")
 
 
+class JobUsage(Out):
+    """A job's GPU use from stored history (``gpuwarden_gpu_job_info`` joined with
+    utilization), finished jobs included."""
+
+    job_id: str
+    user: str = ""
+    partition: str = ""
+    gpus: list[str] = Field(default_factory=list, description="node/gpu it held")
+    first_seen: float
+    last_seen: float
+    gpu_hours: float
+    mean_utilization: float | None = Field(None, description="%, over the job's GPU-time")
+    cost: float = Field(0.0, description="$ of the GPU-time it held")
+    idle_cost: float = Field(0.0, description="$ of that GPU-time spent under the idle "
+                                              "threshold")
+
+
 class SlurmJobDetail(SlurmJobView):
     gpus: list[GpuView] = Field(default_factory=list)
     efficiency: JobEfficiency | None = None

@@ -5,11 +5,14 @@ and are written to the audit log."""
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 from typing import Any
 
 import httpx
 
 from gpuwarden.errors import GpuwardenError, NotFoundError
+from gpuwarden.metrics.ingest import JOB_INFO
 from gpuwarden.metrics.model import parse_selector
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.cluster import NotFound, list_gpus
@@ -17,6 +20,7 @@ from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionResult,
     JobEfficiency,
+    JobUsage,
     SlurmJobDetail,
     SlurmJobView,
     SlurmNodeView,
@@ -104,7 +108,8 @@ async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
 async def _efficiency(cp: ControlPlane, job: SlurmJobDetail,
                       held: set[tuple[str, int]]) -> JobEfficiency:
     start, end = float(job.start_time or 0), cp.clock()
-    step = max(15.0, round((end - start) / 200))
+    step = float(max(15, math.ceil((end - start) / 200)))
+    start = end - step * math.ceil((end - start) / step)  # the last window ends at ``end``
     nodes_re = "|".join(sorted({n for n, _ in held}))
 
     def read() -> tuple[list[Any], list[Any]]:
@@ -130,6 +135,66 @@ async def _efficiency(cp: ControlPlane, job: SlurmJobDetail,
         start=start, end=end, points=len(values), utilization=curve,
         mean_utilization=sum(values) / len(values) if values else None,
         mean_memory_used_mib=sum(mem_values) / len(mem_values) if mem_values else None)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def job_history(cp: ControlPlane, *, job_id: int | None = None, user: str | None = None,
+                      start: float, end: float) -> list[JobUsage]:
+    """Jobs' GPU use between ``start`` and ``end`` from the metrics store: which GPUs held
+    each job when (``gpuwarden_gpu_job_info``), their utilization then, GPU-hours and $.
+    Works for jobs Slurm has long forgotten."""
+    if job_id is None and not user:
+        raise ValueError("give job_id or user")
+    matcher = f'job_id="{job_id}"' if job_id is not None else f'user="{_label(user or "")}"'
+    step = float(max(60, math.ceil((end - start) / 500)))
+    start = end - step * math.ceil((end - start) / step)  # the last window ends at ``end``
+
+    def read() -> tuple[list[Any], list[Any]]:
+        info = cp.store.range(parse_selector(f"{JOB_INFO}{{{matcher}}}"), start, end, step,
+                              "max")
+        if not info:
+            return [], []
+        names = "|".join(re.escape(n) for n in sorted({s.labels.get("node", "") for s in info}))
+        util = cp.store.range(parse_selector(f'DCGM_FI_DEV_GPU_UTIL{{node=~"{names}"}}'),
+                              start, end, step, "avg")
+        return info, util
+
+    info, util = await asyncio.to_thread(read)
+    by_gpu = {(s.labels.get("node"), s.labels.get("gpu")): dict(s.points) for s in util}
+    live = {(g.node, str(g.index)): g.cost_per_hour
+            for name in sorted({s.labels.get("node", "") for s in info})
+            for g in list_gpus(cp, node=name)}
+    threshold = cp.config.idle_utilization_percent
+    jobs: dict[str, dict[str, Any]] = {}
+    for s in info:
+        key = (s.labels.get("node"), s.labels.get("gpu"))
+        present = [t for t, v in s.points if v > 0]
+        if not present:
+            continue
+        j = jobs.setdefault(s.labels.get("job_id", ""), {
+            "user": s.labels.get("user", ""), "partition": s.labels.get("partition", ""),
+            "gpus": set(), "first": present[0], "last": present[-1], "points": 0,
+            "util": [], "cost": 0.0, "idle_cost": 0.0})
+        j["gpus"].add(f"{key[0]}/{key[1]}")
+        j["first"], j["last"] = min(j["first"], present[0]), max(j["last"], present[-1])
+        j["points"] += len(present)
+        rate = live.get(key, 0.0) * step / 3600.0
+        for t in present:
+            j["cost"] += rate
+            value = by_gpu.get(key, {}).get(t)
+            if value is not None:
+                j["util"].append(value)
+                if value < threshold:
+                    j["idle_cost"] += rate
+    return [JobUsage(job_id=jid, user=j["user"], partition=j["partition"],
+                     gpus=sorted(j["gpus"]), first_seen=j["first"], last_seen=j["last"],
+                     gpu_hours=round(j["points"] * step / 3600.0, 4),
+                     mean_utilization=(sum(j["util"]) / len(j["util"]) if j["util"] else None),
+                     cost=round(j["cost"], 4), idle_cost=round(j["idle_cost"], 4))
+            for jid, j in sorted(jobs.items(), key=lambda kv: kv[1]["first"])]
 
 
 # -- actions -----------------------------------------------------------------------------------
