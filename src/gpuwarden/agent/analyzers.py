@@ -210,8 +210,7 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
 
 def waste_report(cp: ControlPlane, top_k: int = 20) -> Analysis:
     """Idle and allocated-but-idle GPUs with what they cost, by user and by node."""
-    gpus = cluster.list_gpus(cp)
-    wasted = [g for g in gpus if g.state in ("idle", "allocated_idle")]
+    total, wasted = cluster.wasted_gpus(cp)
     per_hour = sum(g.cost_per_hour for g in wasted)
     today = cluster.waste_today(cp)
     by_user: dict[str, list[GpuView]] = defaultdict(list)
@@ -225,7 +224,7 @@ def waste_report(cp: ControlPlane, top_k: int = 20) -> Analysis:
     idle = [g for g in wasted if g.state == "idle"]
     alloc_idle = [g for g in wasted if g.state == "allocated_idle"]
     threshold = cp.config.idle_utilization_percent
-    summary = (f"{len(wasted)} of {len(gpus)} GPUs are below {threshold:g}% utilization: "
+    summary = (f"{len(wasted)} of {total} GPUs are below {threshold:g}% utilization: "
                f"{len(alloc_idle)} allocated to jobs but idle, {len(idle)} unallocated and "
                f"idle, costing {_dollars(per_hour)}/hr.")
     if today is not None:
@@ -244,7 +243,7 @@ def waste_report(cp: ControlPlane, top_k: int = 20) -> Analysis:
     rows = sorted(wasted, key=lambda g: (g.state != "allocated_idle", -g.cost_per_hour,
                                          g.node, g.index))[:top_k]
     return Analysis(kind="waste", subject="cluster", summary=summary, facts=facts,
-                    data={"gpus_total": len(gpus), "allocated_idle": len(alloc_idle),
+                    data={"gpus_total": total, "allocated_idle": len(alloc_idle),
                           "idle": len(idle), "waste_per_hour": round(per_hour, 4),
                           "waste_today": today, "threshold_percent": threshold,
                           "by_user": {u: round(sum(g.cost_per_hour for g in v), 4)

@@ -282,6 +282,31 @@ def list_gpus(cp: ControlPlane, *, node: str | None = None, state: str | None = 
     return out
 
 
+WASTED = ("idle", "allocated_idle")
+
+
+def wasted_gpus(cp: ControlPlane) -> tuple[int, list[GpuView]]:
+    """The fleet's GPU count and its idle and allocated-but-idle GPUs, building views for
+    those only (a fleet-wide list_gpus builds every GPU's view: ~0.4 s at 8,000 GPUs)."""
+    live = _live(cp)
+    total, out = 0, []
+    idle_at = [_STATES.index(s) for s in WASTED]
+    for n in live.nodes.values():
+        total += n.gpu_count
+        if not sum(n.figures[i] for i in idle_at):
+            continue
+        if n._gpus is not None:  # already built for someone else
+            out += [g for g in n._gpus if g.state in WASTED]
+            continue
+        per_gpu = n.cost / n.gpu_count if n.gpu_count else 0.0
+        for gpu in (n.state.snapshot or {}).get("gpus", []):
+            up = bool(gpu.get("up")) and n.state.up
+            util = (gpu.get("fields") or {}).get("DCGM_FI_DEV_GPU_UTIL")
+            if _gpu_state(cp, up, util, bool(gpu.get("jobs"))) in WASTED:
+                out.append(_gpu_view(cp, n.state, gpu, per_gpu))
+    return total, out
+
+
 def get_gpu(cp: ControlPlane, node: str, index: int) -> GpuDetail:
     live = _live(cp)
     state = _state(cp, node, live)
