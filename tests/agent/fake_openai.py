@@ -69,6 +69,11 @@ def check(body: dict[str, Any]) -> None:
                     raise BadRequest("invalid tool call", f"messages[{i}].tool_calls")
                 json.loads(call["function"]["arguments"])
                 open_ids.add(call["id"])
+    if open_ids:
+        raise BadRequest("An assistant message with 'tool_calls' must be followed by tool "
+                         "messages responding to each 'tool_call_id'. The following "
+                         f"tool_call_ids did not have response messages: "
+                         f"{', '.join(sorted(open_ids))}", "messages")
     for j, tool in enumerate(body.get("tools") or []):
         fn = tool.get("function") or {}
         if tool.get("type") != "function" or not NAME.match(fn.get("name", "")):

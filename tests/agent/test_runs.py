@@ -42,7 +42,8 @@ def held_job(live, name: str) -> int:
 def in_queue(live, job_id: int) -> bool:
     """Straight from Slurm (squeue), not through gpuwarden's view of it."""
     out = subprocess.run(["squeue", "-h", "-j", str(job_id), "-o", "%T"], capture_output=True,
-                         text=True, env={**os.environ, "SLURM_CONF": str(live.slurm_conf)})
+                         text=True, env={**os.environ, "SLURM_CONF": str(live.slurm_conf)},
+                         check=True)
     return out.stdout.strip() in ("PENDING", "RUNNING")
 
 
@@ -53,13 +54,12 @@ def run(coro):
 async def ask(live, script: Script, prompt: str, **limits):
     async with httpx.AsyncClient() as client:
         svc = AgentService(live.cp, model=script.model, client=client)
-        for k, v in limits.items():
-            setattr(live.cp.config.agent, k, v)
+        old = live.cp.config.agent
+        live.cp.config.agent = old.model_copy(update=limits)
         try:
             return svc, await svc.ask(prompt, "alice-operator (operator)")
         finally:
-            for k in limits:
-                setattr(live.cp.config.agent, k, type(live.cp.config.agent)().__dict__[k])
+            live.cp.config.agent = old
 
 
 async def decide(live, script: Script, run_id: str, decisions: list[Decision], who: str):
@@ -202,8 +202,6 @@ def test_usage_limits_stop_a_runaway_run(live):
 
 
 def test_the_api_roles_and_the_event_stream(live):
-    from gpuwarden.agent.service import AgentService
-
     job = held_job(live, "api-cancel")
     script = Script([[("slurm_jobs", {"state": "PENDING"})],
                      [("cancel_job", {"job_id": job})], ANSWER])

@@ -265,11 +265,11 @@ class FakeNvml(types.ModuleType):
     def _nvmlDeviceGetDecoderUtilization(self, handle: Any) -> list[int]:
         return [self._gpu(handle, "nvmlDeviceGetDecoderUtilization").util_decoder, 167000]
 
-    def _nvmlDeviceGetClockInfo(self, handle: Any, kind: int) -> int:
+    def _nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
         gpu = self._gpu(handle, "nvmlDeviceGetClockInfo")
-        if kind == real.NVML_CLOCK_SM:
+        if type == real.NVML_CLOCK_SM:
             return gpu.sm_clock
-        if kind == real.NVML_CLOCK_MEM:
+        if type == real.NVML_CLOCK_MEM:
             return gpu.mem_clock
         _raise(real.NVML_ERROR_INVALID_ARGUMENT)
         return 0
@@ -304,12 +304,12 @@ class FakeNvml(types.ModuleType):
         mem.total = gpu.memory_total
         return mem
 
-    def _nvmlDeviceGetViolationStatus(self, handle: Any, policy: int) -> Any:
-        gpu = self._gpu(handle, "nvmlDeviceGetViolationStatus")
+    def _nvmlDeviceGetViolationStatus(self, device: Any, perfPolicyType: int) -> Any:
+        gpu = self._gpu(device, "nvmlDeviceGetViolationStatus")
         value = real.c_nvmlViolationTime_t()
         value.referenceTime = 1
         value.violationTime = (
-            gpu.violation_power_ns if policy == real.NVML_PERF_POLICY_POWER
+            gpu.violation_power_ns if perfPolicyType == real.NVML_PERF_POLICY_POWER
             else gpu.violation_thermal_ns
         )
         return value
@@ -322,10 +322,10 @@ class FakeNvml(types.ModuleType):
     def _nvmlDeviceGetCurrentClocksThrottleReasons(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetCurrentClocksThrottleReasons").clock_reasons
 
-    def _nvmlDeviceGetFieldValues(self, handle: Any, field_ids: list[int]) -> Any:
+    def _nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: list[int]) -> Any:
         gpu = self._gpu(handle, "nvmlDeviceGetFieldValues")
-        values = (real.c_nvmlFieldValue_t * len(field_ids))()
-        for i, fid in enumerate(field_ids):
+        values = (real.c_nvmlFieldValue_t * len(fieldIds))()
+        for i, fid in enumerate(fieldIds):
             values[i].fieldId = fid
             if fid in gpu.field_values:
                 values[i].nvmlReturn = real.NVML_SUCCESS
@@ -369,18 +369,18 @@ class FakeNvml(types.ModuleType):
         self._event_sets[ctypes.addressof(event_set.contents)] = set()
         return event_set
 
-    def _nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: Any) -> None:
+    def _nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
         gpu = self._gpu(handle, "nvmlDeviceRegisterEvents")
-        if event_types & real.nvmlEventTypeXidCriticalError and not gpu.xid_events:
+        if eventTypes & real.nvmlEventTypeXidCriticalError and not gpu.xid_events:
             _raise(real.NVML_ERROR_NOT_SUPPORTED)
-        self._event_sets[ctypes.addressof(event_set.contents)].add(self.gpus.index(gpu))
+        self._event_sets[ctypes.addressof(eventSet.contents)].add(self.gpus.index(gpu))
 
-    def _nvmlEventSetWait_v2(self, event_set: Any, timeout_ms: int) -> Any:
-        registered = self._event_sets.get(ctypes.addressof(event_set.contents))
+    def _nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> Any:
+        registered = self._event_sets.get(ctypes.addressof(eventSet.contents))
         if registered is None:
             _raise(real.NVML_ERROR_INVALID_ARGUMENT)
         try:
-            index, xid = self._events.get(timeout=timeout_ms / 1000.0)
+            index, xid = self._events.get(timeout=timeoutms / 1000.0)
         except queue.Empty:
             _raise(real.NVML_ERROR_TIMEOUT)
         if not self.driver_loaded:
@@ -394,13 +394,13 @@ class FakeNvml(types.ModuleType):
         data.eventData = xid
         return data
 
-    def _nvmlEventSetFree(self, event_set: Any) -> None:
-        self._event_sets.pop(ctypes.addressof(event_set.contents), None)
+    def _nvmlEventSetFree(self, eventSet: Any) -> None:
+        self._event_sets.pop(ctypes.addressof(eventSet.contents), None)
 
     # -- GPM -------------------------------------------------------------------------------
 
-    def _nvmlGpmQueryDeviceSupport(self, handle: Any) -> Any:
-        gpu = self._gpu(handle, "nvmlGpmQueryDeviceSupport")
+    def _nvmlGpmQueryDeviceSupport(self, device: Any) -> Any:
+        gpu = self._gpu(device, "nvmlGpmQueryDeviceSupport")
         support = real.c_nvmlGpmSupport_t()
         support.version = real.NVML_GPM_SUPPORT_VERSION
         support.isSupportedDevice = 1 if gpu.gpm is not None else 0
@@ -412,32 +412,32 @@ class FakeNvml(types.ModuleType):
         self._gpm_samples[ctypes.addressof(sample.contents)] = (-1, {})
         return sample
 
-    def _nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any:
-        gpu = self._gpu(handle, "nvmlGpmSampleGet")
+    def _nvmlGpmSampleGet(self, device: Any, gpmSample: Any) -> Any:
+        gpu = self._gpu(device, "nvmlGpmSampleGet")
         if gpu.gpm is None:
             _raise(real.NVML_ERROR_NOT_SUPPORTED)
-        self._gpm_samples[ctypes.addressof(sample.contents)] = (self.gpus.index(gpu),
+        self._gpm_samples[ctypes.addressof(gpmSample.contents)] = (self.gpus.index(gpu),
                                                                 dict(gpu.gpm))
-        return sample
+        return gpmSample
 
-    def _nvmlGpmMetricsGet(self, request: Any) -> Any:
-        if request.version != real.NVML_GPM_METRICS_GET_VERSION:
+    def _nvmlGpmMetricsGet(self, metricsGet: Any) -> Any:
+        if metricsGet.version != real.NVML_GPM_METRICS_GET_VERSION:
             _raise(real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
-        first = self._gpm_samples.get(ctypes.addressof(request.sample1.contents))
-        second = self._gpm_samples.get(ctypes.addressof(request.sample2.contents))
+        first = self._gpm_samples.get(ctypes.addressof(metricsGet.sample1.contents))
+        second = self._gpm_samples.get(ctypes.addressof(metricsGet.sample2.contents))
         if first is None or second is None or first[0] < 0 or first[0] != second[0]:
             _raise(real.NVML_ERROR_INVALID_ARGUMENT)
-        for i in range(request.numMetrics):
-            metric = request.metrics[i]
+        for i in range(metricsGet.numMetrics):
+            metric = metricsGet.metrics[i]
             if metric.metricId in second[1]:
                 metric.nvmlReturn = real.NVML_SUCCESS
                 metric.value = second[1][metric.metricId]
             else:
                 metric.nvmlReturn = real.NVML_ERROR_NOT_SUPPORTED
-        return request
+        return metricsGet
 
-    def _nvmlGpmSampleFree(self, sample: Any) -> None:
-        if self._gpm_samples.pop(ctypes.addressof(sample.contents), None) is None:
+    def _nvmlGpmSampleFree(self, gpmSample: Any) -> None:
+        if self._gpm_samples.pop(ctypes.addressof(gpmSample.contents), None) is None:
             _raise(real.NVML_ERROR_INVALID_ARGUMENT)
 
 

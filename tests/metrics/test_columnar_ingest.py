@@ -199,3 +199,18 @@ def test_bucket_columns_aggregate_as_buckets_do(agg: str) -> None:
     assert not cols.ordered()
     assert aggregate_bucket_columns(cols, windows, keep, agg) == aggregate_buckets(
         merge_sorted(buckets + buckets[-3:]), windows, keep, agg)
+
+
+def test_a_label_set_twice_in_one_batch_keeps_one_point_per_timestamp(tmp_path: Path):
+    """The second group of a label set in a batch goes sample by sample; it must still see
+    the timestamps the first group (taken whole) stored."""
+    store = SqliteStore(tmp_path / "m.db", clock=Clock())
+    labels = {"node": "n1", "gpu": "0"}
+    group = SampleGroup(labels, T0, ["a", "b"], [1.0, 2.0])
+    store.append_groups([group, SampleGroup(labels, T0, ["a", "b", "c"], [5.0, 6.0, 7.0])])
+    points = {m: [tuple(p) for s in store.range(parse_selector(f'{m}{{node="n1"}}'),
+                                                 T0 - 60, T0, 15, "count") for p in s.points]
+              for m in "abc"}
+    assert points == {"a": [(T0, 1.0)], "b": [(T0, 1.0)], "c": [(T0, 1.0)]}
+    assert store.dropped == 2
+    store.close()

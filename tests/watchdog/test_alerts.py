@@ -186,3 +186,14 @@ def test_rule_overrides_are_validated():
     lab = {r.id: r for r in load_rules({"gpu_idle": {"for": "30m"}},
                                        cluster_overrides={"gpu_idle": {"threshold": 2}})}
     assert lab["gpu_idle"].for_ == 1800 and lab["gpu_idle"].threshold == 2
+
+
+def test_an_alert_whose_rule_is_removed_resolves_silenced_if_it_was(tmp_path):
+    c = Cycle(tmp_path, thermal_throttle={"for": "0s"})
+    hot = view([gpu(events={"hw_thermal_slowdown": True}, temp=92.0)])
+    c.run("thermal_throttle", hot)
+    c.run("thermal_throttle", view(hot.gpus, now=1001.0))
+    c.book.silence(author="ops", duration=3600, rule="thermal_throttle", subject="*")
+    (t,) = c.book.retire_rules(["gpu_idle"], 1002.0)
+    assert t.event == "resolved" and t.alert.rule == "thermal_throttle"
+    assert t.alert.silenced  # so the notifier keeps quiet about it

@@ -175,6 +175,11 @@ def digest(name: str, args: BaseModel) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def words(text: str) -> set[str]:
+    """The identifier-like words of a text (node names, job ids)."""
+    return set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text))
+
+
 _JOB_IDS = re.compile(r"\bjobs?\s*(?:ids?\s*)?#?((?:\d+(?:\s*(?:,|and|&)\s*#?)?)+)", re.I)
 
 
@@ -191,8 +196,7 @@ def user_asked(name: str, user_text: str, args: dict[str, Any] | None = None,
         if named and int(args["job_id"]) not in named:
             return False
     if "node" in args:
-        words = set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.-]*", user_text))
-        named_nodes = words & node_names
+        named_nodes = words(user_text) & node_names
         if named_nodes and args["node"] not in named_nodes:
             return False
     return True

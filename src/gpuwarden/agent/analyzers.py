@@ -58,10 +58,7 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
-def _q(text: str) -> str:
-    """A user-written string quoted for a fact line: plain quotes for people, a data fence
-    when the agent's model is the reader."""
-    return quote(text)
+_q = quote  # user-written text in a fact line: plain quotes for people, a fence for a model
 
 
 def _dollars(x: float) -> str:

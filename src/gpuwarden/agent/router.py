@@ -24,10 +24,6 @@ JOB = re.compile(r"\bjob(?:\s+id)?\s*#?\s*(\d+)\b", re.I)
 USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text))
-
-
 def _help() -> str:
     lines = "\n".join(f"- {q}" for q in ANALYZERS.values())
     return ("No LLM is configured, so I answer from gpuwarden's analyzers only. They cover:\n"
@@ -52,7 +48,7 @@ async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
     low = q.lower()
     job = JOB.search(q)
     user = USER.search(q)
-    nodes = [n.name for n in cp.inventory.nodes() if n.name in _words(q)]
+    nodes = [n.name for n in cp.inventory.nodes() if n.name in actions.words(q)]
     if NO_TOOL.search(q):
         return ("gpuwarden has no tool for that: its actions are "
                 + ", ".join(actions.ACTIONS) + ". Do it on the machine or in Slurm directly.")

@@ -71,6 +71,7 @@ class AgentService:
     cp: ControlPlane
     model: Any = None  # a pydantic-ai model; None: built from config on first use
     client: httpx.AsyncClient | None = None
+    _agent: Any = None  # the pydantic-ai Agent, built once (tools and their schemas)
 
     @property
     def config(self) -> AgentConfig:
@@ -96,9 +97,7 @@ class AgentService:
         return self.model
 
     def _client(self) -> httpx.AsyncClient:
-        if self.client is None:
-            self.client = self.cp.client or httpx.AsyncClient()
-        return self.client
+        return self.client or self.cp.http()
 
     # -- storage ------------------------------------------------------------------------------
 
@@ -112,34 +111,23 @@ class AgentService:
     def _calls(self, run_id: str) -> list[ProposedCall]:
         rows = self.cp.db.connect().execute(
             "SELECT * FROM agent_calls WHERE run_id = ? ORDER BY rowid", (run_id,)).fetchall()
-        out = []
-        for r in rows:
-            args = json.loads(r["args"])
-            try:
-                description = actions.ACTIONS[r["tool"]].describe(
-                    actions.canonical(r["tool"], args))
-            except ValueError as exc:
-                description = f"(invalid: {exc})"
-            out.append(ProposedCall(
-                call_id=r["call_id"], tool=r["tool"], args=args, digest=r["digest"],
-                description=description,
-                state=r["state"], decided_by=r["decided_by"], decided_at=r["decided_at"],
-                result=r["result"]))
-        return out
+        return [_call(r) for r in rows]
 
     def get(self, run_id: str) -> RunView:
-        r = self._row(run_id)
-        return RunView(id=r["id"], status=r["status"], mode=r["mode"], prompt=r["prompt"],
-                       created_by=r["created_by"], created_at=r["created_at"],
-                       updated_at=r["updated_at"], answer=r["answer"], error=r["error"],
-                       calls=self._calls(run_id),
-                       usage=Usage(requests=r["requests"], input_tokens=r["input_tokens"],
-                                   output_tokens=r["output_tokens"], cost=r["cost"]))
+        return _view(self._row(run_id), self._calls(run_id))
 
     def list(self, limit: int = 50) -> list[RunView]:
-        ids = [r[0] for r in self.cp.db.connect().execute(
-            "SELECT id FROM agent_runs ORDER BY created_at DESC LIMIT ?", (limit,))]
-        return [self.get(i) for i in ids]
+        """The newest runs with their calls: two queries, whatever the limit."""
+        conn = self.cp.db.connect()
+        runs = conn.execute("SELECT * FROM agent_runs ORDER BY created_at DESC LIMIT ?",
+                            (limit,)).fetchall()
+        calls: dict[str, list[ProposedCall]] = {r["id"]: [] for r in runs}
+        if runs:
+            for c in conn.execute(
+                    f"SELECT * FROM agent_calls WHERE run_id IN ({','.join('?' * len(runs))}) "
+                    "ORDER BY rowid", list(calls)):
+                calls[c["run_id"]].append(_call(c))
+        return [_view(r, calls[r["id"]]) for r in runs]
 
     def _update(self, run_id: str, **values: Any) -> None:
         values["updated_at"] = time.time()
@@ -244,7 +232,9 @@ class AgentService:
         user_text = row["prompt"]
         usage = {"requests": row["requests"], "input_tokens": row["input_tokens"],
                  "output_tokens": row["output_tokens"]}
-        agent = build_agent(self._model())
+        if self._agent is None:
+            self._agent = build_agent(self._model())
+        agent = self._agent
         handle: Any = None
 
         def absorb(u: Any) -> None:
@@ -394,6 +384,27 @@ class AgentService:
 
 
 _SECRET = re.compile(r"\b(sk|pk|key|gw)[-_][A-Za-z0-9*_-]{6,}", re.I)
+
+
+def _call(r: Any) -> ProposedCall:
+    args = json.loads(r["args"])
+    try:
+        description = actions.ACTIONS[r["tool"]].describe(actions.canonical(r["tool"], args))
+    except ValueError as exc:
+        description = f"(invalid: {exc})"
+    return ProposedCall(call_id=r["call_id"], tool=r["tool"], args=args, digest=r["digest"],
+                        description=description, state=r["state"],
+                        decided_by=r["decided_by"], decided_at=r["decided_at"],
+                        result=r["result"])
+
+
+def _view(r: Any, calls: list[ProposedCall]) -> RunView:
+    return RunView(id=r["id"], status=r["status"], mode=r["mode"], prompt=r["prompt"],
+                   created_by=r["created_by"], created_at=r["created_at"],
+                   updated_at=r["updated_at"], answer=r["answer"], error=r["error"],
+                   calls=calls, usage=Usage(requests=r["requests"],
+                                            input_tokens=r["input_tokens"],
+                                            output_tokens=r["output_tokens"], cost=r["cost"]))
 
 
 def _short(exc: Exception) -> str:

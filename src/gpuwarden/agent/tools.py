@@ -10,6 +10,8 @@ identity, after re-checking the cluster's state.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -70,10 +72,15 @@ def _error(exc: Exception) -> str:
     return f"ERROR: {exc}"
 
 
-def _analysis(ctx: RunContext[AgentDeps], fn, *args, **kwargs) -> str:
+async def _analysis(ctx: RunContext[AgentDeps], fn, *args, **kwargs) -> str:
+    """An analyzer's answer for the model: user-written text fenced, errors as text."""
     token = QUOTE.set(ctx.deps.fence.wrap)
     try:
-        return _out(ctx, fn(*args, **kwargs))
+        if inspect.iscoroutinefunction(fn):
+            result = await fn(*args, **kwargs)
+        else:  # off the event loop, as pydantic-ai runs sync tools (the context goes along)
+            result = await asyncio.to_thread(fn, *args, **kwargs)
+        return _out(ctx, result)
     except (GpuwardenError, ValueError) as exc:
         return _error(exc)
     finally:
@@ -191,38 +198,30 @@ def list_alerts(ctx: RunContext[AgentDeps],
     return _out(ctx, [a.model_dump(exclude={"labels"}) for a in found])
 
 
-def explain_pending(ctx: RunContext[AgentDeps], job_id: int) -> str:
+async def explain_pending(ctx: RunContext[AgentDeps], job_id: int) -> str:
     """Why a Slurm job is pending: the reason in plain words, the nodes that could run it,
     what holds them (jobs, users, GPUs, expected end) and the earliest start."""
-    return _analysis(ctx, analyzers.explain_pending, ctx.deps.cp, job_id)
+    return await _analysis(ctx, analyzers.explain_pending, ctx.deps.cp, job_id)
 
 
-def waste_report(ctx: RunContext[AgentDeps], top_k: int = 20) -> str:
+async def waste_report(ctx: RunContext[AgentDeps], top_k: int = 20) -> str:
     """Idle and allocated-but-idle GPUs and what they cost: $/hr now, $ today, by user and
     by node."""
-    return _analysis(ctx, analyzers.waste_report, ctx.deps.cp, max(1, min(top_k, 100)))
+    return await _analysis(ctx, analyzers.waste_report, ctx.deps.cp, max(1, min(top_k, 100)))
 
 
-def node_doctor(ctx: RunContext[AgentDeps], node: str) -> str:
+async def node_doctor(ctx: RunContext[AgentDeps], node: str) -> str:
     """What is wrong with a node: reachability, GPU XIDs (with their meaning), thermal
     throttling, ECC errors, Slurm state and reason, open alerts."""
-    return _analysis(ctx, analyzers.node_doctor, ctx.deps.cp, node)
+    return await _analysis(ctx, analyzers.node_doctor, ctx.deps.cp, node)
 
 
 async def job_efficiency(ctx: RunContext[AgentDeps], job_id: int | None = None,
                          user: str | None = None, days: float = 7.0) -> str:
     """GPU utilization of a job over its life, or of a user's jobs of the last `days`
     (finished ones included): GPU-hours, mean utilization, $ of GPU time and $ idle."""
-    if job_id is None and not user:
-        return _error(ValueError("give job_id or user"))
-    token = QUOTE.set(ctx.deps.fence.wrap)
-    try:
-        return _out(ctx, await analyzers.job_efficiency(ctx.deps.cp, job_id=job_id, user=user,
-                                                        days=max(0.01, min(days, 31.0))))
-    except (GpuwardenError, ValueError) as exc:
-        return _error(exc)
-    finally:
-        QUOTE.reset(token)
+    return await _analysis(ctx, analyzers.job_efficiency, ctx.deps.cp, job_id=job_id,
+                           user=user, days=max(0.01, min(days, 31.0)))
 
 
 READ_TOOLS = (cluster_overview, list_nodes, list_gpus, gpu_metric_history, query_metrics,

@@ -10,7 +10,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-import httpx
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -82,12 +81,6 @@ class Me(BaseModel):
 class DrainRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=200,
                         description="why the node is drained (shown by sinfo -R)")
-
-
-def _client(cp: ControlPlane) -> httpx.AsyncClient:
-    if cp.client is None:
-        cp.client = httpx.AsyncClient()
-    return cp.client
 
 
 class NewToken(BaseModel):
@@ -206,21 +199,21 @@ def build_router() -> APIRouter:
     async def slurm_job_action(job_id: JobId,
                                action: Literal["cancel", "hold", "release"], cp: CP,
                                who: Operator) -> ActionResult:
-        return await slurm.job_action(cp, _client(cp), who.name, job_id, action)
+        return await slurm.job_action(cp, cp.http(), who.name, job_id, action)
 
     @r.post("/slurm/nodes/{name}/drain", response_model=ActionResult, tags=["slurm"],
             responses={502: {"model": Problem}})
     async def slurm_drain(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                                    max_length=128)],
                           body: DrainRequest, cp: CP, who: Operator) -> ActionResult:
-        return await slurm.node_action(cp, _client(cp), who.name, name, "drain", body.reason)
+        return await slurm.node_action(cp, cp.http(), who.name, name, "drain", body.reason)
 
     @r.post("/slurm/nodes/{name}/resume", response_model=ActionResult, tags=["slurm"],
             responses={502: {"model": Problem}})
     async def slurm_resume(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                                     max_length=128)],
                            cp: CP, who: Operator) -> ActionResult:
-        return await slurm.node_action(cp, _client(cp), who.name, name, "resume")
+        return await slurm.node_action(cp, cp.http(), who.name, name, "resume")
 
     # -- watchdog --------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from gpuwarden.net import url_host
+
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 
@@ -75,7 +77,7 @@ def parse_origin(url: str) -> Origin | None:
             or parts.query or parts.fragment:
         return None
     host = parts.hostname
-    shown = f"[{host}]" if ":" in host else host
+    shown = url_host(host)
     return Origin(host, port, parts.path.rstrip("/"),
                   shown if port == 80 else f"{shown}:{port}")
 

@@ -210,6 +210,7 @@ class SqliteStore:
             new: dict[tuple[str, LabelKey], int] = {}
             batch_newest: dict[LabelKey, int] = {}  # label sets seen in this batch
             newest: dict[int, int] = {}  # the slow path's per-series order
+            taken: dict[LabelKey, tuple[int, list[int]]] = {}  # groups taken whole: ts, sids
             sids, times, values = array("q"), array("q"), array("d")
             pushes: list[tuple[list[int], int, Sequence[float]]] = []
             dropped = 0
@@ -246,6 +247,7 @@ class SqliteStore:
                     values.extend(vals)
                     pushes.append((gsids, ts, vals))
                     batch_newest[lk] = ts
+                    taken[lk] = (ts, gsids)
                     continue
                 # the general case: order, NaN and duplicates checked per sample
                 kept_sids: list[int] = []
@@ -261,6 +263,9 @@ class SqliteStore:
                     prev = newest.get(sid)
                     if prev is None:
                         prev = index.newest_ts(sid)
+                        whole = taken.get(lk)  # a group of this batch taken whole had it?
+                        if whole is not None and sid in whole[1]:
+                            prev = max(prev, whole[0])
                     if ts <= prev:
                         dropped += 1
                         continue

@@ -30,8 +30,8 @@ def _policies(cp: ControlPlane) -> Policies:
     return Policies(cp.db, cp.config.watchdog.policies, AlertBook(cp.db), AuditLog(cp.db))
 
 
-def _view(a) -> AlertView:
-    return AlertView(**{f: getattr(a, f) for f in AlertView.model_fields})
+def _view(a, model: type = AlertView):  # -> model: a watchdog record as its API shape
+    return model(**{f: getattr(a, f) for f in model.model_fields})
 
 
 def list_alerts(cp: ControlPlane, state: str | None = None, limit: int = 200) -> list[AlertView]:
@@ -51,8 +51,7 @@ def acknowledge(cp: ControlPlane, alert_id: int, who: str) -> AlertView:
 
 
 def list_silences(cp: ControlPlane, include_expired: bool = False) -> list[SilenceView]:
-    return [SilenceView(**{f: getattr(s, f) for f in SilenceView.model_fields})
-            for s in _book(cp).silences(include_expired=include_expired)]
+    return [_view(s, SilenceView) for s in _book(cp).silences(include_expired=include_expired)]
 
 
 def add_silence(cp: ControlPlane, body: NewSilence, who: str) -> SilenceView:
@@ -68,7 +67,7 @@ def add_silence(cp: ControlPlane, body: NewSilence, who: str) -> SilenceView:
                           subject=body.subject, comment=body.comment)
     AuditLog(cp.db).write(who, "silence", f"{s.rule or '*'}:{s.subject}", "created",
                           silence_id=s.id, expires_at=s.expires_at, comment=s.comment)
-    return SilenceView(**{f: getattr(s, f) for f in SilenceView.model_fields})
+    return _view(s, SilenceView)
 
 
 def expire_silence(cp: ControlPlane, silence_id: int, who: str) -> None:
@@ -77,13 +76,11 @@ def expire_silence(cp: ControlPlane, silence_id: int, who: str) -> None:
 
 
 def list_actions(cp: ControlPlane, state: str | None = None) -> list[ActionView]:
-    return [ActionView(**{f: getattr(a, f) for f in ActionView.model_fields})
-            for a in _policies(cp).list(state)]
+    return [_view(a, ActionView) for a in _policies(cp).list(state)]
 
 
 def decide_action(cp: ControlPlane, action_id: int, who: str, approve: bool) -> ActionView:
-    a = _policies(cp).decide(action_id, who, approve)
-    return ActionView(**{f: getattr(a, f) for f in ActionView.model_fields})
+    return _view(_policies(cp).decide(action_id, who, approve), ActionView)
 
 
 def audit_log(cp: ControlPlane, limit: int = 200) -> list[AuditEntry]:

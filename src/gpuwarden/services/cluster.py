@@ -15,6 +15,7 @@ import asyncio
 import copy
 import dataclasses
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -571,7 +572,11 @@ def _check_range(start: float, end: float, step: float) -> None:
 
 
 def resolve_window(cp: ControlPlane, range_: str | None, start: float | None, end: float | None,
-                   step: float | None, points: int = 240) -> tuple[float, float, float]:
+                   step: float | None, points: int = 240, min_step: float = 1.0,
+                   ) -> tuple[float, float, float]:
+    """A query's window.  Without ``step``, about ``points`` steps of at least ``min_step``
+    whole seconds, and ``start`` moved back so the last point falls on ``end`` (query points
+    are ``start + k * step``: a step that does not divide the range would end early)."""
     now = cp.clock()
     if range_ is not None:
         if range_ not in RANGES:
@@ -582,7 +587,8 @@ def resolve_window(cp: ControlPlane, range_: str | None, start: float | None, en
         end = now if end is None else end
         start = end - 3600 if start is None else start
     if step is None:
-        step = max(1.0, round((end - start) / points))
+        step = float(max(min_step, math.ceil((end - start) / points)))
+        start = end - step * math.ceil((end - start) / step)
     _check_range(start, end, step)
     return start, end, step
 

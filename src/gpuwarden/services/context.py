@@ -35,5 +35,11 @@ class ControlPlane:
         self.inventory = Inventory(self.db)
         self.tokens = TokenStore(self.db)
 
+    def http(self) -> httpx.AsyncClient:
+        """The client for actions on node daemons (made on first use, in the caller's loop)."""
+        if self.client is None:
+            self.client = httpx.AsyncClient()
+        return self.client
+
     def targets(self) -> list[Target]:
         return [Target(n.name, n.url, n.token_file, n.role) for n in self.inventory.nodes()]

@@ -12,20 +12,13 @@ class ControlPlaneExecutor:
         self._cp = cp
         self._actor = actor
 
-    def _client(self):
-        import httpx
-
-        if self._cp.client is None:
-            self._cp.client = httpx.AsyncClient()
-        return self._cp.client
-
     async def drain_node(self, node: str, reason: str) -> str:
-        result = await slurm.node_action(self._cp, self._client(), self._actor, node, "drain",
+        result = await slurm.node_action(self._cp, self._cp.http(), self._actor, node, "drain",
                                          reason)
         return result.detail
 
     async def cancel_job(self, job_id: str, reason: str) -> str:
-        result = await slurm.job_action(self._cp, self._client(), self._actor, int(job_id),
+        result = await slurm.job_action(self._cp, self._cp.http(), self._actor, int(job_id),
                                         "cancel")
         return result.detail
 

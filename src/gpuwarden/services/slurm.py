@@ -5,7 +5,6 @@ and are written to the audit log."""
 from __future__ import annotations
 
 import asyncio
-import math
 import re
 from typing import Any
 
@@ -15,7 +14,7 @@ from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.metrics.ingest import JOB_INFO
 from gpuwarden.metrics.model import parse_selector
 from gpuwarden.nodeclient import NodeClient, NodeError
-from gpuwarden.services.cluster import NotFound, list_gpus
+from gpuwarden.services.cluster import NotFound, list_gpus, resolve_window
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionResult,
@@ -107,9 +106,8 @@ async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
 
 async def _efficiency(cp: ControlPlane, job: SlurmJobDetail,
                       held: set[tuple[str, int]]) -> JobEfficiency:
-    start, end = float(job.start_time or 0), cp.clock()
-    step = float(max(15, math.ceil((end - start) / 200)))
-    start = end - step * math.ceil((end - start) / step)  # the last window ends at ``end``
+    start, end, step = resolve_window(cp, None, float(job.start_time or 0), cp.clock(), None,
+                                      points=200, min_step=15)
     nodes_re = "|".join(sorted({n for n, _ in held}))
 
     def read() -> tuple[list[Any], list[Any]]:
@@ -124,13 +122,14 @@ async def _efficiency(cp: ControlPlane, job: SlurmJobDetail,
     def mine(series: list[Any]) -> list[Any]:
         return [s for s in series if (s.labels.get("node"), int(s.labels.get("gpu", -1))) in held]
 
+    util = mine(util)
     buckets: dict[float, list[float]] = {}
-    for s in mine(util):
+    for s in util:
         for t, v in s.points:
             buckets.setdefault(t, []).append(v)
     curve = [(t, sum(v) / len(v)) for t, v in sorted(buckets.items())]
     mem_values = [v for s in mine(mem) for _, v in s.points]
-    values = [v for s in mine(util) for _, v in s.points]
+    values = [v for s in util for _, v in s.points]
     return JobEfficiency(
         start=start, end=end, points=len(values), utilization=curve,
         mean_utilization=sum(values) / len(values) if values else None,
@@ -149,8 +148,7 @@ async def job_history(cp: ControlPlane, *, job_id: int | None = None, user: str 
     if job_id is None and not user:
         raise ValueError("give job_id or user")
     matcher = f'job_id="{job_id}"' if job_id is not None else f'user="{_label(user or "")}"'
-    step = float(max(60, math.ceil((end - start) / 500)))
-    start = end - step * math.ceil((end - start) / step)  # the last window ends at ``end``
+    start, end, step = resolve_window(cp, None, start, end, None, points=500, min_step=60)
 
     def read() -> tuple[list[Any], list[Any]]:
         info = cp.store.range(parse_selector(f"{JOB_INFO}{{{matcher}}}"), start, end, step,

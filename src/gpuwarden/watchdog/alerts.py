@@ -154,7 +154,8 @@ class AlertBook:
                 conn.execute("UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE id = ?",
                              (now, row["id"]))
                 transitions.append(self._transition(conn, row["id"], "resolved", now))
-        return transitions
+        silences = self.silences()  # a silenced alert stays silent when its rule goes away
+        return [Transition(_with_silence(t.alert, silences), t.event) for t in transitions]
 
     def _transition(self, conn: Any, alert_id: int, event: str, now: float) -> Transition:
         conn.execute("INSERT INTO alert_events(alert_id, at, event) VALUES (?, ?, ?)",

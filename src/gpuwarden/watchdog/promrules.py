@@ -22,7 +22,7 @@ GPU = "node, gpu, UUID"
 
 def _expr(rule: RuleSpec) -> tuple[str, str] | None:
     """(PromQL, description) for one rule, or None when Prometheus cannot express it."""
-    t, clear = rule.threshold, rule.clear
+    t = rule.threshold
     if rule.kind == "gpu_idle":
         return (f"DCGM_FI_DEV_GPU_UTIL < {t:g} unless on(Hostname, gpu) "
                 "gpuwarden_gpu_job_info",
@@ -62,7 +62,6 @@ def _expr(rule: RuleSpec) -> tuple[str, str] | None:
                 "Slurm node {{ $labels.node }} is {{ $labels.state }}: {{ $labels.reason }}")
     if rule.kind == "job_completing":
         return ("slurm_queue_completing > 0", "{{ $value }} job(s) stuck COMPLETING")
-    del clear
     return None
 
 
