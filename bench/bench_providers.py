@@ -26,7 +26,7 @@ from gpuwarden.providers import Runtime, down, parse_description, up  # noqa: E4
 from gpuwarden.state.db import StateDB  # noqa: E402
 from tests.providers.fake_runpod import FakeRunPod  # noqa: E402
 
-SPEC = ROOT.parent / "shared" / "reference" / "runpod" / "openapi-v2.json"
+SPEC = ROOT / "tests" / "reference" / "runpod" / "openapi-v2.json"
 
 
 def main() -> int:

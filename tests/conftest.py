@@ -17,15 +17,14 @@ import pytest
 pytest_plugins = ["tests.agent.live"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("GPUWARDEN_SHARED", ROOT.parent / "shared"))
-REFERENCE = SHARED / "reference"
+REFERENCE = ROOT / "tests" / "reference"  # copies of public data files; see its README
 
 
 def reference_file(*parts: str) -> Path:
     path = REFERENCE.joinpath(*parts)
     if not path.exists():
-        pytest.fail(f"reference file {path} is missing: the tests read ../shared/reference "
-                    "(set GPUWARDEN_SHARED to its parent folder)")
+        pytest.fail(f"reference file {path} is missing from the repository "
+                    "(tests/reference/README.md lists them and where they come from)")
     return path
 
 

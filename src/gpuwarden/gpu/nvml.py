@@ -2,7 +2,7 @@
 
 * ``nvmlInit`` once; :meth:`NvmlSource.poll` reads every GPU and is called from the node's
   poller thread, never from a scrape.
-* Errors are handled by class (see ``shared/reference/README.md``):
+* Errors are handled by class (NVML's return codes, grouped by what to do about them):
 
   - NOT_SUPPORTED / NO_PERMISSION: the field is omitted and the answer cached per device
     and field, so the call is not repeated every cycle;
