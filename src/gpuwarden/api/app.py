@@ -308,6 +308,28 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
                 await asyncio.wait_for(scraper.changed.wait(), timeout=14)
 
 
+DOCS = "/api/v1/docs"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /api/v1/docs with its assets served from the installed
+    ``swagger-ui-bundle-v2`` package, so the page works with no internet access."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(f"{DOCS}/assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get(DOCS, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "", title="gpuwarden API",
+            swagger_js_url=f"{DOCS}/assets/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS}/assets/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS}/assets/favicon-32x32.png")
+
+
 def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any = None
                ) -> FastAPI:
     """``agent_model``: a pydantic-ai model for the ops agent (tests); by default the agent
@@ -337,7 +359,7 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
         version=__version__,
         description="The gpuwarden control plane: cluster overview, nodes, GPUs, metrics.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served below from the package's own Swagger UI, not a CDN
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -345,6 +367,8 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
     app.state.agent, app.state.agent_model = None, agent_model
     app.include_router(build_router())
     app.include_router(build_agent_router())
+
+    _mount_docs(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
