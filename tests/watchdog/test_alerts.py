@@ -120,6 +120,17 @@ def test_thermal_xid_ecc_lost_memory(tmp_path):
     assert any("job 7 of bob" in a.summary for a in app if a.rule == "xid_application")
 
 
+def test_application_xid_without_a_job_says_so(tmp_path):
+    c = Cycle(tmp_path)
+    x = [{"xid": 43, "count": 1, "last_seen": 990.0, "kind": "application"}]
+    [t] = c.run("xid_application", view([gpu(xids=x)], now=1000))
+    assert t.alert.summary == ("GPU 0 on n1: application XID 43 with no job on the GPU; "
+                               "the GPU is fine")
+    [t] = c.run("xid_application", view([gpu(index=1, xids=x, jobs=[{"job_id": "9"}])],
+                                         now=1000))
+    assert "application XID 43 in job 9; the GPU is fine" in t.alert.summary
+
+
 def test_xid_alert_keeps_firing_then_resolves(tmp_path):
     c = Cycle(tmp_path, xid_hardware={"keep_firing_for": "15m"})
     x = [{"xid": 79, "count": 1, "last_seen": 0.0, "kind": "hardware"}]
@@ -182,6 +193,12 @@ def test_rule_overrides_are_validated():
         load_rules({"gpu_idle": {"for": "a while"}})
     with pytest.raises(GpuwardenError, match="unknown key"):
         load_rules({"gpu_idle": {"treshold": 3}})
+    with pytest.raises(GpuwardenError, match="unknown rule gpu_idel; did you mean gpu_idle\\?"):
+        load_rules({"gpu_idel": {"for": "5m"}})
+    with pytest.raises(GpuwardenError, match="unknown rule zzz; the rules are: gpu_idle, "):
+        load_rules({"zzz": False})
+    mine = {r.id: r for r in load_rules({"my_idle": {"kind": "gpu_idle", "threshold": 1}})}
+    assert mine["my_idle"].threshold == 1  # a new rule with its kind is not a typo
     assert not {r.id: r for r in load_rules({"gpu_idle": False})}["gpu_idle"].enabled
     lab = {r.id: r for r in load_rules({"gpu_idle": {"for": "30m"}},
                                        cluster_overrides={"gpu_idle": {"threshold": 2}})}

@@ -120,12 +120,15 @@ def xid(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
             if view.now - float(x.get("last_seen", 0)) > window:
                 continue
             job = g.jobs[0] if g.jobs else {}
+            job_id, user = job.get("job_id"), job.get("user")
+            in_job = (f"in job {job_id}" + (f" of {user}" if user else "") if job_id
+                      else "with no job on the GPU")
             out.append(Finding(
                 f"{g.subject}/xid{x['xid']}",
-                {**_gpu_labels(g), "xid": str(x["xid"]), "user": str(job.get("user", ""))},
+                {**_gpu_labels(g), "xid": str(x["xid"]), "user": str(user or "")},
                 float(x["xid"]),
                 {**_gpu_context(g), "xid": x["xid"], "count": x.get("count", 1),
-                 "job_id": job.get("job_id", "none"), "user": job.get("user") or "no job"}))
+                 "job_id": job_id or "none", "user": user or "nobody", "in_job": in_job}))
     return out
 
 

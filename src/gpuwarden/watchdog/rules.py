@@ -4,6 +4,7 @@ file's overrides, globally and per cluster.  Each rule names a ``kind``: the eva
 
 from __future__ import annotations
 
+import difflib
 import re
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -81,6 +82,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _unknown_rule(source: str, rule_id: str, known: list[str]) -> str:
+    """A rule id that is neither shipped nor defined (no ``kind``): most often a typo."""
+    close = difflib.get_close_matches(rule_id, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"the rules are: {', '.join(known)}"
+    return (f"{source}: unknown rule {rule_id}; {hint} (a new rule of your own needs a kind: "
+            f"{', '.join(KINDS)})")
+
+
 def load_rules(overrides: dict[str, Any] | None = None, *, source: str = "watchdog.rules",
                cluster_overrides: dict[str, Any] | None = None) -> list[RuleSpec]:
     """Defaults, then ``overrides`` (new rules or changed fields), then the cluster's."""
@@ -93,6 +102,8 @@ def load_rules(overrides: dict[str, Any] | None = None, *, source: str = "watchd
                 fields = {"enabled": False}
             if not isinstance(fields, dict):
                 raise GpuwardenError(f"{source}.{rule_id}: must be a mapping of fields")
+            if rule_id not in raw and "kind" not in fields:
+                raise GpuwardenError(_unknown_rule(source, str(rule_id), list(raw)))
             raw[rule_id] = _merge(raw.get(rule_id, {}), fields)
     rules = []
     for rule_id, fields in raw.items():
