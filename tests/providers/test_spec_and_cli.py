@@ -83,6 +83,8 @@ def test_cli_up_status_down(fake_runpod, tmp_path, monkeypatch):
     result = runner.invoke(app, ["up", str(path)])
     assert result.exit_code == 0, result.output
     assert "cli-node1" in result.output and "RUNNING" in result.output
+    # progress lines carry a timestamp, not the source file that logged them
+    assert "registered 2 node(s)" in result.output and ".py:" not in result.output
     result = runner.invoke(app, ["status"])
     assert result.exit_code == 0 and "$0.86/hr" in result.output, result.output
     result = runner.invoke(app, ["down", "cli"])

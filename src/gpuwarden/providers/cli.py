@@ -40,7 +40,7 @@ def up_command(
     from gpuwarden.providers.spec import load_description
 
     spec = load_description(description)
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # a timestamp, not cli.py:47
     with console.status(f"bringing up {spec.name}") as spinner:
         def progress(text: str) -> None:
             spinner.update(f"{spec.name}: {text}")
@@ -72,7 +72,7 @@ def down_command(
     """Terminate every node of the cluster (orphans included) and unregister it."""
     from gpuwarden.providers.lifecycle import down
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, log_path=False)  # a timestamp, not cli.py:47
     with console.status(f"taking down {name}") as spinner:
         def progress(text: str) -> None:
             spinner.update(f"{name}: {text}")
