@@ -1,9 +1,10 @@
 # gpuwarden — two commands on a fresh Debian/Ubuntu machine:
-#   make demo   set everything up and run the main job
+#   make demo   set everything up and run the main job (PORT=8080 by default)
 #   make test   set everything up and run the whole test suite
 # `make bench` runs the benchmarks (not part of `make test`).
 
 PYTHON ?= python3
+PORT   ?= 8080
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
@@ -20,8 +21,9 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gpuwarden needs Python >= 3.11"'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || { \
 	  echo "python3 -m venv failed: install it with: $(SUDO) apt-get install -y python3-venv"; exit 1; }
+	@echo "installing gpuwarden and its test dependencies into $(VENV) (a minute or two the first time)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --progress-bar on -e '.[test]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
@@ -66,7 +68,7 @@ test: $(STAMP) system-deps lint web web-test
 	$(VENV)/bin/pytest
 
 demo: $(STAMP) system-deps web
-	$(VENV)/bin/gpuwarden demo
+	$(VENV)/bin/gpuwarden demo --port $(PORT)
 
 bench: $(STAMP) system-deps web
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
