@@ -152,7 +152,9 @@ _mount_providers()
 def demo(
     nodes: Annotated[int, typer.Option(help="Nodes in the local cluster.")] = 3,
     gpus_per_node: Annotated[int, typer.Option(help="Simulated GPUs per node.")] = 4,
-    port: Annotated[int, typer.Option(help="Port of the control plane and web UI.")] = 8080,
+    port: Annotated[int, typer.Option(
+        help="Port of the control plane and web UI. A second demo on this machine needs its "
+             "own port and its own GPUWARDEN_HOME.")] = 8080,
     duration: Annotated[
         float | None, typer.Option(help="Stop by itself after this many seconds.")] = None,
     headless: Annotated[
@@ -166,16 +168,30 @@ def demo(
                          duration=duration, headless=headless))
 
 
-token_app = typer.Typer(help="API tokens (viewer, operator, admin).", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens (viewer, operator, admin) of the running control plane.",
+                        no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
+UrlOption = Annotated[str | None, typer.Option(
+    "--url", envvar="GPUWARDEN_URL", show_envvar=True,
+    help="The control plane's URL (default: the one running under $GPUWARDEN_HOME).")]
+TokenFileOption = Annotated[Path | None, typer.Option(
+    help="File holding an API token (default: $GPUWARDEN_TOKEN; with neither, the local "
+    "control plane's own admin token).")]
 
-def _tokens():  # -> TokenStore
+
+def _api(url: str | None, token_file: Path | None):  # -> ApiClient
+    """The running control plane's API: --url/GPUWARDEN_URL, else its runtime file."""
+    from gpuwarden.apiclient import connect
     from gpuwarden.config import Settings
-    from gpuwarden.state.db import StateDB
-    from gpuwarden.state.tokens import TokenStore
 
-    return TokenStore(StateDB(Settings().home / "state.db"))
+    return connect(Settings().home, url=url, token_file=token_file)
+
+
+def _when(ts: float | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts).isoformat(" ", "seconds") if ts else "never"
 
 
 @token_app.command("create")
@@ -183,36 +199,44 @@ def token_create(
     role: Annotated[str, typer.Option(help="viewer (reads), operator (acts), admin (manages).")]
     = "viewer",
     name: Annotated[str, typer.Option(help="A name to recognise the token by.")] = "",
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Create an API token; it is printed once, alone on the last line."""
-    token = _tokens().create(role, name)
-    print(f"created a {role} token; it is shown once:", file=sys.stderr)
-    print(token)
+    """Create an API token (needs an admin token); it is printed once, alone on the last
+    line."""
+    with _api(url, token_file) as api:
+        created = api.request("POST", "/tokens", json={"role": role, "name": name},
+                              what="token create", needs="admin",
+                              options={"role": "--role", "name": "--name"})
+    print(f"created a {created['role']} token; it is shown once:", file=sys.stderr)
+    print(created["token"])
 
 
 @token_app.command("list")
-def token_list() -> None:
-    """List API tokens (never the tokens themselves)."""
-    import datetime as dt
-
+def token_list(url: UrlOption = None, token_file: TokenFileOption = None) -> None:
+    """List API tokens (never the tokens themselves; needs an admin token)."""
     from rich.console import Console
     from rich.table import Table
 
+    with _api(url, token_file) as api:
+        tokens = api.request("GET", "/tokens", what="token list", needs="admin")
     table = Table("id", "name", "role", "prefix", "last used", "revoked")
-    for t in _tokens().list():
-        used = dt.datetime.fromtimestamp(t.last_used_at).isoformat(" ", "seconds") if (
-            t.last_used_at) else "never"
-        table.add_row(str(t.id), t.name, t.role, t.prefix + "…", used, "yes" if t.revoked else "")
+    for t in tokens:
+        table.add_row(str(t["id"]), t["name"], t["role"], t["prefix"] + "…",
+                      _when(t["last_used_at"]), "yes" if t["revoked"] else "")
     Console().print(table)
 
 
 @token_app.command("revoke")
 def token_revoke(
     token_id: Annotated[int, typer.Argument(help="The id from `token list`.")],
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Revoke an API token."""
-    if not _tokens().revoke(token_id):
-        raise GpuwardenError(f"no active token with id {token_id}; see `gpuwarden token list`")
+    """Revoke an API token (needs an admin token)."""
+    with _api(url, token_file) as api:
+        api.request("DELETE", f"/tokens/{token_id}", what="token revoke", needs="admin",
+                    options={"token_id": "TOKEN_ID"}, not_found="see `gpuwarden token list`")
     print(f"token {token_id} revoked")
 
 
@@ -286,35 +310,27 @@ def export_grafana(
     print(f"wrote {len(paths)} files under {out}")
 
 
-def _control_plane_offline(config: Path | None):  # -> ControlPlane, for local CLI reads
-    from gpuwarden.config import Settings
-    from gpuwarden.server import open_control_plane
-
-    return open_control_plane(_serve_config(config), Settings().home, sync=False)
-
-
 @app.command()
 def alerts(
     state: Annotated[str | None, typer.Option(
         help="pending, firing, resolved or all (default: open ones)")] = None,
-    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """List alerts from the control plane's state database (run where `serve` runs)."""
-    import datetime as dt
-
+    """List the running control plane's alerts."""
     from rich.console import Console
     from rich.table import Table
 
-    from gpuwarden.services import alerts as svc
-
     if state not in (None, "pending", "firing", "resolved", "all"):
         raise GpuwardenError(f"--state {state!r}: use pending, firing, resolved or all")
-    cp = _control_plane_offline(config)
+    with _api(url, token_file) as api:
+        found = api.request("GET", "/alerts", params={"state": state} if state else None,
+                            what="alerts")
     table = Table("id", "state", "severity", "since", "summary", "silenced")
-    for a in svc.list_alerts(cp, state):
-        since = dt.datetime.fromtimestamp(a.fired_at or a.started_at).isoformat(" ", "seconds")
-        table.add_row(str(a.id), a.state, a.severity, since, a.summary,
-                      "yes" if a.silenced else "")
+    for a in found:
+        table.add_row(str(a["id"]), a["state"], a["severity"],
+                      _when(a["fired_at"] or a["started_at"]), a["summary"],
+                      "yes" if a["silenced"] else "")
     Console().print(table)
 
 
@@ -325,80 +341,67 @@ app.add_typer(silence_app, name="silence")
 
 @silence_app.command("add")
 def silence_add(
-    author: Annotated[str, typer.Option(help="Who silences (recorded).")],
     duration: Annotated[str, typer.Option("--for", help="How long: 30m, 2h, 1d.")] = "2h",
     rule: Annotated[str | None, typer.Option(help="Only this rule (default: all).")] = None,
     subject: Annotated[str, typer.Option(help="Subject glob, e.g. node1/*.")] = "*",
     comment: Annotated[str, typer.Option(help="Why.")] = "",
-    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Silence matching alerts for a while."""
-    import datetime as dt
-
-    from gpuwarden.services import alerts as svc
-    from gpuwarden.services.models import NewSilence
-
-    cp = _control_plane_offline(config)
-    s = svc.add_silence(cp, NewSilence(rule=rule, subject=subject, duration=duration,
-                                       comment=comment), author)
-    until = dt.datetime.fromtimestamp(s.expires_at).isoformat(" ", "seconds")
-    print(f"silence {s.id}: rule {s.rule or '*'} subject {s.subject} until {until}")
+    """Silence matching alerts for a while (needs an operator token; the token's name is
+    recorded as the author)."""
+    with _api(url, token_file) as api:
+        s = api.request("POST", "/silences", what="silence add", needs="operator",
+                        json={"rule": rule, "subject": subject, "duration": duration,
+                              "comment": comment},
+                        options={"duration": "--for", "rule": "--rule", "subject": "--subject",
+                                 "comment": "--comment"})
+    print(f"silence {s['id']}: rule {s['rule'] or '*'} subject {s['subject']} "
+          f"until {_when(s['expires_at'])}")
 
 
 @silence_app.command("list")
-def silence_list(config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
-                 ) -> None:
+def silence_list(url: UrlOption = None, token_file: TokenFileOption = None) -> None:
     """Active silences."""
-    from gpuwarden.services import alerts as svc
-
-    for s in svc.list_silences(_control_plane_offline(config)):
-        print(f"{s.id}\t{s.rule or '*'}\t{s.subject}\t{s.author}\t{s.comment}")
+    with _api(url, token_file) as api:
+        for s in api.request("GET", "/silences", what="silence list"):
+            print(f"{s['id']}\t{s['rule'] or '*'}\t{s['subject']}\t{s['author']}\t{s['comment']}")
 
 
 @silence_app.command("expire")
 def silence_expire(
     silence_id: Annotated[int, typer.Argument(help="The id from `silence list`.")],
-    author: Annotated[str, typer.Option(help="Who ends it (recorded).")],
-    config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml")] = None,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """End a silence now."""
-    from gpuwarden.services import alerts as svc
-
-    svc.expire_silence(_control_plane_offline(config), silence_id, author)
+    """End a silence now (needs an operator token)."""
+    with _api(url, token_file) as api:
+        api.request("DELETE", f"/silences/{silence_id}", what="silence expire",
+                    needs="operator", options={"silence_id": "SILENCE_ID"},
+                    not_found="see `gpuwarden silence list`")
     print(f"silence {silence_id} expired")
 
 
 @app.command()
 def ask(
     question: Annotated[str, typer.Argument(help='e.g. "why is job 42 pending?"')],
-    url: Annotated[str, typer.Option(envvar="GPUWARDEN_URL", help="The control plane.")
-                   ] = "http://127.0.0.1:8080",
-    token_file: Annotated[Path | None, typer.Option(
-        help="File holding an API token (default: $GPUWARDEN_TOKEN).")] = None,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
-    """Ask the ops agent (through a running `serve`). Answers stream; each action it proposes
-    is shown exactly and asked y/N. Without agent.model configured, the analyzers answer."""
-    import os
-
+    """Ask the ops agent of the running control plane. Answers stream; each action it
+    proposes is shown exactly and asked y/N. Without agent.model configured, the analyzers
+    answer."""
     from gpuwarden.agent.terminal import Asker, terminal_confirm
+    from gpuwarden.apiclient import find_endpoint
+    from gpuwarden.config import Settings
 
-    if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise GpuwardenError(f"--token-file {token_file}: cannot read it ({exc.strerror})"
-                                 ) from None
-    else:
-        token = os.environ.get("GPUWARDEN_TOKEN", "")
-    if not token:
-        raise GpuwardenError("no API token: set GPUWARDEN_TOKEN or pass --token-file "
-                             "(`gpuwarden token create --role viewer` makes one)")
+    endpoint = find_endpoint(Settings().home, url=url, token_file=token_file)
 
     def out(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    run = Asker(url, token, out, terminal_confirm()).ask(question)
+    run = Asker(endpoint, out, terminal_confirm()).ask(question)
     if run["status"] == "failed":
         raise typer.Exit(1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,10 +60,27 @@ def attach_background(cp) -> None:  # cp: ControlPlane
 
 
 def run_serve(options: ServeOptions) -> None:
+    """Serve until asked to stop: Ctrl-C, SIGTERM, SIGHUP and a closed stdout all take the
+    same graceful path (uvicorn's shutdown, then the stores close and the runtime file goes)."""
+    from gpuwarden import runtime
+    from gpuwarden.stopping import Stop, stop_requests
+
+    with stop_requests() as stopper, contextlib.suppress(Stop):
+        try:
+            _serve(options, stopper)
+        finally:
+            runtime.withdraw(Settings().home)  # only this process's own file
+
+
+def _serve(options: ServeOptions, stopper) -> None:  # stopper: gpuwarden.stopping.Stopper
+    import getpass
+
     import uvicorn
 
+    from gpuwarden import runtime
     from gpuwarden.api.app import create_app
 
+    say = stopper.say
     settings = Settings()
     path = options.config or settings.config
     config = load_config(path) if path else ServeConfig()
@@ -73,24 +91,44 @@ def run_serve(options: ServeOptions) -> None:
     attach_background(cp)
     app = create_app(cp)
     url = f"http://{url_host(options.host)}:{sock.getsockname()[1]}"
+    # the CLI on this machine finds this process through its runtime file, with an admin
+    # token of its own (replacing the previous run's); a wildcard address is reached locally
+    try:
+        local_name = f"local CLI ({getpass.getuser()})"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        local_name = "local CLI"
+    cp.tokens.delete_named(local_name)
     admin = cp.tokens.ensure_admin()
-    nodes = len(config.nodes)
-    print(f"gpuwarden serve: {url} — {nodes} node(s) in cluster {config.cluster!r}, "
-          f"store {config.store.kind}, data in {settings.home}", flush=True)
-    print(f"API: {url}/api/v1 (OpenAPI {url}/api/v1/openapi.json)", flush=True)
-    if not nodes:
-        print("no nodes configured: pass --config FILE with a nodes: list", flush=True)
+    local_token = cp.tokens.create("admin", local_name)
+    local_host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(options.host, options.host)
+    runtime.publish(settings.home, "serve",
+                    f"http://{url_host(local_host)}:{sock.getsockname()[1]}", local_token)
+    # what the scraper will scrape: the config's nodes and those `gpuwarden up` registered
+    inventory = cp.inventory.nodes()
+    clusters = sorted({n.cluster for n in inventory} | {config.cluster})
+    say(f"gpuwarden serve: {url} — {len(inventory)} node(s) in "
+        f"{'cluster' if len(clusters) == 1 else 'clusters'} "
+        f"{', '.join(repr(c) for c in clusters)}, store {config.store.kind}, "
+        f"data in {settings.home}", flush=True)
+    say(f"API: {url}/api/v1 (OpenAPI {url}/api/v1/openapi.json)", flush=True)
+    if not inventory:
+        say("no nodes yet: pass --config FILE with a nodes: list, or bring a cluster up "
+            "with `gpuwarden up`", flush=True)
     if admin is not None:
-        print(f"sign in: {url}/login?token={admin}", flush=True)
-        print("first start: an admin token was created. It is shown this once; store it now:",
-              flush=True)
-        print(admin, flush=True)
+        say(f"sign in: {url}/login?token={admin}", flush=True)
+        say("first start: an admin token was created. It is shown this once; store it now:",
+            flush=True)
+        say(admin, flush=True)
     else:
-        print(f"sign in: {url}/signin with an API token (`gpuwarden token create --role viewer`)",
-              flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        say(f"sign in: {url}/signin with an API token (`gpuwarden token create --role viewer`)",
+            flush=True)
+    # a graceful stop waits for open requests (the UI's event streams) this long, no more
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                           timeout_graceful_shutdown=5))
+    stopper.server = server
     try:
         server.run(sockets=[sock])
     finally:
+        runtime.withdraw(settings.home)
         cp.store.close()
         cp.db.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from gpuwarden.apiclient import Endpoint, explain, unreachable
 from gpuwarden.errors import GpuwardenError
 
 
@@ -25,10 +26,11 @@ def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
 
 
 class Asker:
-    def __init__(self, url: str, token: str, out: Callable[[str], None],
+    def __init__(self, endpoint: Endpoint, out: Callable[[str], None],
                  confirm: Callable[[str], bool] | None) -> None:
-        self.client = httpx.Client(base_url=url.rstrip("/"), timeout=httpx.Timeout(30, read=600),
-                                   headers={"Authorization": f"Bearer {token}"})
+        self.endpoint = endpoint
+        self.client = httpx.Client(base_url=endpoint.url, timeout=httpx.Timeout(30, read=600),
+                                   headers={"Authorization": f"Bearer {endpoint.token}"})
         self.out = out
         self.confirm = confirm
 
@@ -39,13 +41,8 @@ class Asker:
             with self.client.stream("POST", path + "?stream=true", json=body) as r:
                 if r.status_code >= 400:
                     r.read()
-                    try:
-                        detail = r.json().get("detail", r.text)
-                    except ValueError:
-                        detail = r.text
-                    hint = {401: " (check the token)", 403: " (deciding needs the operator "
-                            "role)"}.get(r.status_code, "")
-                    raise GpuwardenError(f"serve answered {r.status_code}: {detail}{hint}")
+                    needs = "operator" if path.endswith("/decisions") else "viewer"
+                    raise GpuwardenError(explain(self.endpoint, r, what="ask", needs=needs))
                 for event in _events(r):
                     kind = event["type"]
                     if kind == "text":
@@ -60,9 +57,12 @@ class Asker:
                         raise GpuwardenError(event["detail"])
                     elif kind == "end":
                         final = event["run"]
+        except httpx.ConnectError as exc:
+            raise GpuwardenError(unreachable(self.endpoint, exc)) from None
         except httpx.HTTPError as exc:
-            raise GpuwardenError(f"cannot reach serve at {self.client.base_url}: {exc}; is "
-                                 "`gpuwarden serve` running? (--url, GPUWARDEN_URL)") from None
+            raise GpuwardenError(f"the control plane at {self.endpoint.url} "
+                                 f"({self.endpoint.where}): {exc or type(exc).__name__}; "
+                                 "is serve running?") from None
         return final
 
     def ask(self, prompt: str) -> dict[str, Any]:

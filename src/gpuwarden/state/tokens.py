@@ -69,6 +69,13 @@ class TokenStore:
             return None
         return self.create("admin", "initial admin token")
 
+    def delete_named(self, name: str) -> int:
+        """Remove every token called ``name`` (revoked or not); how many there were.
+        ``serve`` replaces its local CLI token this way at each start, so they do not pile
+        up in ``token list``."""
+        with self._db.write() as conn:
+            return conn.execute("DELETE FROM api_tokens WHERE name = ?", (name,)).rowcount
+
     def authenticate(self, token: str) -> Principal | None:
         if not token.startswith(PREFIX):
             return None
