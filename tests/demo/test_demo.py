@@ -1,14 +1,16 @@
-"""`gpuwarden demo --headless --duration 90` as a user runs it: a subprocess whose API shows
-the local cluster, Slurm jobs across nodes and alerts that fire and resolve, and which
-leaves nothing running when it ends."""
+"""`gpuwarden demo --headless --duration 90` as a user runs it, one run shared by this
+module's tests in order: its API shows the local cluster, jobs of several users across
+nodes, example questions that name its own jobs and nodes, alerts that fire and resolve; a
+second demo on the same home refuses, one with its own home and port runs beside it (and
+SIGTERM stops that one cleanly); the first ends by itself and leaves nothing running."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,9 +18,12 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.demo import run as demo_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the demo's Slurm cluster needs root")]
 DURATION = 90
+NO_LLM = "No LLM is configured"
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,67 +61,126 @@ def overview_in_browser(url: str, token: str, api: httpx.Client) -> None:
         browser.close()
 
 
-def demo_processes(home: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if home in line and "ps -eo" not in line]
-
-
-@pytest.mark.timeout(DURATION + 150)
-def test_demo_runs_the_whole_system_and_leaves_nothing(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("the demo's Slurm cluster needs root")
-    home = str(tmp_path / "gwhome")
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuwarden", "demo", "--headless", "--duration", str(DURATION),
-         "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "GPUWARDEN_HOME": home})
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")),
-                     daemon=True).start()
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    run = demo_run.start(tmp_path_factory.mktemp("demo") / "gwhome", free_port(),
+                         "--duration", str(DURATION))
     try:
-        token = None
-        deadline = time.monotonic() + 90
-        while token is None and time.monotonic() < deadline:
-            assert proc.poll() is None, "".join(lines)
-            found = re.search(r"/login\?token=(\S+)", "".join(lines))
-            token = found.group(1) if found else None
-            time.sleep(0.5)
-        assert token, "no sign-in URL printed:\n" + "".join(lines)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1",
-                           headers={"Authorization": f"Bearer {token}"}, timeout=10)
-
-        def until(what, check, timeout=60):
-            end = time.monotonic() + timeout
-            while time.monotonic() < end:
-                value = check()
-                if value:
-                    return value
-                time.sleep(1)
-            jobs = [(j["job_id"], j["name"], j["state"], j["reason"])
-                    for j in api.get("/slurm/jobs").json()] if what != "3 nodes x 4 GPUs up" \
-                else []
-            raise AssertionError(f"timed out: {what}; jobs {jobs}\n" + "".join(lines[-30:]))
-
-        overview = until("3 nodes x 4 GPUs up", lambda: (lambda o: o if o["nodes"]["up"] == 3
-                                                         and o["gpus"]["total"] == 12 else None)
-                         (api.get("/overview").json()))
-        assert overview["cost_per_hour"] > 0
-        across = until("a job running across nodes", lambda: [
-            j for j in api.get("/slurm/jobs").json()
-            if j["state"] == "RUNNING" and len(j["gpu_detail"]) >= 2])
-        assert across[0]["name"] == "llm-pretrain"
-        until("an alert firing", lambda: api.get("/alerts?state=firing").json())
-        resolved = until("an alert resolved", lambda: api.get("/alerts?state=resolved").json(),
-                         timeout=DURATION)
-        assert resolved[0]["resolved_at"] > resolved[0]["fired_at"]
-        assert api.get("/me").json()["role"] == "operator"
-        if CHROMIUM.exists() and (DIST / "index.html").is_file():
-            overview_in_browser(f"http://127.0.0.1:{port}", token, api)
+        yield run.started()
     finally:
-        proc.wait(timeout=DURATION + 60)
-    assert proc.returncode == 0, "".join(lines)
-    assert "nothing is left running" in "".join(lines)
-    time.sleep(1)
-    assert demo_processes(home) == []
+        run.kill()
+
+
+@pytest.fixture(scope="module")
+def api(demo):
+    with demo.api() as client:
+        yield client
+
+
+def jobs(api, state=None):
+    """Slurm's queue through the API ([] until the controller's first scrape lands)."""
+    r = api.get("/slurm/jobs")
+    return [j for j in r.json() if state in (None, j["state"])] if r.is_success else []
+
+
+def until(demo, api, what, check, timeout=60):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = check()
+        if value:
+            return value
+        demo.read(1.0)
+    queue = [(j["job_id"], j["name"], j["user"], j["state"], j["reason"]) for j in jobs(api)]
+    raise AssertionError(f"timed out: {what}; jobs {queue}\n{demo.log()}")
+
+
+@pytest.mark.timeout(120)
+def test_the_cluster_is_up_and_jobs_run_as_several_users(demo, api):
+    overview = until(demo, api, "3 nodes x 4 GPUs up", lambda: (
+        lambda o: o if o["nodes"]["up"] == 3 and o["gpus"]["total"] == 12 else None)(
+        api.get("/overview").json()))
+    assert overview["cost_per_hour"] > 0
+    assert "jobs run as alice, bob, carol" in demo.out
+    out = subprocess.run(["squeue", "--noheader", "--format=%u"], env=demo.slurm_env,
+                         capture_output=True, text=True, check=True).stdout
+    assert {"alice", "bob", "carol"} <= set(out.split()), out
+    until(demo, api, "running jobs of two users",
+          lambda: len({j["user"] for j in jobs(api, "RUNNING")}) >= 2)
+
+
+@pytest.mark.timeout(120)
+def test_every_example_question_gets_a_real_answer(demo, api):
+    live = until(demo, api, "examples naming a pending job, a running job, a node, a user",
+                 lambda: (lambda ex: ex if re.search(r"why is job \d+ pending", " ".join(ex))
+                          and re.search(r"how efficient is (alice|bob|carol)'s job \d+",
+                                        " ".join(ex))
+                          and "demo-node" in " ".join(ex) else None)(
+                     api.get("/agent").json()["examples"]))
+    for question in live:
+        run = api.post("/agent/runs", json={"prompt": question})
+        assert run.status_code == 200, run.text
+        answer = run.json()["answer"]
+        assert run.json()["status"] == "done" and answer, (question, run.json())
+        assert not answer.startswith(NO_LLM), (question, answer)
+        assert not answer.startswith("I could not answer"), (question, answer)
+
+
+@pytest.mark.timeout(60)
+def test_a_second_demo_on_the_same_home_refuses(demo, api):
+    second = subprocess.run(
+        [sys.executable, "-m", "gpuwarden", "demo", "--headless", "--port", str(free_port())],
+        env={**os.environ, "GPUWARDEN_HOME": str(demo.home)}, capture_output=True, text=True,
+        timeout=45)
+    assert second.returncode != 0, second.stdout + second.stderr
+    message = second.stderr
+    assert "a demo is already running" in message and demo.url in message, message
+    assert "--port" in message and "GPUWARDEN_HOME=" in message, message
+    assert "Traceback" not in message
+    # the first one is unaffected
+    assert demo.proc.poll() is None
+    assert (demo.home / "demo" / "control-plane.json").exists()
+    assert api.get("/overview").json()["nodes"]["up"] == 3
+
+
+@pytest.mark.timeout(150)
+def test_a_demo_beside_it_runs_and_sigterm_stops_it_cleanly(demo, api, tmp_path):
+    beside = demo_run.start(tmp_path / "gwhome2", free_port(), "--nodes", "1",
+                            "--gpus-per-node", "1")
+    try:
+        beside.started()
+        with beside.api() as api2:
+            until(beside, api2, "the second demo's Slurm job running",
+                  lambda: jobs(api2, "RUNNING"))
+        assert demo_run.job_processes(beside.home)
+        beside.proc.send_signal(signal.SIGTERM)
+        assert beside.finish(timeout=60) == 0, beside.log()
+        assert "stopped; nothing is left running" in beside.out
+        demo_run.assert_nothing_left(beside)
+    finally:
+        beside.kill()
+    # its Slurm cluster and the first one's did not collide
+    nodes = api.get("/slurm/nodes").json()
+    assert len(nodes) == 3 and all("down" not in n["state"].lower() for n in nodes), nodes
+
+
+@pytest.mark.timeout(DURATION + 60)
+def test_jobs_across_nodes_and_alerts_that_fire_and_resolve(demo, api):
+    across = until(demo, api, "a job running across nodes", lambda: [
+        j for j in jobs(api, "RUNNING") if len(j["gpu_detail"]) >= 2])
+    assert across[0]["name"] == "llm-pretrain"
+    until(demo, api, "an alert firing", lambda: api.get("/alerts?state=firing").json())
+    resolved = until(demo, api, "an alert resolved",
+                     lambda: api.get("/alerts?state=resolved").json(), timeout=DURATION)
+    assert resolved[0]["resolved_at"] > resolved[0]["fired_at"]
+    assert api.get("/me").json()["role"] == "operator"
+    if CHROMIUM.exists() and (DIST / "index.html").is_file():
+        overview_in_browser(demo.url, demo.token, api)
+
+
+@pytest.mark.timeout(DURATION + 60)
+def test_the_demo_ends_by_itself_and_leaves_nothing(demo):
+    assert demo.finish(timeout=DURATION + 45) == 0, demo.log()
+    assert f"stopping the demo (--duration {DURATION})" in demo.out
+    assert "stopped; nothing is left running" in demo.out
+    assert "orphan" not in demo.out and "leftover" not in demo.out, demo.out
+    demo_run.assert_nothing_left(demo)

@@ -49,3 +49,19 @@ def test_local_up_status_down(db, tmp_path):
                 import os
 
                 os.kill(int(pid), 0)
+
+
+def test_local_budget_uses_the_price_status_shows(db, tmp_path):
+    """budget_per_hour is checked against the same $/hr that `status` reports per node."""
+    from gpuwarden.errors import GpuwardenError
+    from gpuwarden.providers.local import LocalProvider
+
+    spec = parse_description({"name": "pricey", "provider": "local", "nodes": 2,
+                              "gpus_per_node": 2, "price_per_gpu_hour": 2.69,
+                              "budget_per_hour": 1})
+    with pytest.raises(GpuwardenError, match=r"would cost \$10\.76/hr, over the cap of \$1\.00"):
+        up(spec, db, runtime=Runtime(env={}))
+    assert Inventory(db).nodes() == []  # nothing was created
+    provider = LocalProvider(tmp_path / "home", httpx.Client())
+    per_node = [provider._record(spec, i, check=False).cost_per_hour for i in (1, 2)]
+    assert provider.quote(spec) == pytest.approx(sum(per_node)) == pytest.approx(10.76)

@@ -24,6 +24,35 @@ JOB = re.compile(r"\bjob(?:\s+id)?\s*#?\s*(\d+)\b", re.I)
 USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
 
 
+def examples(cp: ControlPlane) -> list[str]:
+    """The analyzers' example questions, naming this cluster's own pending job, a busy node
+    and a running job of the user with the most running jobs, so each one has a real
+    answer; the generic wording where the cluster has none (no Slurm, an empty queue)."""
+    from gpuwarden.services import slurm
+
+    asked = dict(ANALYZERS)
+    try:
+        jobs = slurm.jobs(cp)
+    except GpuwardenError:
+        jobs = []
+    pending = [j for j in jobs if j.state == "PENDING"]
+    running = [j for j in jobs if j.state == "RUNNING"]
+    if pending:
+        asked["pending"] = f"why is job {pending[0].job_id} pending?"
+    nodes = [n.name for n in cp.inventory.nodes()]
+    if nodes:
+        busy = {n for j in running for n in j.nodes}
+        asked["node"] = f"what is wrong with {next((n for n in nodes if n in busy), nodes[0])}?"
+    users = [j.user for j in running if USER.fullmatch(f"{j.user}'s jobs")]
+    if users:
+        top = max(sorted(set(users)), key=users.count)
+        job = next(j for j in running if j.user == top)
+        asked["efficiency"] = f"how efficient is {top}'s job {job.job_id}?"
+    elif running:
+        asked["efficiency"] = f"how efficient is job {running[0].job_id}?"
+    return list(asked.values())
+
+
 def _help() -> str:
     lines = "\n".join(f"- {q}" for q in ANALYZERS.values())
     return ("No LLM is configured, so I answer from gpuwarden's analyzers only. They cover:\n"

@@ -86,7 +86,7 @@ class AgentService:
                            model=self.config.model or (type(self.model).__name__
                                                        if self.model else None),
                            analyzers=list(router.ANALYZERS),
-                           examples=list(router.ANALYZERS.values()),
+                           examples=router.examples(self.cp),
                            actions=list(actions.ACTIONS))
 
     def _model(self):

@@ -80,7 +80,12 @@ class LocalProvider:
 
     # ---- protocol ---------------------------------------------------------------------
     def quote(self, spec: ClusterDescription) -> float:
-        return 0.0
+        return spec.nodes * self._node_cost(spec)
+
+    @staticmethod
+    def _node_cost(spec: ClusterDescription) -> float:
+        """A node's $/hr: what `quote` (and so the budget check) and `status` both use."""
+        return spec.price_per_gpu_hour * spec.gpus_per_node
 
     def provision(self, spec: ClusterDescription, progress: Progress) -> list[NodeRecord]:
         slurm = None
@@ -106,29 +111,36 @@ class LocalProvider:
         return 0.0
 
     def teardown(self, spec: ClusterDescription, progress: Progress) -> DownReport:
+        """Node daemons, then Slurm (which cancels its jobs and stops their processes),
+        then anything else carrying the cluster's tag.  Job processes carry the tag too
+        (sbatch passes the node daemon's environment on): they are Slurm's to stop, so a
+        clean stop says nothing about them; only what outlives Slurm is reported, in one
+        line."""
         stopped: list[str] = []
+        daemons: list[int] = []
         for index in range(1, spec.nodes + 1):
             pid = processes.read_pid(self._node_dir(spec, index) / "pid")
             if pid is not None and processes.alive(pid) and self._ours(spec, pid):
-                progress(f"stopping {self.node_name(spec, index)}")
-                processes.terminate(pid)
+                daemons.append(pid)
                 stopped.append(self.node_name(spec, index))
-        orphans = []
-        for pid in processes.tagged(self._tag(spec)):
-            progress(f"stopping orphan process {pid}")
-            processes.terminate(pid)
-            orphans.append(f"pid {pid}")
+        if daemons:
+            progress(f"stopping {len(daemons)} node daemon(s)")
+            processes.terminate_all(daemons)
         slurm = self._slurm(spec)
         if slurm.conf_path.exists():
-            progress("stopping the local Slurm cluster")
+            progress("stopping the local Slurm cluster and its jobs")
             try:
                 slurm.down()
             except (SlurmError, OSError) as exc:
                 raise ProviderError(f"local Slurm cluster: {exc}") from None
+        orphans = processes.tagged(self._tag(spec))
+        if orphans:
+            progress(f"stopping {len(orphans)} leftover process(es) of cluster {spec.name}")
+            processes.terminate_all(orphans)
         left = processes.tagged(self._tag(spec))
         if left:
             raise ProviderError(f"processes of cluster {spec.name} still running: {left}")
-        return DownReport(spec.name, tuple(stopped), tuple(orphans))
+        return DownReport(spec.name, tuple(stopped), tuple(f"pid {p}" for p in orphans))
 
     # ---- helpers ----------------------------------------------------------------------
     def _node_dir(self, spec: ClusterDescription, index: int) -> Path:
@@ -183,7 +195,7 @@ class LocalProvider:
             name=name, index=index, role="controller" if index == 1 else "worker",
             status=status, url=url, token_file=Workspace(self.home, spec.name).token_file(name),
             gpus=spec.gpus_per_node, provider_id=str(pid) if pid else None,
-            cost_per_hour=spec.price_per_gpu_hour * spec.gpus_per_node,
+            cost_per_hour=self._node_cost(spec),
             healthy=bool(running and url and check and healthy(self.http, url)),
         )
 

@@ -60,6 +60,35 @@ def tag_of(pid: int) -> str | None:
     return None
 
 
+def environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    out = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            out[key.decode(errors="replace")] = value.decode(errors="replace")
+    return out
+
+
+def under(directory: Path, keys: Sequence[str] = (MARKER,)) -> list[int]:
+    """Live processes (this one excluded) whose environment names ``directory`` or a path
+    below it in one of ``keys``: the last-resort sweep of everything a run kept there
+    started, whoever its parent was."""
+    own, root = os.getpid(), str(directory).rstrip("/")
+    found = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit() or int(p.name) == own:
+            continue
+        env = environ(int(p.name))
+        if any(v == root or f"{root}/" in v for k in keys if (v := env.get(k))) \
+                and alive(int(p.name)):
+            found.append(int(p.name))
+    return found
+
+
 def tagged(tag: str) -> list[int]:
     """Live processes carrying ``tag`` (this process excluded)."""
     own = os.getpid()
@@ -85,6 +114,27 @@ def terminate(pid: int, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
     if not alive(pid):
         _reap(pid)
+
+
+def terminate_all(pids: Sequence[int], timeout_s: float = 10.0) -> None:
+    """``terminate`` for many processes at once: one SIGTERM each, one shared wait, then
+    SIGKILL for what is left (a stop takes the slowest one's time, not the sum)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    for grace, sig in ((timeout_s, signal.SIGKILL), (5.0, None)):
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(alive(p) for p in pids):
+            time.sleep(0.05)
+        left = [p for p in pids if alive(p)]
+        if not left or sig is None:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+    for pid in pids:
+        if not alive(pid):
+            _reap(pid)
 
 
 def _reap(pid: int) -> None:

@@ -4,6 +4,7 @@ sbatch on stdin; nothing reaches a shell."""
 
 from __future__ import annotations
 
+import pwd
 import re
 from dataclasses import dataclass, field, fields
 
@@ -17,6 +18,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _GRES_RE = re.compile(r"^[A-Za-z0-9_:,()-]{1,200}$")
 _TIME_RE = re.compile(r"^(?:\d+-\d{1,2}(?::\d{1,2}){0,2}|\d+(?::\d{1,2}){0,2}|UNLIMITED|INFINITE)$")
 _MEM_RE = re.compile(r"^\d+[KMGT]?$")
+_USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TEXT = 256
 MAX_SCRIPT = 1_000_000
@@ -41,6 +43,7 @@ class SubmitOptions:
     output: str | None = None
     nodelist: tuple[str, ...] = field(default_factory=tuple)
     hold: bool = False
+    user: str | None = None  # run the job as this Unix user (sbatch --uid; the submitter is root)
 
 
 def validate_job_id(value: object, field_name: str = "job_id") -> str:
@@ -154,6 +157,18 @@ class SlurmActions:
             args.append(f"--nodelist={','.join(names)}")
         if opts.hold:
             args.append("--hold")
+        if opts.user is not None:
+            if not isinstance(opts.user, str) or not _USER_RE.match(opts.user):
+                raise ValidationError("user", f"{opts.user!r} is not a Unix user name",
+                                      "give a name such as alice (lowercase letters, digits, "
+                                      "_ and -)")
+            try:  # sbatch --uid alone keeps root's group: run in the user's own
+                gid = pwd.getpwnam(opts.user).pw_gid
+            except KeyError:
+                raise ValidationError("user", f"{opts.user!r} is not a user here",
+                                      "create the user on the Slurm machines, or give an "
+                                      "existing one") from None
+            args += [f"--uid={opts.user}", f"--gid={gid}"]
         return args
 
     def cancel(self, job_id: int | str) -> None:

@@ -91,8 +91,10 @@ class LocalSlurmCluster:
     def socket_dir(self) -> Path:
         """Where the Unix sockets live (munged's, and slurmd's spool with its step sockets).
         A socket path holds at most 107 bytes, so a deep directory gets a short stand-in
-        under the temp directory, removed by ``down()``."""
-        if len(str(self.directory)) <= 48:
+        under the temp directory, removed by ``down()``; so does one that other users
+        cannot reach (under a 0700 home): jobs of other users read their script from the
+        spool."""
+        if len(str(self.directory)) <= 48 and _reachable(self.directory):
             return self.directory
         digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"gpuwarden-slurm-{digest}"
@@ -228,19 +230,25 @@ class LocalSlurmCluster:
         process carrying this cluster's ``SLURM_CONF`` is left."""
         stopped: list[str] = []
         if self.conf_path.exists() and _pid_alive(self._read_pid("slurmctld")):
-            with contextlib.suppress(SlurmError):
-                self.adapter(timeout=5.0).run("scancel", ["--full", "--user", "root"])
-        # slurmds first (they own the job steps), then the controller, then munged.
-        order = [n for n, _ in self._pid_files() if n.startswith("slurmd")]
-        order += ["slurmctld", "munged"]
-        for name in order:
-            pid = self._read_pid(name)
-            if pid is not None and _pid_alive(pid) and self._is_ours(pid):
-                _terminate(pid, timeout_s)
-                stopped.append(name)
-        for pid in self.leftover_pids():
-            _terminate(pid, 3.0)
-            stopped.append(f"pid {pid}")
+            # every user's jobs (the demo's run as several users), not only root's; one
+            # state per call (scancel takes one), pending first so none starts meanwhile
+            for state in ("PENDING", "SUSPENDED", "RUNNING"):
+                with contextlib.suppress(SlurmError):
+                    self.adapter(timeout=5.0).run("scancel", ["--full", f"--state={state}"])
+        # slurmds first (they own the job steps), then the controller, then munged; the
+        # slurmds together, so a stop takes one slurmd's time, not the sum.
+        slurmds = [n for n, _ in self._pid_files() if n.startswith("slurmd")]
+        for group in (slurmds, ["slurmctld"], ["munged"]):
+            pids = {}
+            for name in group:
+                pid = self._read_pid(name)
+                if pid is not None and _pid_alive(pid) and self._is_ours(pid):
+                    pids[name] = pid
+            _terminate_all(list(pids.values()), timeout_s)
+            stopped += list(pids)
+        leftovers = self.leftover_pids()
+        _terminate_all(leftovers, 3.0)
+        stopped += [f"pid {pid}" for pid in leftovers]
         left = [p for p in self.leftover_pids() if _pid_alive(p)]
         if left:
             raise LocalClusterError(f"processes still running after down: {left}")
@@ -311,8 +319,11 @@ class LocalSlurmCluster:
 
     def _spawn(self, argv: list[str], env: dict[str, str], pid_file: Path) -> int:
         """Run a self-daemonizing daemon and wait for its pid file."""
-        proc = subprocess.run(argv, env=env, capture_output=True, text=True,
-                              timeout=30, check=False, stdin=subprocess.DEVNULL)
+        # Its own session from the first instruction: a Ctrl-C meant for whoever started the
+        # cluster (sent to the terminal's whole process group) must not reach a daemon
+        # that has not detached yet; stopping is down()'s job.
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30,
+                              check=False, stdin=subprocess.DEVNULL, start_new_session=True)
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             raise LocalClusterError(f"{argv[0]} failed to start: "
@@ -426,16 +437,23 @@ def _which(binary: str) -> str | None:
 
 
 def _free_ports(count: int) -> list[int]:
+    """Ports free on every address: slurmctld and slurmd listen on all of them, so a port
+    free on 127.0.0.1 only (another cluster's slurmd on 0.0.0.0...) would not do."""
     socks = []
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
+            s.bind(("", 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
         for s in socks:
             s.close()
+
+
+def _reachable(path: Path) -> bool:
+    """Every existing directory on the way to ``path`` is searchable by everyone."""
+    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents) if p.exists())
 
 
 def _read_pid_file(path: Path) -> int | None:
@@ -474,6 +492,18 @@ def _environ_of(pid: int) -> dict[str, str]:
         if sep:
             env[key.decode(errors="replace")] = value.decode(errors="replace")
     return env
+
+
+def _terminate_all(pids: list[int], timeout_s: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if _pid_alive(pid):
+            _terminate(pid, 0)
 
 
 def _terminate(pid: int, timeout_s: float) -> None:
