@@ -115,7 +115,7 @@ def test_garbage_is_counted_and_never_stored(fleet, tmp_path, serve_factory, gar
     junk = serve.wait(lambda: next((n for n in serve.get("/api/v1/nodes").json()
                                     if n["name"] == "junk" and n["error"]), None),
                       what="junk scraped")
-    assert not junk["up"] and "garbage" in junk["error"]
+    assert not junk["up"] and junk["error"].startswith("bad data: ") and junk["bad_data"]
     assert serve.get('/api/v1/query?selector=DCGM_FI_DEV_GPU_UTIL{node="junk"}').json()[
         "series"] == []
     serve.wait(lambda: serve.get("/api/v1/nodes/n2").json()["up"], what="n2 up beside it")

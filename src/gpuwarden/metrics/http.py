@@ -17,7 +17,11 @@ most ``max_idle`` in all) and dropped when the server closes them; a request on 
 connection that the server closed before answering is retried once on a fresh one; one
 deadline covers connect, send and the whole response.  Errors are :class:`HttpError` (its
 ``kind`` uses httpx's names: ``ConnectError``, ``ReadError``, ``RemoteProtocolError``) and
-:class:`HttpTimeout`.
+:class:`HttpTimeout`.  A body is capped (``max_body``, 256 MiB unless the caller says
+less): a larger Content-Length is refused before its first byte is read, and a chunked or
+read-until-close body is cut off once it passes the cap (kind ``ResponseTooLarge``), so a
+node cannot make the control plane buffer an endless answer; a slow drip is ended by the
+request's one deadline.
 """
 
 from __future__ import annotations
@@ -40,6 +44,12 @@ class HttpError(Exception):
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+
+
+class ResponseTooLarge(HttpError):
+    def __init__(self, limit: int) -> None:
+        super().__init__("ResponseTooLarge", f"the answer is over {limit} bytes")
+        self.limit = limit
 
 
 class HttpTimeout(HttpError):
@@ -104,6 +114,8 @@ class _Connection(asyncio.Protocol):
         self._gzip = ""
         self._chunk_pos = 0
         self._chunks: list[bytes] = []
+        self._chunked_bytes = 0
+        self._max_body = MAX_BODY_BYTES
 
     # asyncio callbacks -----------------------------------------------------------------------
 
@@ -118,6 +130,9 @@ class _Connection(asyncio.Protocol):
         self._got_any = True
         self._buf += data
         try:
+            if self._body_at >= 0 and len(self._buf) - self._body_at > self._max_body + \
+                    MAX_HEADER_BYTES:  # the cap plus room for chunk framing
+                raise ResponseTooLarge(self._max_body)
             self._parse()
         except HttpError as exc:
             self._fail(exc)
@@ -144,8 +159,9 @@ class _Connection(asyncio.Protocol):
 
     # requests ---------------------------------------------------------------------------
 
-    def request(self, data: bytes) -> asyncio.Future[Response]:
+    def request(self, data: bytes, max_body: int = MAX_BODY_BYTES) -> asyncio.Future[Response]:
         assert self.transport is not None
+        self._max_body = max_body
         self._waiter = self._client.loop.create_future()
         self._buf.clear()
         self._got_any = False
@@ -157,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self._gzip = ""
         self._chunk_pos = 0
         self._chunks = []
+        self._chunked_bytes = 0
         self.transport.write(data)
         return self._waiter
 
@@ -199,8 +216,8 @@ class _Connection(asyncio.Protocol):
                 if len(buf) - self._body_at > self._length:
                     self._keep_alive = False  # more than announced: do not reuse
                 self._finish(bytes(buf[self._body_at:self._body_at + self._length]))
-        elif len(buf) - self._body_at > MAX_BODY_BYTES:
-            raise HttpError("RemoteProtocolError", "response body too large")
+        elif len(buf) - self._body_at > self._max_body:
+            raise ResponseTooLarge(self._max_body)
 
     def _head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
@@ -232,8 +249,8 @@ class _Connection(asyncio.Protocol):
             if length < 0:
                 self._until_close = True
                 self._keep_alive = False
-            elif length > MAX_BODY_BYTES:
-                raise HttpError("RemoteProtocolError", "response body too large")
+            elif length > self._max_body:
+                raise ResponseTooLarge(self._max_body)
             self._length = length
 
     def _parse_chunks(self) -> None:
@@ -257,12 +274,16 @@ class _Connection(asyncio.Protocol):
                 self._length = 0
                 pos = eol + 2
                 continue
+            if self._chunked_bytes + size > self._max_body:
+                raise ResponseTooLarge(self._max_body)
             if len(buf) < eol + 2 + size + 2:
                 break
             self._chunks.append(bytes(buf[eol + 2:eol + 2 + size]))
+            self._chunked_bytes += size
             pos = eol + 2 + size + 2
-            if sum(map(len, self._chunks)) > MAX_BODY_BYTES:
-                raise HttpError("RemoteProtocolError", "response body too large")
+        if pos > self._body_at and pos - self._body_at > MAX_HEADER_BYTES:
+            del buf[self._body_at:pos]  # chunks already taken: keep the buffer small
+            pos = self._body_at
         self._chunk_pos = pos
 
     def _finish(self, body: bytes) -> None:
@@ -270,10 +291,14 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._gzip in ("gzip", "deflate"):
-            try:
-                body = zlib.decompress(body, 47 if self._gzip == "gzip" else 15)
+            try:  # never more than the cap: a small compressed body can inflate to GBs
+                inflater = zlib.decompressobj(47 if self._gzip == "gzip" else 15)
+                body = inflater.decompress(body, self._max_body + 1)
             except zlib.error as exc:
                 waiter.set_exception(HttpError("DecodingError", str(exc)))
+                return
+            if len(body) > self._max_body:
+                self._fail(ResponseTooLarge(self._max_body))
                 return
         self.used = True
         waiter.set_result(Response(self._status, body))
@@ -296,7 +321,7 @@ class FastHttpClient:
         self._closed = False
 
     async def get(self, origin: Origin, path: str, headers: dict[str, str] | None = None,
-                  timeout: float = 5.0) -> Response:
+                  timeout: float = 5.0, max_body: int = MAX_BODY_BYTES) -> Response:
         lines = [f"GET {origin.path_prefix}{path} HTTP/1.1", f"Host: {origin.host_header}",
                  f"User-Agent: {self._agent}", "Accept: */*"]
         if headers:
@@ -313,21 +338,21 @@ class FastHttpClient:
                 conn = self._take(origin)
                 if conn is not None:
                     try:
-                        return await self._send(conn, data)
+                        return await self._send(conn, data, max_body)
                     except _Stale:
                         pass  # closed while idle, before the server saw this request
                 conn = await self._connect(origin)
                 try:
-                    return await self._send(conn, data)
+                    return await self._send(conn, data, max_body)
                 except _Stale:
                     raise HttpError("RemoteProtocolError",
                                     "server closed the connection without an answer") from None
         except TimeoutError:
             raise HttpTimeout() from None
 
-    async def _send(self, conn: _Connection, data: bytes) -> Response:
+    async def _send(self, conn: _Connection, data: bytes, max_body: int) -> Response:
         try:
-            response = await conn.request(data)
+            response = await conn.request(data, max_body)
         except BaseException:
             conn.close()  # a timeout, a cancel or a broken answer: never reuse it
             raise

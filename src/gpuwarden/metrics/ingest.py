@@ -14,7 +14,7 @@ object per sample, which at 1,000 nodes is most of the ingest cost) and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from gpuwarden.metrics.model import Sample
@@ -63,41 +63,57 @@ def _finite_numbers(name_of: Mapping[str, Any]) -> tuple[list[str], list[float]]
     return names, values
 
 
-def snapshot_groups(node: str, snapshot: Mapping[str, Any]) -> list[SampleGroup]:
+def snapshot_groups(node: str, snapshot: Mapping[str, Any], *,
+                    checked: bool = False) -> list[SampleGroup]:
     """Every numeric GPU field of every GPU, plus ``gpuwarden_gpu_up`` and process counts,
     one group per GPU, and ``gpuwarden_gpu_job_info{job_id,user,partition}`` per job holding
-    a GPU.  Raises :class:`SnapshotError` on a malformed document, so garbage is
+    a GPU.  ``checked``: ``snapshot`` is what :func:`gpuwarden.gpu.wire.decode_snapshot`
+    returned (the scraper's case), so nothing is checked again; otherwise a malformed
+    document raises :class:`SnapshotError` and NaN/inf values are left out, so garbage is
     never stored."""
+    if checked:
+        return _groups(node, snapshot, _clean_numbers)
     try:
         ts = float(snapshot["timestamp"])
         if not math.isfinite(ts):
             raise ValueError("timestamp is not finite")
-        hostname = str(snapshot["node"]["hostname"])
         gpus = snapshot["gpus"]
         if not isinstance(gpus, list):
             raise TypeError("gpus is not a list")
-        out: list[SampleGroup] = []
-        for gpu in gpus:
-            labels = {"node": node, "gpu": str(int(gpu["index"])), "UUID": str(gpu["uuid"]),
-                      "Hostname": hostname}
-            for job in gpu.get("jobs") or ():  # which job holds the GPU: an info series
-                out.append(SampleGroup(
-                    {**labels, "job_id": str(job["job_id"]), "user": str(job.get("user", "")),
-                     "partition": str(job.get("partition", ""))}, ts, [JOB_INFO], [1.0]))
-            if not bool(gpu["up"]):
-                out.append(SampleGroup(labels, ts, ["gpuwarden_gpu_up"], [0.0]))
-                continue
-            fields = gpu["fields"]
-            if not isinstance(fields, Mapping):
-                raise TypeError("fields is not an object")
-            names, values = _finite_numbers(fields)
-            names.insert(0, "gpuwarden_gpu_up")
-            values.insert(0, 1.0)
-            names.append("gpuwarden_gpu_processes")
-            values.append(float(len(gpu["processes"])))
-            out.append(SampleGroup(labels, ts, names, values))
+        return _groups(node, snapshot, _finite_numbers)
     except (KeyError, TypeError, ValueError) as exc:
         raise SnapshotError(f"not a gpuwarden node snapshot: {exc!r}") from None
+
+
+def _clean_numbers(fields: Mapping[str, float]) -> tuple[list[str], list[float]]:
+    return list(fields), list(fields.values())
+
+
+def _groups(node: str, snapshot: Mapping[str, Any],
+            numbers: Callable[[Mapping[str, Any]], tuple[list[str], list[float]]],
+            ) -> list[SampleGroup]:
+    ts = float(snapshot["timestamp"])
+    hostname = str(snapshot["node"]["hostname"])
+    out: list[SampleGroup] = []
+    for gpu in snapshot["gpus"]:
+        labels = {"node": node, "gpu": str(int(gpu["index"])), "UUID": str(gpu["uuid"]),
+                  "Hostname": hostname}
+        for job in gpu.get("jobs") or ():  # which job holds the GPU: an info series
+            out.append(SampleGroup(
+                {**labels, "job_id": str(job["job_id"]), "user": str(job.get("user", "")),
+                 "partition": str(job.get("partition", ""))}, ts, [JOB_INFO], [1.0]))
+        if not bool(gpu["up"]):
+            out.append(SampleGroup(labels, ts, ["gpuwarden_gpu_up"], [0.0]))
+            continue
+        fields = gpu["fields"]
+        if not isinstance(fields, Mapping):
+            raise TypeError("fields is not an object")
+        names, values = numbers(fields)
+        names.insert(0, "gpuwarden_gpu_up")
+        values.insert(0, 1.0)
+        names.append("gpuwarden_gpu_processes")
+        values.append(float(len(gpu["processes"])))
+        out.append(SampleGroup(labels, ts, names, values))
     return out
 
 

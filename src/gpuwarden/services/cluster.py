@@ -114,7 +114,7 @@ def _node_key(cp: ControlPlane, state: TargetState, cost: float) -> tuple[Any, .
     """Everything a node's views are made of: a new scrape changes scrapes_total and
     last_scrape; the snapshot is held by the cached copy, so its id is not reused."""
     return (state.scrapes_total, state.last_scrape, id(state.snapshot), state.up, state.error,
-            state.duration, id(state.slurm), state.slurm_error, state.last_success,
+            state.bad_data, state.duration, id(state.slurm), state.slurm_error, state.last_success,
             state.target, cost, cp.config.idle_utilization_percent)
 
 
@@ -345,6 +345,7 @@ def _node_view(cp: ControlPlane, s: TargetState, detail: bool = False) -> NodeVi
         gpus=len(gpus), gpus_up=sum(1 for g in gpus if g.get("up")) if s.up else 0,
         last_scrape=s.last_scrape or None, last_success=s.last_success or None,
         scrape_duration_seconds=s.duration if s.last_scrape else None, error=s.error,
+        bad_data=s.bad_data,
     )
     if not detail:
         return NodeView(**values)
@@ -552,6 +553,7 @@ def status(cp: ControlPlane) -> Status:
             scrapes_total=sum(s.scrapes_total for s in states),
             failures_total=sum(s.failures_total for s in states),
             garbage_total=sum(s.garbage_total for s in states),
+            bad_data={s.target.name: s.bad_data for s in states if s.bad_data},
         ),
         ingest=IngestStatus(**(dataclasses.asdict(ingest) if ingest else dict(
             batches=0, samples=0, failed_batches=0, lag_seconds=0.0, queued=0))),

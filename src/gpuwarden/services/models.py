@@ -78,6 +78,9 @@ class NodeView(Out):
     last_success: float | None = None
     scrape_duration_seconds: float | None = None
     error: str | None = None
+    bad_data: str | None = Field(
+        None, description="why the node's latest snapshot was refused (wrong types, a value "
+        "no GPU can have, too big): nothing of it is stored and its last good snapshot stays")
 
 
 class NodeDetail(NodeView):
@@ -179,7 +182,9 @@ class ScrapeStatus(Out):
     max_lateness_seconds: float = 0.0
     scrapes_total: int
     failures_total: int
-    garbage_total: int
+    garbage_total: int = Field(description="snapshots refused as bad data, all nodes")
+    bad_data: dict[str, str] = Field(
+        default_factory=dict, description="node -> why its latest snapshot was refused")
 
 
 class IngestStatus(Out):

@@ -1,0 +1,178 @@
+"""The scraper against hostile nodes, in process, on both HTTP paths (the fast client and
+httpx): every refusal is "bad data" with its reason, stores nothing and keeps the last good
+snapshot; a huge or endless body is cut off at the cap and a slow drip at the timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from gpuwarden.metrics.model import parse_selector
+from gpuwarden.metrics.scraper import Scraper, Target, check_slurm_summary
+from gpuwarden.metrics.sqlite_store import SqliteStore
+from tests.metrics.hostile_server import HostileServer, hostile_server
+from tests.metrics.test_store_hostile import many_nodes
+
+EXPECTED = {
+    "truncated": "bad data: not JSON: ",
+    "html": "bad data: not JSON: unexpected character",
+    "utf8": "bad data: not JSON: str is not valid UTF-8",
+    "nan": "bad data: not JSON: ",
+    "processes": "bad data: gpus[0].processes: text, not a list",
+    "clock_events": "bad data: gpus[0].clock_events: a list, not an object",
+    "jobs": "bad data: gpus[0].jobs: an object, not a list",
+    "name": "bad data: gpus[0].name: 5 is not text",
+    "node": "bad data: node: text, not an object",
+    "fields": "bad data: gpus[0].fields: a list, not an object",
+    "util": "bad data: gpus[0].fields.DCGM_FI_DEV_GPU_UTIL: 1e+308 is outside 0..100",
+    "negmem": "bad data: gpus[0].fields.DCGM_FI_DEV_FB_USED: -1024 is outside 0..",
+    "minus_one": "bad data: gpus[0].index: -1 is outside 0..1023",
+    "duplicate": "bad data: gpus[1].index: 0 is also the index of gpus[0]",
+    "huge_index": "bad data: gpus[1].index: 99999999999 is outside 0..1023",
+    "future": "bad data: timestamp: ",
+    "names": "bad data: gpus[0].fields: 20035 fields, more than the 128 accepted per GPU",
+    "big": "bad data: the snapshot is over 4194304 bytes",
+    "endless": "bad data: the snapshot is over 4194304 bytes",
+    "close": "bad data: the snapshot is over 4194304 bytes",
+    "bomb": "bad data: the snapshot is over 4194304 bytes",
+    "drip": "timeout after 1 s",
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[HostileServer]:
+    with hostile_server() as s:
+        yield s
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-client", "httpx"])
+def test_every_hostile_node_is_refused_with_its_reason(server: HostileServer, tmp_path: Path,
+                                                       fast: bool) -> None:
+    store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
+    targets = [Target(b, server.url(b)) for b in EXPECTED] + [Target("good",
+                                                                     server.url("good"))]
+
+    async def main() -> tuple[Scraper, dict[str, float]]:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(lambda: targets, client, store, timeout=1.0, fast_http=fast)
+            took: dict[str, float] = {}
+
+            async def one(t: Target) -> None:
+                began = time.monotonic()
+                await scraper.scrape_once(t)
+                took[t.name] = time.monotonic() - began
+
+            await asyncio.gather(*(one(t) for t in targets))
+            await scraper.flush()
+            return scraper, took
+
+    scraper, took = asyncio.run(main())
+    states = scraper.states
+    for name, reason in EXPECTED.items():
+        state = states[name]
+        assert not state.up and state.error is not None and state.error.startswith(reason), \
+            (name, state.error)
+        assert state.snapshot is None
+        if name != "drip":
+            assert state.bad_data == state.error.removeprefix("bad data: ")
+            assert state.garbage_total == 1
+        assert took[name] < 1.0 + 1.5, (name, took[name])  # the cap and the timeout hold
+    assert states["good"].up and states["good"].bad_data is None
+    assert states["good"].snapshot is not None
+    assert store.series(parse_selector("DCGM_FI_DEV_GPU_UTIL")) != []
+    nodes = {s["node"] for s in store.series(parse_selector("DCGM_FI_DEV_GPU_UTIL"))}
+    assert nodes == {"good"}
+    assert store.series(parse_selector("F0")) == []
+    ups = {s.labels["node"]: s.points[-1][1] for s in store.latest(parse_selector("up"))}
+    assert ups == {**dict.fromkeys(EXPECTED, 0.0), "good": 1.0}
+    store.close()
+
+
+def test_bad_data_keeps_the_last_good_snapshot_and_clears_on_recovery(
+        server: HostileServer, tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
+    target = Target("flaky", server.url("good"))
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(lambda: [target], client, store, timeout=1.0)
+            good = await scraper.scrape_once(target)
+            first = good.snapshot
+            assert good.up and first is not None
+            bad = await scraper.scrape_once(Target("flaky", server.url("util")))
+            assert bad is good  # the same node: the state is its own
+            assert not bad.up and bad.snapshot is first and bad.bad_data is not None
+            again = await scraper.scrape_once(target)
+            assert again.up and again.bad_data is None and again.error is None
+            assert again.snapshot is not first and again.garbage_total == 1
+
+    asyncio.run(main())
+    store.close()
+
+
+def test_a_stop_abandons_a_huge_batch_in_flight_within_seconds(tmp_path: Path) -> None:
+    """What a node with 20,000 field names did before the checks: a batch that takes the
+    writer tens of seconds.  A stop waits ``stop_timeout`` for it, then abandons it."""
+    store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
+
+    async def main() -> float:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(list, client, store, stop_timeout=1.0, flush_every=0.05)
+            # ~6 million samples, straight into the writer's queue (no snapshot holds that)
+            scraper._queue.append((time.time(), many_nodes(300, 20_000, time.time())))
+            task = asyncio.create_task(scraper.run())
+            while scraper._queue:  # the writer has taken the batch
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
+            began = time.monotonic()
+            scraper.stop()
+            await asyncio.wait_for(task, 10)
+            assert scraper.ingest.failed_batches == 1 and scraper.ingest.batches == 0
+            return time.monotonic() - began
+
+    took = asyncio.run(main())
+    assert took < 1.0 + 1.5, took
+    assert store.series(parse_selector("F0")) == []
+    store.close()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-client", "httpx"])
+def test_a_controllers_slurm_summary_is_checked_too(server: HostileServer, tmp_path: Path,
+                                                    fast: bool) -> None:
+    store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
+    targets = [Target(name, server.url(name), role="controller")
+               for name in ("good", "slurm_queue", "slurm_list")]
+
+    async def main() -> dict[str, tuple[bool, Any, str | None]]:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(lambda: targets, client, store, timeout=1.0, fast_http=fast)
+            out = {}
+            for t in targets:
+                state = await scraper.scrape_once(t)
+                out[t.name] = (state.up, state.slurm, state.slurm_error)
+            return out
+
+    got = asyncio.run(main())
+    assert got["good"][0] and got["good"][1]["queue"] == {"running": 1}
+    assert got["good"][2] is None
+    assert got["slurm_queue"] == (True, None, "bad data: queue: not an object of counts")
+    assert got["slurm_list"] == (True, None, "bad data: the Slurm summary is not an object")
+    store.close()
+
+
+def test_the_slurm_summary_is_held_to_the_shape_its_readers_index() -> None:
+    good = {"queue": {"running": 1, "pending": 0}, "jobs": [{"job_id": "7"}],
+            "nodes": [{"name": "n1"}], "partitions": []}
+    assert check_slurm_summary(good) is good
+    for bad, why in [([], "not an object"), ({"queue": []}, "queue"),
+                     ({"queue": {"running": "1"}}, "queue"), ({"jobs": {}}, "jobs: not a list"),
+                     ({"jobs": [{"id": 1}]}, "jobs[0]: not an object with a job_id"),
+                     ({"nodes": ["n1"]}, "nodes[0]")]:
+        with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("]", r"\]")):
+            check_slurm_summary(bad)
