@@ -43,7 +43,7 @@ from gpuwarden.providers.local import slurm_unavailable
 from gpuwarden.providers.spec import ClusterDescription
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.state.db import StateDB
-from gpuwarden.stopping import Stop, Stopper, stop_requests
+from gpuwarden.stopping import Stop, Stopper, make_server, stop_requests
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +358,6 @@ def run_demo(options: DemoOptions) -> None:
 
 
 def _run(options: DemoOptions, home: Path, stopper: Stopper, console: Console) -> None:
-    import uvicorn
-
     from gpuwarden.api.app import create_app
     from gpuwarden.api.web import DIST
     from gpuwarden.server import attach_background, open_control_plane
@@ -396,9 +394,8 @@ def _run(options: DemoOptions, home: Path, stopper: Stopper, console: Console) -
             if options.headless:
                 threading.Thread(target=demo.report_status, args=(cp,), name="demo-status",
                                  daemon=True).start()
-            server = uvicorn.Server(uvicorn.Config(create_app(cp), log_level="warning",
-                                                   access_log=False,
-                                                   timeout_graceful_shutdown=3))
+            server = make_server(create_app(cp), cp.closing, log_level="warning", access_log=False,
+                                 timeout_graceful_shutdown=3)
             stopper.server = server
             if options.duration:
                 timer = threading.Timer(options.duration, stopper.request,

@@ -75,10 +75,9 @@ def run_serve(options: ServeOptions) -> None:
 def _serve(options: ServeOptions, stopper) -> None:  # stopper: gpuwarden.stopping.Stopper
     import getpass
 
-    import uvicorn
-
     from gpuwarden import runtime
     from gpuwarden.api.app import create_app
+    from gpuwarden.stopping import make_server
 
     say = stopper.say
     settings = Settings()
@@ -123,8 +122,8 @@ def _serve(options: ServeOptions, stopper) -> None:  # stopper: gpuwarden.stoppi
         say(f"sign in: {url}/signin with an API token (`gpuwarden token create --role viewer`)",
             flush=True)
     # a graceful stop waits for open requests (the UI's event streams) this long, no more
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
-                                           timeout_graceful_shutdown=5))
+    server = make_server(app, cp.closing, log_level="warning", access_log=False,
+                         timeout_graceful_shutdown=5)
     stopper.server = server
     try:
         server.run(sockets=[sock])

@@ -156,3 +156,25 @@ def stop_requests() -> Iterator[Stopper]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def make_server(app: Any, closing: threading.Event, **config: Any) -> Any:
+    """A ``uvicorn.Server`` for ``app`` that sets ``closing`` the moment it is asked to exit
+    (by this module's stopper or by uvicorn's own signal handling), so the app's long-lived
+    responses end and the graceful shutdown is quick."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        _exit = False
+
+        @property  # type: ignore[override]
+        def should_exit(self) -> bool:
+            return self._exit
+
+        @should_exit.setter
+        def should_exit(self, value: bool) -> None:
+            self._exit = value
+            if value:
+                closing.set()
+
+    return _Server(uvicorn.Config(app, **config))

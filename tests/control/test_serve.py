@@ -178,3 +178,35 @@ def test_kill_9_mid_ingest_then_restart_keeps_data(fleet, tmp_path, serve_factor
     points = again.get("/api/v1/query", token=serve.admin, params=params).json()["series"][0][
         "points"]
     assert len(points) >= 2 and all(p[0] <= t_kill + 1 for p in points)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_stops_quickly_with_an_event_stream_open(fleet, tmp_path, serve_factory, sig):
+    """The web UI keeps /api/v1/stream open: a stop must not wait out the graceful timeout
+    on it, and serve must withdraw its runtime file."""
+    import threading
+
+    import httpx
+
+    serve = serve_factory(config_file(tmp_path, fleet[1]), tmp_path / "home")
+    events: list[str] = []
+    done = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", serve.url + "/api/v1/stream", timeout=30,
+                          headers={"Authorization": f"Bearer {serve.admin}"}) as r:
+            for line in r.iter_lines():
+                if line.startswith("event:"):
+                    events.append(line)
+        done.set()
+
+    threading.Thread(target=listen, daemon=True).start()
+    serve.wait(lambda: events, what="the stream's first event")
+    assert (tmp_path / "home" / "control-plane.json").exists()
+    began = time.monotonic()
+    serve.proc.send_signal(sig)
+    serve.proc.wait(timeout=15)
+    took = time.monotonic() - began
+    assert serve.proc.returncode == 0 and took < 3.0, (took, serve.lines[-5:])
+    assert done.wait(5), "the stream did not end"
+    assert not (tmp_path / "home" / "control-plane.json").exists()

@@ -288,7 +288,7 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
     every 15 s to keep proxies from closing the stream."""
     seen = -1
     last_beat = asyncio.get_running_loop().time()
-    while not await request.is_disconnected():
+    while not cp.closing.is_set() and not await request.is_disconnected():
         scraper = cp.scraper
         version = scraper.version if scraper else 0
         now = asyncio.get_running_loop().time()
@@ -304,8 +304,12 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
         await asyncio.sleep(1.0)
         if scraper is not None:
             scraper.changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(scraper.changed.wait(), timeout=14)
+            for _ in range(14):  # a second at a time, so a stopping server is seen at once
+                if cp.closing.is_set():
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(scraper.changed.wait(), timeout=1)
+                    break
 
 
 DOCS = "/api/v1/docs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ class ControlPlane:
     inventory: Inventory = field(init=False)
     cache: dict[str, Any] = field(default_factory=dict)  # services' derived views
     tokens: TokenStore = field(init=False)
+    # set when the server begins to stop: long-lived responses (the event stream) end, so a
+    # graceful shutdown does not wait on them
+    closing: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
         self.inventory = Inventory(self.db)
