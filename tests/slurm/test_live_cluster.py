@@ -217,6 +217,9 @@ def test_bad_arguments_are_refused(slurm_cluster: LocalSlurmCluster) -> None:
     with pytest.raises(ValidationError) as err:
         actions.drain("node1", "line one\nline two")
     assert err.value.field == "reason"
+    with pytest.raises(ValidationError) as err:  # scontrol would store 'fan "noise'
+        actions.drain("node1", 'fan "noise"')
+    assert err.value.field == "reason" and "single quotes" in err.value.fix
     with pytest.raises(ValidationError) as err:
         actions.submit(SLEEP, SubmitOptions(partition="nope"))
     assert err.value.field == "partition" and "gpu" in err.value.fix

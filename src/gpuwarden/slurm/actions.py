@@ -188,10 +188,13 @@ class SlurmActions:
     # ---- nodes ------------------------------------------------------------------------
     def drain(self, node: str, reason: str) -> None:
         """Drain ``node`` (running jobs finish, no new ones start) with ``reason``."""
-        name = self._node(node, self.adapter.nodes())
         text = validate_text(reason, "reason").strip()
         if not text:
             raise ValidationError("reason", "is empty", "say why the node is drained")
+        if '"' in text:  # scontrol's own parser drops or truncates at a double quote
+            raise ValidationError("reason", "contains a double quote, which scontrol mangles",
+                                  "use single quotes")
+        name = self._node(node, self.adapter.nodes())
         self.adapter.run("scontrol", ["update", f"NodeName={name}", "State=DRAIN",
                                       f"Reason={text}"])
 
