@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from gpuwarden.slurm import LocalSlurmCluster
 
 # the live agent cluster (tests/agent and tests/agent_scenarios share one)
 pytest_plugins = ["tests.agent.live"]
@@ -167,3 +170,37 @@ def serve_factory() -> Iterator:
     yield factory
     for s in started:
         stop(s.proc)
+
+
+# -- the session's one real Slurm cluster (tests/slurm and the browser tests share it) -----
+SLURMD_TIMEOUT = 3
+
+
+def _slurm_installed() -> bool:
+    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
+    return shutil.which("slurmctld", path=path) is not None
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurmCluster]:
+    if not _slurm_installed():
+        pytest.skip("slurmctld is not installed (apt-get install -y slurm-wlm munge)")
+    if os.geteuid() != 0:
+        pytest.skip("a local Slurm cluster needs root")
+    cluster = LocalSlurmCluster(
+        tmp_path_factory.mktemp("slurm") / "cluster",
+        nodes=3,
+        gpus_per_node=2,
+        gpu_type="a100",
+        slurmd_timeout=SLURMD_TIMEOUT,
+        max_job_count=2000,
+        # Short timeouts so a killed slurmd shows as down within seconds, not minutes.
+        extra_conf={"MessageTimeout": "2"},
+    )
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+        left = cluster.leftover_pids()
+        assert not left, f"processes left behind: {left}"

@@ -1,9 +1,8 @@
-"""A real 3-node x 2-GPU Slurm cluster for the session (skipped only without Slurm)."""
+"""Fixtures on the session's real 3-node x 2-GPU Slurm cluster (``slurm_cluster``, from
+tests/conftest.py; skipped only without Slurm)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,37 +12,10 @@ import pytest
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmAdapter
 
 DATA = Path(__file__).parent / "data"
-SLURMD_TIMEOUT = 3
 
 
-def _slurm_installed() -> bool:
-    path = os.environ.get("PATH", "") + ":/usr/sbin:/sbin"
-    return shutil.which("slurmctld", path=path) is not None
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurmCluster]:
-    if not _slurm_installed():
-        pytest.skip("slurmctld is not installed (apt-get install -y slurm-wlm munge)")
-    if os.geteuid() != 0:
-        pytest.skip("a local Slurm cluster needs root")
-    cluster = LocalSlurmCluster(
-        tmp_path_factory.mktemp("slurm") / "cluster",
-        nodes=3,
-        gpus_per_node=2,
-        gpu_type="a100",
-        slurmd_timeout=SLURMD_TIMEOUT,
-        max_job_count=2000,
-        # Short timeouts so a killed slurmd shows as down within seconds, not minutes.
-        extra_conf={"MessageTimeout": "2"},
-    )
-    cluster.up()
-    try:
-        yield cluster
-    finally:
-        cluster.down()
-        left = cluster.leftover_pids()
-        assert not left, f"processes left behind: {left}"
+# slurm_cluster (the session's one real cluster) lives in tests/conftest.py, so the
+# browser tests share it instead of starting a second one.
 
 
 @pytest.fixture

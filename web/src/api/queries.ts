@@ -103,8 +103,9 @@ export const useAlerts = (state: AlertFilter) =>
 
 export type HistoryWindow = { range: Range } | { start: number; end: number };
 
-export const useGpuHistory = (node: string, index: number, w: HistoryWindow) =>
+export const useGpuHistory = (node: string, index: number, w: HistoryWindow, enabled = true) =>
   useQuery({
+    enabled,
     queryKey: keys.history(node, index, w),
     queryFn: () =>
       unwrap<GpuHistory>(

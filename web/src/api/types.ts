@@ -33,3 +33,5 @@ export type SlurmJobDetail = S["SlurmJobDetail"];
 export type SlurmNode = S["SlurmNodeView"];
 export type SlurmPartition = S["SlurmPartitionView"];
 export type AlertView = S["AlertView"];
+export type ActionResult = S["ActionResult"];
+export type SilenceView = S["SilenceView"];

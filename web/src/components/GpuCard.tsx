@@ -118,7 +118,7 @@ export const GpuCard = memo(function GpuCard({
             <span className="text-slate-400">no job</span>
           )}
         </div>
-        <Sparkline values={sparks.get(key)} color={style.hex} version={sparkVersion} width={96} height={26} />
+        <Sparkline series={sparks.series(key)} color={style.hex} version={sparkVersion} width={96} height={26} />
       </div>
     </Link>
   );

@@ -7,6 +7,7 @@ import type { StreamStatus } from "../api/stream";
 import { ago } from "../lib/format";
 import { useNow } from "../lib/hooks";
 import { useTheme } from "../lib/theme";
+import { DialogHost } from "./Actions";
 import { Kbd } from "./ui";
 
 const NAV = [
@@ -57,7 +58,7 @@ function LivePill({ status }: { status: StreamStatus }) {
       data-stream={status.state}
       title={status.lastEvent ? `last update ${ago(status.lastEvent / 1000, now / 1000)}` : "waiting for the first update"}
       className={clsx(
-        "inline-flex items-center gap-1.5 rounded-full px-2 py-0.5 text-xs font-medium",
+        "inline-flex shrink-0 items-center gap-1.5 rounded-full px-2 py-0.5 text-xs font-medium whitespace-nowrap",
         live && "bg-emerald-100 text-emerald-800 dark:bg-emerald-500/15 dark:text-emerald-300",
         status.state === "connecting" && "bg-slate-100 text-slate-600 dark:bg-slate-800 dark:text-slate-300",
         status.state === "down" && "bg-rose-100 text-rose-800 dark:bg-rose-500/15 dark:text-rose-300",
@@ -124,7 +125,7 @@ function useShortcuts(onHelp: () => void, toggleTheme: () => void) {
       const t = e.target as HTMLElement | null;
       if (e.metaKey || e.ctrlKey || e.altKey) return;
       if (t && (t.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(t.tagName))) return;
-      if (document.querySelector("[role=listbox],[role=menu]")) return;
+      if (document.querySelector("[role=listbox],[role=menu],[role=dialog]")) return;
       if (pendingG && Date.now() - pendingG < 1200) {
         pendingG = 0;
         const hit = NAV.find((n) => n.key === e.key);
@@ -221,18 +222,14 @@ export function Layout({ status, children }: { status: StreamStatus; children: R
       </div>
       <div className="flex min-w-0 flex-1 flex-col">
         <header className="sticky top-0 z-30 border-b border-slate-200 bg-white dark:border-slate-800 dark:bg-slate-900">
-          <div className="flex h-12 items-center gap-3 px-4">
-            <nav aria-label="Main (compact)" className="flex gap-1 overflow-x-auto md:hidden">
-              {NAV.map((n) => (
-                <NavLink key={n.to} to={n.to} end={n.to === "/"} className={({ isActive }) => clsx("rounded px-2 py-1 text-sm", isActive && "bg-slate-100 dark:bg-slate-800")}>
-                  {n.label}
-                </NavLink>
-              ))}
-            </nav>
+          <div className="flex h-12 items-center gap-2 px-3 md:gap-3 md:px-4">
+            <span aria-hidden="true" className="grid h-7 w-7 shrink-0 place-items-center rounded-md bg-emerald-500 text-sm font-bold text-white md:hidden">
+              gw
+            </span>
             <LivePill status={status} />
-            <div className="ml-auto flex items-center gap-3 text-sm">
+            <div className="ml-auto flex min-w-0 items-center gap-1.5 text-sm md:gap-3">
               {me.data && (
-                <span className="hidden text-slate-500 sm:inline" data-testid="whoami">
+                <span className="hidden truncate text-slate-500 sm:inline" data-testid="whoami">
                   {me.data.name || "token"} · <span data-testid="role">{me.data.role}</span>
                 </span>
               )}
@@ -241,23 +238,50 @@ export function Layout({ status, children }: { status: StreamStatus; children: R
                 onClick={toggleTheme}
                 aria-label={`Switch to ${theme === "dark" ? "light" : "dark"} theme`}
                 title="Theme (t)"
-                className="rounded-md border border-slate-300 px-2 py-1 text-xs hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
+                className="shrink-0 rounded-md border border-slate-300 px-2 py-1 text-xs whitespace-nowrap hover:bg-slate-100 dark:border-slate-700 dark:hover:bg-slate-800"
               >
-                {theme === "dark" ? "☀ Light" : "☾ Dark"}
+                {theme === "dark" ? "☀" : "☾"}
+                <span className="hidden sm:inline">{theme === "dark" ? " Light" : " Dark"}</span>
               </button>
               <button
                 type="button"
                 onClick={signOut}
-                className="rounded-md px-2 py-1 text-xs text-slate-600 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800"
+                className="shrink-0 rounded-md px-2 py-1 text-xs whitespace-nowrap text-slate-600 hover:bg-slate-100 dark:text-slate-300 dark:hover:bg-slate-800"
               >
                 Sign out
               </button>
             </div>
           </div>
+          <nav
+            aria-label="Main (compact)"
+            data-testid="compact-nav"
+            className="flex gap-0.5 overflow-x-auto border-t border-slate-100 px-1 py-1 whitespace-nowrap md:hidden dark:border-slate-800"
+          >
+            {NAV.map((n) => (
+              <NavLink
+                key={n.to}
+                to={n.to}
+                end={n.to === "/"}
+                className={({ isActive }) =>
+                  clsx(
+                    "flex shrink-0 items-center gap-1 rounded px-[7px] py-1 text-[13px] sm:px-2.5 sm:text-sm",
+                    isActive
+                      ? "bg-slate-100 font-medium text-slate-900 dark:bg-slate-800 dark:text-white"
+                      : "text-slate-600 dark:text-slate-400",
+                  )
+                }
+              >
+                {n.label}
+                {n.to === "/alerts" && alerts > 0 && (
+                  <span className="rounded-full bg-rose-500 px-1.5 text-xs font-semibold text-white">{alerts}</span>
+                )}
+              </NavLink>
+            ))}
+          </nav>
           <StreamBanner status={status} />
         </header>
-        <main id="main" ref={main} className="mx-auto w-full max-w-[1600px] flex-1 p-4 md:p-6">
-          {children}
+        <main id="main" ref={main} className="mx-auto w-full max-w-[1600px] min-w-0 flex-1 p-3 sm:p-4 md:p-6">
+          <DialogHost>{children}</DialogHost>
         </main>
       </div>
       {help && <Help onClose={() => setHelp(false)} />}

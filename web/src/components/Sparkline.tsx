@@ -1,17 +1,19 @@
 import { memo, useEffect, useRef } from "react";
+import { sparkXs, type SparkSeries } from "../lib/spark";
 
 /**
  * A tiny utilization sparkline (0..100) on a canvas: one draw call, no chart library, so a
- * thousand cards stay cheap.
+ * thousand cards stay cheap. The time axis fits the samples that exist (first to last sample,
+ * edge to edge).
  */
 export const Sparkline = memo(function Sparkline({
-  values,
+  series,
   color,
   width = 120,
   height = 28,
   version,
 }: {
-  values: readonly number[];
+  series: SparkSeries;
   color: string;
   width?: number;
   height?: number;
@@ -30,24 +32,24 @@ export const Sparkline = memo(function Sparkline({
     if (!ctx) return;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
+    const values = series.v;
     if (values.length < 2) return;
-    const step = width / (Math.max(values.length, 30) - 1);
-    const x0 = width - (values.length - 1) * step;
+    const xs = sparkXs(series.t, width);
     const y = (v: number) => height - 1 - (Math.max(0, Math.min(100, v)) / 100) * (height - 2);
     ctx.beginPath();
-    ctx.moveTo(x0, height);
-    values.forEach((v, i) => ctx.lineTo(x0 + i * step, y(v)));
-    ctx.lineTo(width, height);
+    ctx.moveTo(xs[0], height);
+    values.forEach((v, i) => ctx.lineTo(xs[i], y(v)));
+    ctx.lineTo(xs[xs.length - 1], height);
     ctx.closePath();
     ctx.globalAlpha = 0.15;
     ctx.fillStyle = color;
     ctx.fill();
     ctx.globalAlpha = 1;
     ctx.beginPath();
-    values.forEach((v, i) => (i ? ctx.lineTo(x0 + i * step, y(v)) : ctx.moveTo(x0, y(v))));
+    values.forEach((v, i) => (i ? ctx.lineTo(xs[i], y(v)) : ctx.moveTo(xs[0], y(v))));
     ctx.strokeStyle = color;
     ctx.lineWidth = 1.5;
     ctx.stroke();
-  }, [values, color, width, height, version]);
+  }, [series, color, width, height, version]);
   return <canvas ref={ref} style={{ width, height }} aria-hidden="true" />;
 });

@@ -6,7 +6,8 @@ import { useTheme } from "../lib/theme";
 /**
  * A time-series chart (uPlot: canvas, columnar arrays, ~50 KB; draws 10k+ points in a few ms).
  * Drag across it to zoom: `onZoom(start, end)` (unix seconds) — the page puts it in the URL and
- * fetches that window at a finer step.
+ * fetches that window at a finer step. The x axis spans the xs it is given (callers fit them to
+ * the data that exists: see fitWindow); the box carries it as data-xmin / data-xmax.
  */
 export function TimeChart({
   xs,
@@ -69,11 +70,19 @@ export function TimeChart({
           width: 1.5,
           fill: color + "22",
           spanGaps: false,
-          points: { show: false },
+          // uPlot draws the points themselves only while they are few (a fresh chart).
+          points: { size: 5 },
           value: (_u, v) => fmt(v),
         },
       ],
       hooks: {
+        setScale: [
+          (u, key) => {
+            if (key !== "x") return;
+            el.dataset.xmin = String(u.scales.x.min ?? "");
+            el.dataset.xmax = String(u.scales.x.max ?? "");
+          },
+        ],
         setSelect: [
           (u) => {
             if (u.select.width < 4) return;

@@ -7,6 +7,7 @@ import {
   harmfulThrottles,
   isGpuState,
   jobsAndUsers,
+  parseSearch,
   throttleWords,
 } from "./gpu";
 
@@ -69,6 +70,26 @@ describe("gpu states", () => {
     expect(filterGpus(fleet, { q: "node10/0" })).toHaveLength(1);
     expect(filterGpus(fleet, { q: "ALICE" })).toHaveLength(2);
     expect(filterGpus(fleet, {})).toHaveLength(5);
+  });
+  it("searches job ids exactly, as 'job 4', 'job:4', '#4' or a bare number", () => {
+    const more = [...fleet, gpu("node4", 0, "busy", ["4", "carol"]), gpu("node4", 1, "busy", ["14", "carol"]), gpu("node5", 0, "busy", ["4_2", "dan"])];
+    const keys = (q: string) => filterGpus(more, { q }).map((g) => `${g.node}/${g.index}`);
+    expect(keys("job 4")).toEqual(["node4/0", "node5/0"]); // not job 14; array task 4_2 is job 4's
+    expect(keys("4")).toEqual(keys("job 4"));
+    expect(keys("job:4")).toEqual(keys("job 4"));
+    expect(keys("#4")).toEqual(keys("job 4"));
+    expect(keys("JOB 17")).toEqual(["node10/1", "node2/2"]);
+    expect(keys("job 4 dan")).toEqual(["node5/0"]); // every term must match
+    expect(keys("node4")).toEqual(["node4/0", "node4/1"]);
+    expect(keys("job").length).toBe(6); // every GPU that has a job, while "job 4" is typed
+    expect(parseSearch("job 4 alice")).toEqual([{ kind: "job", id: "4" }, { kind: "text", text: "alice" }]);
+    expect(parseSearch("  ")).toEqual([]);
+  });
+  it("searches job names from Slurm's queue", () => {
+    const names = new Map([["17", "llama-finetune"], ["18", "eval-sweep"]]);
+    expect(filterGpus(fleet, { q: "finetune" }, names).map((g) => `${g.node}/${g.index}`)).toEqual(["node10/1", "node2/2"]);
+    expect(filterGpus(fleet, { q: "EVAL" }, names)).toHaveLength(1);
+    expect(filterGpus(fleet, { q: "finetune" })).toHaveLength(0); // no names known, no match
   });
   it("lists jobs and users for the filter menus", () => {
     expect(jobsAndUsers(fleet)).toEqual({ jobs: ["17", "18"], users: ["alice", "bob"] });

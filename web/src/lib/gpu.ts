@@ -68,21 +68,57 @@ export interface GpuFilter {
   q?: string;
 }
 
-/** The GPUs page's filters; job and user match exactly, `q` is a free-text search. */
-export function filterGpus(gpus: readonly GpuView[], f: GpuFilter): GpuView[] {
-  const q = f.q?.trim().toLowerCase();
+/** One word (or "job N" pair) of the GPUs page's search box. */
+export type SearchTerm = { kind: "job"; id: string } | { kind: "text"; text: string };
+
+const JOB_ID = /^\d+(?:_\d+)?$/;
+
+/**
+ * The search box's grammar: "job 4", "job:4", "job4", "#4" or a bare "4" mean job id 4 (exact,
+ * so 4 is not 14 or 40); any other word is matched as text. Every term must match.
+ */
+export function parseSearch(q: string | undefined): SearchTerm[] {
+  const words = (q ?? "").trim().toLowerCase().split(/\s+/).filter(Boolean);
+  const out: SearchTerm[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const w = words[i];
+    const tagged = /^(?:job[:#]?|#)(\d+(?:_\d+)?)$/.exec(w);
+    if (tagged) out.push({ kind: "job", id: tagged[1] });
+    else if ((w === "job" || w === "job:") && JOB_ID.test(words[i + 1] ?? "")) out.push({ kind: "job", id: words[++i] });
+    else if (JOB_ID.test(w)) out.push({ kind: "job", id: w });
+    else out.push({ kind: "text", text: w });
+  }
+  return out;
+}
+
+/** Job `id` or one of its array tasks (4 matches 4_1). */
+function sameJob(jobId: string, id: string): boolean {
+  return jobId === id || jobId.startsWith(`${id}_`);
+}
+
+/**
+ * The GPUs page's filters; job and user match exactly, `q` is a search (see parseSearch) over
+ * node, GPU, model, UUID, job ids, users, partitions and, when `jobNames` is given (Slurm's
+ * queue: job id → name), job names.
+ */
+export function filterGpus(gpus: readonly GpuView[], f: GpuFilter, jobNames?: ReadonlyMap<string, string>): GpuView[] {
+  const terms = parseSearch(f.q);
   return gpus.filter((g) => {
     if (f.node && g.node !== f.node) return false;
     if (f.state && g.state !== f.state) return false;
     if (f.job && !g.jobs.some((j) => j.job_id === f.job)) return false;
     if (f.user && !g.jobs.some((j) => j.user === f.user)) return false;
-    if (q) {
-      const hay = [g.node, `${g.node}/${g.index}`, g.name, g.uuid, ...g.jobs.flatMap((j) => [j.job_id, j.user, j.partition])]
-        .join(" ")
-        .toLowerCase();
-      if (!hay.includes(q)) return false;
-    }
-    return true;
+    if (!terms.length) return true;
+    const hay = [
+      g.node,
+      `${g.node}/${g.index}`,
+      g.name,
+      g.uuid,
+      ...g.jobs.flatMap((j) => [`job ${j.job_id}`, j.user, j.partition, jobNames?.get(j.job_id) ?? ""]),
+    ]
+      .join("\n")
+      .toLowerCase();
+    return terms.every((t) => (t.kind === "job" ? g.jobs.some((j) => sameJob(j.job_id, t.id)) : hay.includes(t.text)));
   });
 }
 

@@ -52,6 +52,26 @@ export function toColumns(
   return [xs, ys];
 }
 
+/**
+ * The window a history chart shows: from the first sample that exists (on the step grid) to
+ * the window's end, so fresh data fills the chart instead of a sliver at its right edge; never
+ * wider than the window asked for, never shorter than `minSpan` seconds. With no sample at
+ * all it is the whole window.
+ */
+export function fitWindow(
+  h: { start: number; end: number; step: number; series: Record<string, ReadonlyArray<readonly [number, number]>> },
+  minSpan = 60,
+): { start: number; end: number; fitted: boolean; first: number | null } {
+  let first = Infinity;
+  for (const pts of Object.values(h.series))
+    for (const p of pts)
+      if (Number.isFinite(p[1]) && p[0] < first) first = p[0];
+  if (!Number.isFinite(first) || first <= h.start || !(h.step > 0)) return { start: h.start, end: h.end, fitted: false, first: Number.isFinite(first) ? first : null };
+  const from = Math.min(first, h.end - minSpan);
+  const start = Math.max(h.start, h.start + Math.floor((from - h.start) / h.step) * h.step);
+  return { start, end: h.end, fitted: start > h.start, first };
+}
+
 export function seriesOf(h: GpuHistory, metric: string): ReadonlyArray<readonly [number, number]> {
   return (h.series[metric] ?? []) as ReadonlyArray<readonly [number, number]>;
 }

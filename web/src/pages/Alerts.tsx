@@ -1,9 +1,10 @@
 import { useQueryClient } from "@tanstack/react-query";
 import { useState } from "react";
 import { useSearchParams } from "react-router-dom";
-import { api } from "../api/client";
+import { api, unwrap } from "../api/client";
 import { keys, useAlerts, useMe, useOverview, type AlertFilter } from "../api/queries";
 import type { AlertView } from "../api/types";
+import { SilenceButton } from "../components/Actions";
 import { Card, Empty, ErrorBox, Loading, PageHeader, Segmented, Tone } from "../components/ui";
 import { ago, clockTime } from "../lib/format";
 import { roleAtLeast } from "../lib/roles";
@@ -31,12 +32,17 @@ function Ack({ a }: { a: AlertView }) {
         data-testid={`ack-${a.id}`}
         onClick={async () => {
           setBusy(true);
-          const { response } = await api.POST("/api/v1/alerts/{alert_id}/acknowledge", { params: { path: { alert_id: a.id } } });
-          setBusy(false);
-          if (!response.ok) setError(`failed (HTTP ${response.status})`);
-          void qc.invalidateQueries({ queryKey: keys.alerts });
+          setError(null);
+          try {
+            await unwrap(api.POST("/api/v1/alerts/{alert_id}/acknowledge", { params: { path: { alert_id: a.id } } }));
+          } catch (e) {
+            setError(e instanceof Error ? e.message : String(e));
+          } finally {
+            setBusy(false);
+            void qc.invalidateQueries({ queryKey: keys.alerts });
+          }
         }}
-        className="rounded-md border border-slate-300 px-2 py-0.5 text-xs hover:bg-slate-100 disabled:opacity-50 dark:border-slate-700 dark:hover:bg-slate-800"
+        className="rounded-md border border-slate-300 px-2 py-0.5 text-xs font-medium text-slate-700 hover:bg-slate-100 disabled:opacity-50 dark:border-slate-700 dark:text-slate-200 dark:hover:bg-slate-800"
       >
         Acknowledge
       </button>
@@ -88,9 +94,10 @@ export default function Alerts() {
                 <span className="text-slate-500">{a.subject}</span>
                 <span className="basis-full text-slate-700 md:basis-auto dark:text-slate-300">{a.summary}</span>
                 {a.silenced && <Tone tone="muted">silenced</Tone>}
-                <span className="ml-auto flex items-center gap-3 text-xs text-slate-500" title={clockTime(a.started_at)}>
+                <span className="ml-auto flex flex-wrap items-center gap-2 text-xs text-slate-500 sm:gap-3" title={clockTime(a.started_at)}>
                   {a.state === "resolved" && a.resolved_at ? `resolved ${ago(a.resolved_at, now)}` : `since ${ago(a.started_at, now)}`}
                   {canAct ? <Ack a={a} /> : a.acknowledged_by ? <span>acknowledged by {a.acknowledged_by}</span> : null}
+                  {canAct && a.state !== "resolved" && !a.silenced && <SilenceButton alert={a} />}
                 </span>
               </li>
             ))}

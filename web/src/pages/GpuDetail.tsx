@@ -7,7 +7,7 @@ import { Card, ErrorBox, Loading, Meter, PageHeader, Segmented, StateBadge, Tone
 import { celsius, clockTime, duration, memFraction, memPair, mhz, mib, pct, watts } from "../lib/format";
 import { STATE_STYLE, throttleWords } from "../lib/gpu";
 import { perHour } from "../lib/money";
-import { CHARTS, isRange, RANGES, seriesOf, stats, toColumns, type Range } from "../lib/series";
+import { CHARTS, fitWindow, isRange, RANGES, seriesOf, stats, toColumns, type Range } from "../lib/series";
 
 const COLORS = ["#10b981", "#8b5cf6", "#f97316", "#0ea5e9", "#eab308", "#ec4899"];
 
@@ -38,12 +38,44 @@ function useWindow(): [HistoryWindow, (w: HistoryWindow) => void] {
   return [w, set];
 }
 
-function Charts({ h, onZoom }: { h: GpuHistory; onZoom: (s: number, e: number) => void }) {
+type Fit = ReturnType<typeof fitWindow>;
+const fitOf = (h: GpuHistory): Fit => fitWindow(h as Parameters<typeof fitWindow>[0]);
+
+/**
+ * The window's history, fitted to the data that exists: when the samples begin late in the
+ * window (a fresh cluster, a long range), the part that has data is fetched again at a step
+ * that suits its length, so two minutes of data in a 24 h range are 2 minutes of detail.
+ */
+function useFittedHistory(node: string, index: number, w: HistoryWindow) {
+  const base = useGpuHistory(node, index, w);
+  const fit = base.data ? fitOf(base.data) : null;
+  const fine =
+    base.data && fit?.fitted && fit.first !== null && (fit.end - fit.start) / base.data.step < 120
+      ? { start: Math.floor(Math.min(fit.first, fit.end - 60)), end: Math.ceil(fit.end) }
+      : null;
+  const refined = useGpuHistory(node, index, fine ?? { start: 0, end: 1 }, !!fine);
+  const h = fine && refined.data ? refined.data : base.data;
+  return { ...base, data: h, fit };
+}
+
+function Charts({ h, fitted, onZoom }: { h: GpuHistory; fitted: Fit | null; onZoom: (s: number, e: number) => void }) {
+  // Every chart shares one window (their cursors are synced): from the first sample there is.
+  const fit = useMemo(() => {
+    const f = fitOf(h);
+    // The refined fetch knows the first sample better than the coarse one that asked for it.
+    return { ...f, fitted: f.fitted || !!fitted?.fitted };
+  }, [h, fitted?.fitted]);
   const cols = useMemo(
-    () => CHARTS.map((c) => ({ c, data: toColumns(seriesOf(h, c.metric), h.start, h.end, h.step, c.scale) })),
-    [h],
+    () => CHARTS.map((c) => ({ c, data: toColumns(seriesOf(h, c.metric), fit.start, fit.end, h.step, c.scale) })),
+    [h, fit],
   );
   return (
+    <>
+    {fit.fitted && fit.first !== null && (
+      <p className="-mt-1 mb-2 text-xs text-slate-500" data-testid="history-fit" data-first={fit.first}>
+        Data since {clockTime(fit.first)} ({duration(fit.end - fit.first)} ago): the charts start at the first sample.
+      </p>
+    )}
     <div className="grid grid-cols-1 gap-4 lg:grid-cols-2">
       {cols.map(({ c, data }, i) => {
         const st = stats(data[1]);
@@ -62,6 +94,7 @@ function Charts({ h, onZoom }: { h: GpuHistory; onZoom: (s: number, e: number) =
         );
       })}
     </div>
+    </>
   );
 }
 
@@ -70,7 +103,7 @@ export default function GpuDetail() {
   const index = Number(idx);
   const gpu = useGpu(node, index);
   const [w, setW] = useWindow();
-  const history = useGpuHistory(node, index, w);
+  const history = useFittedHistory(node, index, w);
 
   if (gpu.isPending) return <Loading what={`Loading ${node}/GPU ${index}`} />;
   if (gpu.isError) return <ErrorBox error={gpu.error} />;
@@ -217,7 +250,7 @@ export default function GpuDetail() {
       {history.isError ? (
         <ErrorBox error={history.error} />
       ) : history.data ? (
-        <Charts h={history.data} onZoom={(s, e) => setW({ start: s, end: e })} />
+        <Charts h={history.data} fitted={history.fit} onZoom={(s, e) => setW({ start: s, end: e })} />
       ) : (
         <Loading what="Loading history" />
       )}

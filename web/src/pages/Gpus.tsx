@@ -2,7 +2,7 @@ import { useWindowVirtualizer } from "@tanstack/react-virtual";
 import clsx from "clsx";
 import { memo, useCallback, useEffect, useLayoutEffect, useMemo, useState } from "react";
 import { Link, useSearchParams } from "react-router-dom";
-import { useGpus, useNodes } from "../api/queries";
+import { useGpus, useNodes, useOverview, useSlurmJobs } from "../api/queries";
 import type { GpuView } from "../api/types";
 import { CARD_HEIGHT, GpuCard } from "../components/GpuCard";
 import { FilterSelect } from "../components/Select";
@@ -81,9 +81,13 @@ export default function Gpus() {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [debounced]);
 
+  // Job names come from Slurm's queue (the GPU list carries job ids only): search finds them too.
+  const overview = useOverview();
+  const slurmJobs = useSlurmJobs(!!overview.data?.slurm);
+  const jobNames = useMemo(() => new Map((slurmJobs.data ?? []).map((j) => [String(j.job_id), j.name])), [slurmJobs.data]);
   const all = gpus.data ?? [];
-  const filtered = useMemo(() => filterGpus(all, filter), [all, filter.node, filter.state, filter.job, filter.user, filter.q]); // eslint-disable-line react-hooks/exhaustive-deps
-  const counts = useMemo(() => countStates(filterGpus(all, { ...filter, state: undefined })), [all, filter.node, filter.job, filter.user, filter.q]); // eslint-disable-line react-hooks/exhaustive-deps
+  const filtered = useMemo(() => filterGpus(all, filter, jobNames), [all, jobNames, filter.node, filter.state, filter.job, filter.user, filter.q]); // eslint-disable-line react-hooks/exhaustive-deps
+  const counts = useMemo(() => countStates(filterGpus(all, { ...filter, state: undefined }, jobNames)), [all, jobNames, filter.node, filter.job, filter.user, filter.q]); // eslint-disable-line react-hooks/exhaustive-deps
   const { jobs, users } = useMemo(() => jobsAndUsers(all), [all]);
   const nodeNames = useMemo(() => {
     const s = new Set<string>(all.map((g) => g.node));
@@ -123,9 +127,9 @@ export default function Gpus() {
           ) : undefined
         }
       />
-      <div className="sticky top-12 z-20 -mx-4 mb-4 border-b border-slate-200 bg-slate-50 px-4 py-3 md:-mx-6 md:px-6 dark:border-slate-800 dark:bg-slate-950">
+      <div className="z-20 -mx-3 mb-4 border-b border-slate-200 bg-slate-50 px-3 py-3 sm:-mx-4 sm:px-4 md:sticky md:top-12 md:-mx-6 md:px-6 dark:border-slate-800 dark:bg-slate-950">
         <div className="flex flex-wrap items-end gap-3">
-          <label className="flex flex-col gap-1 text-xs font-medium text-slate-500 dark:text-slate-400">
+          <label className="flex w-full flex-col gap-1 text-xs font-medium text-slate-500 sm:w-auto dark:text-slate-400">
             Search
             <input
               data-search
@@ -137,8 +141,8 @@ export default function Gpus() {
                 if (e.key === "Escape") (e.target as HTMLInputElement).blur();
                 if (e.key === "ArrowDown") document.querySelector<HTMLElement>("[data-card]")?.focus();
               }}
-              placeholder="node, GPU, job, user…  ( / )"
-              className="h-8 w-60 rounded-md border border-slate-300 bg-white px-2.5 text-sm text-slate-900 placeholder:text-slate-400 dark:border-slate-700 dark:bg-slate-900 dark:text-slate-100"
+              placeholder="job 4, job name, node, user…  ( / )"
+              className="h-8 w-full rounded-md sm:w-72 border border-slate-300 bg-white px-2.5 text-sm text-slate-900 placeholder:text-slate-400 dark:border-slate-700 dark:bg-slate-900 dark:text-slate-100"
             />
           </label>
           <FilterSelect

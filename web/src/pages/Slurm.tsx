@@ -2,6 +2,7 @@ import { useMemo } from "react";
 import { Link, useParams } from "react-router-dom";
 import { useOverview, useSlurmJob, useSlurmJobs, useSlurmNodes, useSlurmPartitions } from "../api/queries";
 import type { SlurmJob } from "../api/types";
+import { JobActions, NodeActions, useCanAct } from "../components/Actions";
 import { GpuCard } from "../components/GpuCard";
 import { TimeChart } from "../components/TimeChart";
 import { Card, Empty, ErrorBox, Loading, PageHeader, Tone } from "../components/ui";
@@ -18,8 +19,10 @@ function Section({ title, children, testid }: { title: string; children: React.R
   );
 }
 
-const th = "px-4 py-2 font-medium";
-const td = "px-4 py-2";
+const th = "px-1.5 py-2 font-medium first:pl-3 last:pr-3 sm:px-4 sm:first:pl-4 sm:last:pr-4";
+const td = "px-1.5 py-2 first:pl-3 last:pr-3 sm:px-4 sm:first:pl-4 sm:last:pr-4";
+/** Columns a phone does without (their content folds under the job's name). */
+const wide = "hidden md:table-cell";
 
 function jobTone(state: string): "ok" | "warn" | "bad" | "muted" | "busy" {
   const s = state.toUpperCase();
@@ -35,12 +38,18 @@ export function why(j: SlurmJob): string {
   return j.reason_text || pendingReasonWords(j.reason);
 }
 
+/** Why it waits, or where it runs. */
+function where(j: SlurmJob): string {
+  return j.state === "PENDING" ? why(j) : j.nodes.join(", ") || "–";
+}
+
 export default function Slurm() {
   const overview = useOverview();
   const configured = !!overview.data?.slurm;
   const partitions = useSlurmPartitions(configured);
   const nodes = useSlurmNodes(configured);
   const jobs = useSlurmJobs(configured);
+  const canAct = useCanAct();
   const now = Date.now() / 1000;
 
   if (overview.isPending) return <Loading what="Loading" />;
@@ -76,41 +85,55 @@ export default function Slurm() {
         ) : !jobs.data.length ? (
           <p className="p-4 text-sm text-slate-500">The queue is empty.</p>
         ) : (
-          <table className="w-full text-sm">
+          <table className="w-full text-sm" data-testid="queue-table">
             <thead className="text-left text-xs text-slate-500">
               <tr>
                 <th className={th}>Job</th>
                 <th className={th}>User</th>
-                <th className={th}>Partition</th>
+                <th className={`${th} ${wide}`}>Partition</th>
                 <th className={th}>State</th>
-                <th className={th}>Why it waits / where it runs</th>
+                <th className={`${th} ${wide}`}>Why it waits / where it runs</th>
                 <th className={`${th} text-right`}>GPUs</th>
-                <th className={th}>Submitted</th>
+                <th className={`${th} ${wide}`}>Submitted</th>
+                {canAct && (
+                  <th aria-label="Actions" className={th} />
+                )}
               </tr>
             </thead>
             <tbody className="divide-y divide-slate-100 dark:divide-slate-800">
               {sorted.map((j) => (
                 <tr key={j.job_id} data-testid={`job-row-${j.job_id}`}>
                   <td className={td}>
-                    <Link to={`/slurm/jobs/${j.job_id}`} className="font-medium text-sky-700 hover:underline dark:text-sky-400">
-                      {j.job_id}
-                    </Link>{" "}
-                    <span className="text-slate-500">{j.name}</span>
+                    <div className="flex max-w-[8.5rem] items-baseline gap-1.5 sm:max-w-xs">
+                      <Link to={`/slurm/jobs/${j.job_id}`} className="font-medium text-sky-700 hover:underline dark:text-sky-400">
+                        {j.job_id}
+                      </Link>
+                      <span className="truncate text-slate-500" title={j.name}>
+                        {j.name}
+                      </span>
+                    </div>
+                    {/* On a phone the wide columns fold into one line under the job. */}
+                    <div className="max-w-[8.5rem] truncate text-xs text-slate-500 md:hidden" title={where(j)}>
+                      {j.partition} · {where(j)}
+                    </div>
                   </td>
-                  <td className={td}>{j.user}</td>
-                  <td className={td}>{j.partition}</td>
+                  <td className={`${td} max-w-[5rem] truncate sm:max-w-none`} title={j.user}>
+                    {j.user}
+                  </td>
+                  <td className={`${td} ${wide}`}>{j.partition}</td>
                   <td className={td}>
                     <Tone tone={jobTone(j.state)}>{j.state.toLowerCase()}</Tone>
                   </td>
-                  <td className={`${td} text-xs`}>
-                    {j.state === "PENDING" ? (
-                      <span title={j.reason}>{why(j)}</span>
-                    ) : (
-                      j.nodes.join(", ") || "–"
-                    )}
+                  <td className={`${td} ${wide} text-xs`}>
+                    {j.state === "PENDING" ? <span title={j.reason}>{why(j)}</span> : j.nodes.join(", ") || "–"}
                   </td>
                   <td className={`${td} tabular text-right`}>{j.state === "PENDING" ? j.gpus_requested : j.gpus_allocated}</td>
-                  <td className={`${td} text-xs text-slate-500`}>{ago(j.submit_time, now)}</td>
+                  <td className={`${td} ${wide} text-xs text-slate-500`}>{ago(j.submit_time, now)}</td>
+                  {canAct && (
+                    <td className={`${td} text-right`}>
+                      <JobActions job={j} menu />
+                    </td>
+                  )}
                 </tr>
               ))}
             </tbody>
@@ -167,13 +190,16 @@ export default function Slurm() {
                   <th className={th}>Node</th>
                   <th className={th}>State</th>
                   <th className={th}>Reason</th>
-                  <th className={`${th} text-right`}>CPUs</th>
+                  <th className={`${th} ${wide} text-right`}>CPUs</th>
                   <th className={`${th} text-right`}>GPUs in use</th>
+                  {canAct && (
+                    <th aria-label="Actions" className={th} />
+                  )}
                 </tr>
               </thead>
               <tbody className="divide-y divide-slate-100 dark:divide-slate-800">
                 {nodes.data.map((n) => (
-                  <tr key={n.name}>
+                  <tr key={n.name} data-testid={`slurm-node-${n.name}`}>
                     <td className={td}>
                       <Link to={`/nodes/${encodeURIComponent(n.name)}`} className="text-sky-700 hover:underline dark:text-sky-400">
                         {n.name}
@@ -183,16 +209,21 @@ export default function Slurm() {
                     <td className={td}>
                       <Tone tone={nodeStateTone(n.state)}>{[n.state, ...n.flags].join("+").toLowerCase()}</Tone>
                     </td>
-                    <td className={`${td} text-xs`}>
+                    <td className={`${td} text-xs break-words`} data-testid="slurm-node-reason">
                       {n.reason || "–"}
                       {n.reason && n.reason_time ? <span className="text-slate-500"> · {ago(n.reason_time, now)}</span> : null}
                     </td>
-                    <td className={`${td} tabular text-right`}>
+                    <td className={`${td} ${wide} tabular text-right`}>
                       {n.cpus_alloc} / {n.cpus_total}
                     </td>
                     <td className={`${td} tabular text-right`}>
                       {n.gpus_alloc} / {n.gpus_total}
                     </td>
+                    {canAct && (
+                      <td className={`${td} text-right`}>
+                        <NodeActions node={n} />
+                      </td>
+                    )}
                   </tr>
                 ))}
               </tbody>
@@ -231,7 +262,7 @@ export function SlurmJobPage() {
       </div>
       <PageHeader
         title={
-          <span className="flex items-center gap-3">
+          <span className="flex flex-wrap items-center gap-x-3 gap-y-1" data-testid="job-title">
             Job {j.job_id} <span className="font-normal text-slate-500">{j.name}</span>
             <Tone tone={jobTone(j.state)}>{j.state.toLowerCase()}</Tone>
           </span>
@@ -239,6 +270,7 @@ export function SlurmJobPage() {
         sub={`${j.user} · ${j.partition} · ${j.num_nodes} node${j.num_nodes === 1 ? "" : "s"} · ${j.num_cpus} CPUs · ${j.gpus_allocated || j.gpus_requested} GPUs${
           j.start_time ? ` · running ${duration(now - j.start_time)}` : ""
         }${j.time_limit_s ? ` of ${duration(j.time_limit_s)}` : ""}`}
+        right={<JobActions job={j} />}
       />
       {j.state === "PENDING" && (
         <Card className="mb-4 border-amber-300 bg-amber-50 p-4 text-sm text-amber-900 dark:border-amber-800 dark:bg-amber-950/40 dark:text-amber-200">
