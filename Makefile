@@ -27,12 +27,16 @@ $(STAMP): pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# What the tests and the demo run for real: Slurm + munge (Debian's slurm-wlm), Prometheus
-# (promtool) and Chromium (the UI's end-to-end tests); systemd-analyze checks deploy/systemd.
+# What the tests and the demo run for real: Slurm + munge (Debian's slurm-wlm), slurmdbd on
+# MariaDB (Slurm accounting: sacct), Prometheus (promtool) and Chromium (the UI's end-to-end
+# tests); systemd-analyze checks deploy/systemd. The local cluster starts its own private
+# mariadbd and slurmdbd, so the system services these packages enable are stopped again.
 system-deps:
 	@missing=""; \
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
 	command -v munged >/dev/null || missing="$$missing munge"; \
+	command -v slurmdbd >/dev/null || missing="$$missing slurmdbd"; \
+	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
@@ -41,6 +45,10 @@ system-deps:
 	    echo "installing$$missing (apt)"; \
 	    $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	    case "$$missing" in *mariadb-server*) \
+	      $(SUDO) systemctl disable --now mariadb >/dev/null 2>&1 || true;; esac; \
+	    case "$$missing" in *slurmdbd*) \
+	      $(SUDO) systemctl disable --now slurmdbd >/dev/null 2>&1 || true;; esac; \
 	  else \
 	    echo "missing$$missing and this user cannot apt-get: those tests will be skipped."; \
 	  fi; \

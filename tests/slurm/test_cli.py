@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from gpuwarden.providers import processes
 from gpuwarden.slurm import LocalSlurmCluster
 from gpuwarden.slurm.cli import app, default_local_dir
 
@@ -70,9 +71,18 @@ def test_local_status_up_down(slurm_cluster: LocalSlurmCluster, tmp_path: Path) 
     assert result.exit_code == 0, result.output
     assert f"SLURM_CONF={directory / 'etc' / 'slurm.conf'}" in result.output.replace("\n", "")
     cluster = LocalSlurmCluster(directory, nodes=1)
-    assert cluster.status().running
+    status = cluster.status()
+    assert status.running
+    # the demo's last sweep finds every daemon by the cluster directory in its environment:
+    # with accounting installed, the private mariadbd and slurmdbd too
+    swept = set(processes.under(directory, ("GPUWARDEN_SLURM_LOCAL",)))
+    daemons = {p.name: p.pid for p in status.processes}
+    if cluster.has_accounting:
+        assert {"mariadbd", "slurmdbd"} <= set(daemons)
+    assert set(daemons.values()) <= swept
     result = runner.invoke(app, ["local", "down", "--dir", str(directory)])
     assert result.exit_code == 0, result.output
     assert "slurmctld" in result.output
     assert not cluster.status().running and cluster.leftover_pids() == []
+    assert processes.under(directory, ("GPUWARDEN_SLURM_LOCAL", "SLURM_CONF")) == []
     assert os.path.exists(directory / "etc" / "slurm.conf")

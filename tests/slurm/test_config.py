@@ -135,3 +135,35 @@ def test_submit_validation_without_slurm() -> None:
                                                      comment="gpuwarden:profile=idle"))
     assert args == ["--parsable", "--job-name=x y", "--gpus=2", "--time=1-00:00:00",
                     "--comment=gpuwarden:profile=idle"]
+
+
+def test_accounting_settings_and_slurmdbd_conf() -> None:
+    from gpuwarden.slurm.config import AccountingSpec, render_slurmdbd_conf
+
+    acct = AccountingSpec(host="head", port=7031, storage_port=7032, storage_pass="s3cret",
+                          pid_file="/r/slurmdbd.pid", log_file="/l/slurmdbd.log")
+    local = spec(mode="local", munge_socket="/c/munge.socket", accounting=acct)
+    conf = settings(render_config(local).slurm_conf)
+    assert conf["AccountingStorageType"] == "accounting_storage/slurmdbd"
+    assert (conf["AccountingStorageHost"], conf["AccountingStoragePort"]) == ("127.0.0.1",
+                                                                              "7031")
+    assert conf["AccountingStorageTRES"] == "gres/gpu"
+    assert conf["AccountingStoragePass"] == "socket=/c/munge.socket"  # clients' munge socket
+    assert conf["JobAcctGatherType"] == "jobacct_gather/linux"  # no cgroups locally
+    assert "s3cret" not in render_config(local).slurm_conf
+    dbd = settings(render_slurmdbd_conf(local))
+    assert dbd["DbdPort"] == "7031" and dbd["StoragePort"] == "7032"
+    assert dbd["StoragePass"] == "s3cret" and dbd["AuthInfo"] == "socket=/c/munge.socket"
+    assert dbd["StorageType"] == "accounting_storage/mysql" and dbd["DbdHost"] == "head"
+    assert "s3cret" not in repr(acct)
+    real = settings(render_config(spec(accounting=acct)).slurm_conf)
+    assert real["JobAcctGatherType"] == "jobacct_gather/cgroup"
+    with pytest.raises(ValidationError, match="accounting"):
+        render_slurmdbd_conf(spec())
+    loaded = cluster_from_dict({"name": "c", "controller_host": "head",
+                                "nodes": [{"name": "n1"}],
+                                "accounting": {"host": "dbd", "port": 6819}})
+    assert loaded.accounting == AccountingSpec(host="dbd", port=6819)
+    with pytest.raises(ValidationError, match=r"accounting\.colour"):
+        cluster_from_dict({"name": "c", "controller_host": "head", "nodes": [{"name": "n1"}],
+                           "accounting": {"host": "dbd", "colour": "red"}})

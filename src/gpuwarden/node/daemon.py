@@ -112,7 +112,10 @@ def build_slurm(options: NodeOptions, hostname: str):  # -> SlurmBridge | None
                              "not on PATH; install them (apt-get install -y slurm-client) or "
                              "drop --slurm")
     adapter = SlurmAdapter()
-    collector = SlurmCollector(adapter, options.slurm_interval)
+    # Finished jobs (sacct, exit codes) only where the Slurm API is served: the controller.
+    collector = SlurmCollector(adapter, options.slurm_interval,
+                               finished_jobs=options.slurm_controller,
+                               accounting_interval=max(4 * options.slurm_interval, 10.0))
     bridge = SlurmBridge(collector, SlurmActions(adapter), options.slurm_node or hostname,
                          controller=options.slurm_controller)
     collector.collect_once()  # the first snapshot before serving; failures are recorded in it

@@ -3,8 +3,9 @@ and on the controller's daemon the Slurm metrics, the read API and the validated
 
 Routes (all behind the node token):
 
-* ``GET /api/v1/slurm`` — the whole snapshot: queue counts, nodes, partitions, jobs,
-  scheduler stats, collector health (what the control plane scrapes);
+* ``GET /api/v1/slurm`` — the whole snapshot: queue counts, nodes, partitions, jobs
+  (finished ones too: from sacct with accounting, else from squeue while slurmctld keeps
+  them), scheduler stats, collector health, ``accounting`` (what the control plane scrapes);
 * ``GET /api/v1/slurm/jobs[?state=&user=&partition=]``, ``/jobs/{id}``, ``/nodes``,
   ``/partitions``;
 * ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release``,
@@ -38,6 +39,7 @@ from gpuwarden.slurm import (
     validate_job_id,
 )
 from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
+from gpuwarden.slurm.model import not_found_text
 from gpuwarden.slurm.reasons import explain
 
 QUEUE_KEYS = {"RUNNING": "running", "PENDING": "pending", "COMPLETING": "completing",
@@ -60,6 +62,7 @@ def job_json(job: Any) -> dict[str, Any]:
     data = _plain(job)
     data["gpus_allocated"] = job.gpus_allocated
     data["gpus_requested"] = job.gpus_requested
+    data["finished"] = job.is_finished
     if job.is_pending:
         data["reason_text"] = explain(job.reason)
     return data
@@ -93,6 +96,8 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
         "partitions": [_plain(p) for p in snap.partitions],
         "jobs": [job_json(j) for j in snap.jobs],
         "stats": _plain(snap.stats) if snap.stats else None,
+        "accounting": {"available": snap.accounting, "finished_source": snap.finished_source,
+                       "window_s": snap.accounting_window_s},
     }
 
 
@@ -182,8 +187,7 @@ class SlurmBridge:
                 "array_task_id") else None
             if str(job["job_id"]) == job_id or task == job_id:
                 return JSONResponse(job)
-        return problem(404, "Not Found", f"no job {job_id} in the queue (finished jobs leave "
-                                         "it after Slurm's MinJobAge)")
+        return problem(404, "Not Found", not_found_text(job_id, doc.get("accounting") or {}))
 
     async def _nodes(self, request: Request) -> Response:
         doc = self._doc_or_503()
@@ -250,5 +254,5 @@ class SlurmBridge:
         except SlurmError as exc:
             return problem(502, "Bad Gateway", str(exc))
         if refresh:  # let the next read see the change without waiting a whole cycle
-            await run_in_threadpool(self.collector.collect_once)
+            await run_in_threadpool(lambda: self.collector.collect_once(accounting=False))
         return JSONResponse(result if result is not None else {"ok": True}, status)

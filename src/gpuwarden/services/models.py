@@ -107,6 +107,8 @@ class SlurmQueue(Out):
     completing: int = 0
     completed: int = 0
     failed: int = 0
+    cancelled: int = 0
+    timeout: int = 0
 
 
 class Overview(Out):
@@ -223,6 +225,14 @@ class SlurmJobView(Out):
     array_job_id: int | None = None
     array_task_id: str | None = None
     comment: str = Field("", description="user text: data, never instructions")
+    account: str = ""
+    finished: bool = False
+    end_time: float | None = None
+    elapsed_s: int | None = None
+    exit_code: int | None = Field(None, description="the job's exit status (finished jobs)")
+    signal: int | None = Field(None, description="the signal that ended it; 0: none")
+    alloc_gpus: int | None = Field(None, description="GPUs it was given (sacct AllocTRES)")
+    source: str = Field("squeue", description="where its facts come from: squeue or sacct")
 
 
 class SlurmNodeView(Out):
@@ -258,6 +268,8 @@ class SlurmSummary(Out):
     gpus_total: int = 0
     gpus_alloc: int = 0
     gpus_idle: int = 0
+    accounting: bool = Field(False, description="slurmdbd answers: finished jobs from sacct")
+    finished_source: str = Field("squeue", description="where finished jobs come from")
 
 
 class JobEfficiency(Out):

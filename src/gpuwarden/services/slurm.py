@@ -27,6 +27,7 @@ from gpuwarden.services.models import (
     SlurmQueue,
     SlurmSummary,
 )
+from gpuwarden.slurm.model import not_found_text
 from gpuwarden.state.audit import AuditLog
 
 
@@ -63,7 +64,9 @@ def summary(cp: ControlPlane) -> SlurmSummary:
         queue=SlurmQueue(**_fields(SlurmQueue, doc.get("queue", {}))),
         pending_reasons=doc.get("pending_reasons", {}),
         gpus_total=gpus.get("total", 0), gpus_alloc=gpus.get("alloc", 0),
-        gpus_idle=gpus.get("idle", 0))
+        gpus_idle=gpus.get("idle", 0),
+        accounting=bool((doc.get("accounting") or {}).get("available")),
+        finished_source=str((doc.get("accounting") or {}).get("finished_source") or "squeue"))
 
 
 def jobs(cp: ControlPlane, *, state: str | None = None, user: str | None = None,
@@ -91,10 +94,10 @@ def partitions(cp: ControlPlane) -> list[SlurmPartitionView]:
 
 
 async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
-    found = next((j for j in _document(cp)["jobs"] if j["job_id"] == job_id), None)
+    doc = _document(cp)
+    found = next((j for j in doc["jobs"] if j["job_id"] == job_id), None)
     if found is None:
-        raise NotFound(f"no job {job_id} in Slurm's queue (finished jobs leave it after "
-                       "MinJobAge)")
+        raise NotFound(not_found_text(job_id, doc.get("accounting") or {}))
     detail = SlurmJobDetail(**_fields(SlurmJobDetail, found))
     held = {(node, i) for node, indices in detail.gpu_detail.items() for i in indices}
     detail.gpus = [g for name in sorted({n for n, _ in held}) for g in list_gpus(cp, node=name)

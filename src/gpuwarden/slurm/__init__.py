@@ -16,6 +16,7 @@ from gpuwarden.slurm.config import (
     render_config,
 )
 from gpuwarden.slurm.errors import (
+    AccountingDisabled,
     AuthError,
     BadRequest,
     CommandFailed,
@@ -43,6 +44,7 @@ from gpuwarden.slurm.runner import CommandResult, Runner, SubprocessRunner
 
 __all__ = [
     "PROFILES",
+    "AccountingDisabled",
     "AuthError",
     "BadRequest",
     "ClusterSpec",

@@ -17,12 +17,16 @@ from gpuwarden.slurm.model import NodeInfo, SchedulerStats, SlurmJob
 from gpuwarden.slurm.parsers import (
     FieldFormatShape,
     OutputShape,
+    parse_job_exit_codes,
     parse_job_gpu_details,
+    parse_sacct,
     parse_sdiag,
+    sacct_args,
 )
 from gpuwarden.slurm.runner import CommandResult, Runner, SubprocessRunner
 
-CLIENT_COMMANDS = ("squeue", "sinfo", "sdiag", "scontrol", "sbatch", "scancel")
+CLIENT_COMMANDS = ("squeue", "sinfo", "sdiag", "scontrol", "sbatch", "scancel", "sacct",
+                   "sacctmgr")
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
 
 GpuDetail = Mapping[str, tuple[int, ...]]
@@ -115,6 +119,20 @@ class SlurmAdapter:
         if job_id is not None:
             args.append(str(int(job_id)))
         return parse_job_gpu_details(self.run("scontrol", args).stdout)
+
+    def job_exit_codes(self, job_id: int | None = None) -> dict[int, tuple[int, int]]:
+        """(exit status, signal) of one job, or of every job slurmctld still holds."""
+        args = ["--oneliner", "show", "job"]
+        if job_id is not None:
+            args.append(str(int(job_id)))
+        return parse_job_exit_codes(self.run("scontrol", args).stdout)
+
+    def finished_jobs(self, start: float, end: float | None = None,
+                      timeout: float | None = None) -> list[SlurmJob]:
+        """Allocations that ended in a finished state between ``start`` and ``end`` (epoch
+        seconds; ``end`` None: now), from slurmdbd (one sacct call). Raises
+        :class:`~gpuwarden.slurm.errors.AccountingDisabled` when the cluster keeps none."""
+        return parse_sacct(self.run("sacct", sacct_args(start, end), timeout=timeout).stdout)
 
     def version(self) -> str:
         return self.run("sinfo", ["--version"]).stdout.strip()

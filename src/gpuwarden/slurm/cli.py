@@ -66,11 +66,16 @@ def local_up(
     gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=0, max=16,
                                                help="Fake GPUs per node.")] = 2,
     directory: DirOption = None,
+    accounting: Annotated[bool | None, typer.Option(
+        "--accounting/--no-accounting",
+        help="slurmdbd on a private MariaDB, so sacct knows finished jobs (default: when "
+             "mariadb-server and slurmdbd are installed).")] = None,
 ) -> None:
-    """Start munged, slurmctld and one slurmd per node; wait until all nodes are idle."""
+    """Start munged (and with accounting, MariaDB and slurmdbd), slurmctld and one slurmd
+    per node; wait until all nodes are idle."""
     console = _console()
     cluster = LocalSlurmCluster(directory or default_local_dir(), nodes=nodes,
-                                gpus_per_node=gpus_per_node)
+                                gpus_per_node=gpus_per_node, accounting=accounting)
     try:
         with console.status("starting Slurm") as status:
             cluster.progress = lambda text: status.update(text)

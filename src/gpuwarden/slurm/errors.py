@@ -42,6 +42,11 @@ class CommandFailed(SlurmError):
     """A command failed in a way none of the other classes describes."""
 
 
+class AccountingDisabled(SlurmError):
+    """The cluster keeps no accounting (``AccountingStorageType=accounting_storage/none``):
+    sacct has nothing to say, which is a configuration, not a failure."""
+
+
 class ParseError(SlurmError):
     """A command's output did not have the expected shape."""
 
@@ -111,8 +116,12 @@ def classify_failure(argv: Sequence[str], returncode: int, stderr: str) -> Slurm
     cmd = " ".join(argv)
     first = _first_line(text) or f"exit status {returncode}"
     tool = argv[0].rsplit("/", 1)[-1] if argv else "slurm"
+    if "accounting storage is disabled" in low:
+        return AccountingDisabled(f"{tool}: the cluster keeps no accounting ({first})",
+                                  command=cmd, stderr=text)
     if any(m in low for m in _UNREACHABLE_MARKERS):
-        return ControllerUnreachable(f"{tool}: Slurm controller unreachable ({first})",
+        what = "slurmdbd" if tool in ("sacct", "sacctmgr") else "Slurm controller"
+        return ControllerUnreachable(f"{tool}: {what} unreachable ({first})",
                                      command=cmd, stderr=text)
     if any(m in low for m in _AUTH_MARKERS):
         munge_lines = [ln.strip() for ln in text.splitlines() if "munge encode" in ln.lower()

@@ -3,6 +3,13 @@
 A private munged (own key, socket, pid, log and seed files), one slurmctld and one
 ``slurmd -N nodeX`` per node on its own port, fake GPU character devices (``mknod c 195 N``)
 and a private ``SLURM_CONF``: nothing is written to /etc and ``down()`` leaves no process.
+
+With MariaDB and slurmdbd installed (Debian's ``mariadb-server`` and ``slurmdbd``) the
+cluster also keeps accounting, so ``sacct`` knows every finished job: a private mariadbd
+(own datadir, socket and loopback port; a fresh database per ``up()``, ~1 s to create) and
+a slurmdbd on its own port, with the cluster, one account and the users registered through
+``sacctmgr``. Every daemon carries ``GPUWARDEN_SLURM_LOCAL=<directory>`` in its environment,
+which is how ``down()`` (and the demo's last sweep) finds them.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -22,12 +30,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gpuwarden.slurm.adapter import SlurmAdapter
-from gpuwarden.slurm.config import ClusterSpec, NodeSpec, render_config, with_local_paths
+from gpuwarden.slurm.config import (
+    AccountingSpec,
+    ClusterSpec,
+    NodeSpec,
+    render_config,
+    render_slurmdbd_conf,
+    with_local_paths,
+)
 from gpuwarden.slurm.errors import LocalClusterError, SlurmError
 from gpuwarden.slurm.model import SlurmNode
 
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
+ACCOUNTING_HINT = "apt-get install -y mariadb-server slurmdbd"
 REQUIRED_BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "scontrol", "sbatch")
+ACCOUNTING_BINARIES = ("mariadb-install-db", "mariadbd", "slurmdbd", "sacctmgr", "sacct")
+DEFAULT_ACCOUNT = "gpuwarden"
+# root, and the demo's workload users (it submits as them with sbatch --uid)
+ACCOUNTING_USERS = ("root", "alice", "bob", "carol")
 NVIDIA_MAJOR = 195
 
 
@@ -72,8 +92,15 @@ class LocalSlurmCluster:
     max_array_size: int = 1001
     base_port: int | None = None
     extra_conf: Mapping[str, str] = field(default_factory=dict)
+    accounting: bool | None = None
+    """slurmdbd on a private MariaDB: None (default) when both are installed, True to
+    require them, False for none (finished jobs then come from squeue alone)."""
+    accounting_users: tuple[str, ...] = ACCOUNTING_USERS
+    account: str = DEFAULT_ACCOUNT
     start_timeout_s: float = 60.0
     progress: Callable[[str], None] | None = None
+    _children: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False,
+                                                      repr=False)
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).absolute()
@@ -109,6 +136,35 @@ class LocalSlurmCluster:
     def run_dir(self) -> Path:
         return self.directory / "run"
 
+    @property
+    def db_dir(self) -> Path:
+        return self.directory / "db"
+
+    @property
+    def db_socket(self) -> Path:
+        if self.socket_dir == self.directory:
+            return self.db_dir / "mariadbd.sock"
+        return self.socket_dir / "mariadbd.sock"
+
+    @property
+    def dbd_conf_path(self) -> Path:
+        return self.conf_path.parent / "slurmdbd.conf"
+
+    @property
+    def has_accounting(self) -> bool:
+        """The written configuration keeps accounting (slurmdbd + MariaDB)."""
+        return self.dbd_conf_path.exists()
+
+    def accounting_wanted(self) -> bool:
+        """Whether ``up()`` sets up accounting (raises when required but not installed)."""
+        missing = [b for b in ACCOUNTING_BINARIES if _which(b) is None]
+        if self.accounting is None:
+            return not missing
+        if self.accounting and missing:
+            raise LocalClusterError(f"accounting needs {', '.join(missing)}; install with "
+                                    f"`{ACCOUNTING_HINT}`")
+        return self.accounting
+
     def node_names(self) -> list[str]:
         return [f"{self.node_prefix}{i}" for i in range(1, self.nodes + 1)]
 
@@ -127,15 +183,24 @@ class LocalSlurmCluster:
             raise LocalClusterError("nodes must be >= 1 and gpus_per_node >= 0")
         if self._any_alive():
             self.down()
+        accounting = self.accounting_wanted()
         self._note("writing configuration")
         self._prepare_dirs()
-        spec = self.spec(self._pick_ports())
+        ports = self._pick_ports(accounting)
+        spec = self.spec(ports, accounting=accounting)
         render_config(spec).write(self.conf_path.parent)
+        self.dbd_conf_path.unlink(missing_ok=True)
+        if spec.accounting is not None:
+            fd = os.open(self.dbd_conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(render_slurmdbd_conf(spec))
         self._make_devices(spec)
         env = self._daemon_env()
         try:
             self._note("starting munged")
             self._start_munged(env)
+            if spec.accounting is not None:
+                self._start_accounting(env, spec.accounting)
             self._note("starting slurmctld")
             self._spawn(["slurmctld", "-c"], env, self.run_dir / "slurmctld.pid")
             self._wait_controller()
@@ -149,7 +214,9 @@ class LocalSlurmCluster:
             raise
         return self.status()
 
-    def spec(self, ports: list[int]) -> ClusterSpec:
+    def spec(self, ports: list[int], *, accounting: bool = False) -> ClusterSpec:
+        """The cluster's description; ``ports``: slurmctld's, one per node, then (with
+        accounting) slurmdbd's and MariaDB's."""
         host = socket.gethostname().split(".")[0]
         devices = self.directory / "dev"
         nodes = tuple(
@@ -178,10 +245,21 @@ class LocalSlurmCluster:
             max_job_count=self.max_job_count,
             max_array_size=self.max_array_size,
             slurmd_timeout=self.slurmd_timeout,
+            accounting=self._accounting_spec(host, ports) if accounting else None,
             extra=dict(self.extra_conf),
         )
         return replace(with_local_paths(spec, self.directory),
                        spool_dir=str(self.socket_dir / "spool"))
+
+    def _accounting_spec(self, host: str, ports: list[int]) -> AccountingSpec:
+        if len(ports) < self.nodes + 3:
+            raise LocalClusterError("accounting needs two more ports (slurmdbd, MariaDB)")
+        return AccountingSpec(
+            host=host, addr="127.0.0.1", port=ports[self.nodes + 1],
+            pid_file=str(self.run_dir / "slurmdbd.pid"),
+            log_file=str(self.directory / "log" / "slurmdbd.log"),
+            storage_host="127.0.0.1", storage_port=ports[self.nodes + 2],
+            storage_user="slurm", storage_pass=secrets.token_hex(16))
 
     def start_node(self, name: str) -> int:
         """(Re)start the slurmd of node ``name``; returns its pid."""
@@ -235,10 +313,11 @@ class LocalSlurmCluster:
             for state in ("PENDING", "SUSPENDED", "RUNNING"):
                 with contextlib.suppress(SlurmError):
                     self.adapter(timeout=5.0).run("scancel", ["--full", f"--state={state}"])
-        # slurmds first (they own the job steps), then the controller, then munged; the
-        # slurmds together, so a stop takes one slurmd's time, not the sum.
-        slurmds = [n for n, _ in self._pid_files() if n.startswith("slurmd")]
-        for group in (slurmds, ["slurmctld"], ["munged"]):
+        # slurmds first (they own the job steps), then the controller, then accounting
+        # (slurmdbd, then its database), then munged; the slurmds together, so a stop takes
+        # one slurmd's time, not the sum.
+        slurmds = [n for n, _ in self._pid_files() if n.startswith("slurmd.")]
+        for group in (slurmds, ["slurmctld"], ["slurmdbd"], ["mariadbd"], ["munged"]):
             pids = {}
             for name in group:
                 pid = self._read_pid(name)
@@ -246,6 +325,10 @@ class LocalSlurmCluster:
                     pids[name] = pid
             _terminate_all(list(pids.values()), timeout_s)
             stopped += list(pids)
+        for child in self._children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=timeout_s)
+        self._children = [c for c in self._children if c.returncode is None]
         leftovers = self.leftover_pids()
         _terminate_all(leftovers, 3.0)
         stopped += [f"pid {pid}" for pid in leftovers]
@@ -273,7 +356,7 @@ class LocalSlurmCluster:
         # the files of every defunct job one by one).
         for stale in (self.directory / "state", self.socket_dir / "spool"):
             shutil.rmtree(stale, ignore_errors=True)
-        for sub in ("etc", "state", "log", "run"):
+        for sub in ("etc", "state", "log", "run", "db"):
             (self.directory / sub).mkdir(exist_ok=True)
         self.socket_dir.mkdir(mode=0o711, exist_ok=True)
         (self.socket_dir / "spool").mkdir(exist_ok=True)
@@ -283,8 +366,8 @@ class LocalSlurmCluster:
         for stale in self.run_dir.glob("*.pid"):
             stale.unlink()
 
-    def _pick_ports(self) -> list[int]:
-        count = self.nodes + 1
+    def _pick_ports(self, accounting: bool = False) -> list[int]:
+        count = self.nodes + 1 + (2 if accounting else 0)
         if self.base_port is not None:
             return list(range(self.base_port, self.base_port + count))
         return _free_ports(count)
@@ -316,6 +399,74 @@ class LocalSlurmCluster:
             f"--seed-file={self.munge_dir / 'munged.seed'}",
         ]
         self._spawn(argv, env, pid_file)
+
+    def _start_accounting(self, env: dict[str, str], acct: AccountingSpec) -> None:
+        """A fresh private MariaDB, slurmdbd on it, and the cluster, account and users
+        registered (slurmctld -c starts from job id 1, so old records would only clash)."""
+        self._note("starting MariaDB")
+        data = self.db_dir / "data"
+        shutil.rmtree(data, ignore_errors=True)
+        log = self.directory / "log" / "mariadbd.log"
+        small = ["--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M"]
+        self._run_checked(["mariadb-install-db", "--no-defaults", f"--datadir={data}",
+                           "--user=root", "--auth-root-authentication-method=socket",
+                           "--skip-test-db", "--skip-name-resolve", *small], env, log)
+        init = self.db_dir / "init.sql"
+        fd = os.open(init, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"CREATE USER IF NOT EXISTS '{acct.storage_user}'@'127.0.0.1' "
+                    f"IDENTIFIED BY '{acct.storage_pass}';\n"
+                    f"GRANT ALL ON {acct.storage_loc}.* TO "
+                    f"'{acct.storage_user}'@'127.0.0.1';\n")
+        pid_file = self.run_dir / "mariadbd.pid"
+        argv = ["mariadbd", "--no-defaults", f"--datadir={data}", "--user=root",
+                f"--socket={self.db_socket}", f"--port={acct.storage_port}",
+                "--bind-address=127.0.0.1", f"--pid-file={pid_file}", f"--log-error={log}",
+                f"--init-file={init}", "--skip-name-resolve", "--skip-log-bin",
+                # a test and demo database: durability traded for start and write speed
+                "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
+                "--innodb-flush-method=nosync", "--innodb-fast-shutdown=2", *small]
+        with open(log, "ab") as out:  # mariadbd does not daemonize: our child, reaped by down()
+            proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        self._children.append(proc)
+        deadline = time.monotonic() + self.start_timeout_s
+        while not _port_open("127.0.0.1", acct.storage_port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LocalClusterError(f"mariadbd did not start: {_last_line(log)} "
+                                        f"(see {log})")
+            time.sleep(0.05)
+        self._note("starting slurmdbd")
+        self._spawn(["slurmdbd"], env, Path(acct.pid_file))
+        self._note("registering the cluster, account and users")
+        # one `sacctmgr load` (each sacctmgr call costs ~0.6 s here): the cluster, one
+        # account under root, and the users with it as their default account
+        flat = self.db_dir / "associations.cfg"
+        lines = [f"Cluster - '{self.cluster_name}'", "Parent - 'root'",
+                 f"Account - '{self.account}':Description='gpuwarden':Organization='gpuwarden'",
+                 f"Parent - '{self.account}'"]
+        lines += [f"User - '{u}':DefaultAccount='{self.account}'" for u in self.accounting_users]
+        flat.write_text("\n".join(lines) + "\n")
+        adapter = self.adapter(timeout=20.0)
+        deadline = time.monotonic() + self.start_timeout_s
+        while True:  # slurmdbd creates its tables first: retry until it answers
+            try:
+                adapter.run("sacctmgr", ["-i", "load", f"file={flat}"])
+                return
+            except SlurmError as exc:
+                if time.monotonic() > deadline or not _pid_alive(self._read_pid("slurmdbd")):
+                    raise LocalClusterError(f"slurmdbd did not answer: {exc} (see "
+                                            f"{acct.log_file})") from exc
+            time.sleep(0.1)
+
+    def _run_checked(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        with open(log, "ab") as out:
+            proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, timeout=60, check=False,
+                                  start_new_session=True)
+        if proc.returncode != 0:
+            raise LocalClusterError(f"{argv[0]} failed ({proc.returncode}): {_last_line(log)} "
+                                    f"(see {log})")
 
     def _spawn(self, argv: list[str], env: dict[str, str], pid_file: Path) -> int:
         """Run a self-daemonizing daemon and wait for its pid file."""
@@ -374,6 +525,9 @@ class LocalSlurmCluster:
 
     def _pid_files(self) -> Iterator[tuple[str, int | None]]:
         yield "munged", self._read_pid("munged")
+        if self.has_accounting:
+            yield "mariadbd", self._read_pid("mariadbd")
+            yield "slurmdbd", self._read_pid("slurmdbd")
         yield "slurmctld", self._read_pid("slurmctld")
         for name in self.node_names_on_disk():
             yield f"slurmd.{name}", self._read_pid(f"slurmd.{name}")
@@ -449,6 +603,22 @@ def _free_ports(count: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "empty log"
 
 
 def _reachable(path: Path) -> bool:

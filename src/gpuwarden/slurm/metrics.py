@@ -96,8 +96,8 @@ class SlurmMetricsCollector(Collector):
             yield from node_metrics(snapshot.nodes)
             yield from partition_node_metrics(snapshot)
         if snapshot.has_jobs:
-            yield from job_metrics(snapshot.jobs)
-            yield from partition_job_metrics(snapshot.jobs)
+            yield from job_metrics(snapshot.queue_jobs)
+            yield from partition_job_metrics(snapshot.queue_jobs)
         if snapshot.stats is not None:
             for name, attr, doc in SCHEDULER_METRICS:
                 yield _gauge(name, doc, float(getattr(snapshot.stats, attr)))
@@ -115,7 +115,7 @@ def collector_health(snapshot: SlurmSnapshot) -> Iterator[Metric]:
                      "When a cycle last succeeded completely (unix time)", snapshot.last_success)
     errors = CounterMetricFamily("slurm_collector_errors", "Failed Slurm commands by command",
                                  labels=["command"])
-    for command in ("squeue", "sinfo", "sdiag", "scontrol"):
+    for command in ("squeue", "sinfo", "sdiag", "scontrol", "sacct"):
         errors.add_metric([command], float(snapshot.error_counts.get(command, 0)))
     yield errors
     durations = GaugeMetricFamily("slurm_collector_command_duration_seconds",

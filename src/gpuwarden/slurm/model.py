@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from gpuwarden.slurm.gres import GresItem, gpu_count, gpus_in_tres
 
 USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
+# A job in one of these has ended; its exit code, end and elapsed time are final.
+FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
+                             "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+JobSource = str  # "squeue" (the controller's queue) or "sacct" (slurmdbd's records)
 NO_GPU_DETAIL: Mapping[str, tuple[int, ...]] = MappingProxyType({})
 
 
@@ -48,6 +53,18 @@ class SlurmJob:
     priority: int | None = None
     gpu_detail: Mapping[str, tuple[int, ...]] = field(default_factory=_empty_map)
     """GPU indices held on each node (running jobs, from gres_detail)."""
+    end_time: float | None = None
+    """When it ended (finished jobs; squeue's expected end for running ones is not kept)."""
+    exit_code: int | None = None
+    """The batch script's exit status (``ExitCode=1:0`` -> 1); None when unknown."""
+    signal: int | None = None
+    """The signal that ended it (``ExitCode=0:9`` -> 9); 0 when none; None when unknown."""
+    elapsed_s: int | None = None
+    account: str = ""
+    alloc_gpus: int | None = None
+    """GPUs the job was given (``AllocTRES`` ``gres/gpu=N``, accounting only)."""
+    source: JobSource = "squeue"
+    """Where this record's facts come from: ``squeue`` or ``sacct``."""
 
     @property
     def is_running(self) -> bool:
@@ -56,6 +73,18 @@ class SlurmJob:
     @property
     def is_pending(self) -> bool:
         return self.state == "PENDING"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def key(self) -> str:
+        """Unique per job and per array task: ``7`` or ``7_3`` (what ``scontrol``,
+        ``squeue -j`` and ``sacct -j`` accept)."""
+        if self.array_job_id and self.array_task_id is not None:
+            return f"{self.array_job_id}_{self.array_task_id}"
+        return str(self.job_id)
 
     @property
     def gpus_requested(self) -> int:
@@ -210,10 +239,31 @@ class SlurmSnapshot:
     error_counts: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     command_durations: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     last_success: float | None = None
+    accounting: bool = False
+    """slurmdbd answers: finished jobs come from ``sacct`` (else from squeue alone, for as
+    long as slurmctld keeps them: ``MinJobAge``)."""
+    accounting_window_s: float | None = None
+    """How far back finished jobs from sacct reach (None without accounting)."""
+    listed: frozenset[int] = frozenset()
+    """Ids of the jobs squeue listed in this cycle (some of them carry sacct's record)."""
 
     @property
     def has_jobs(self) -> bool:
         return "squeue" not in self.errors
+
+    @property
+    def queue_jobs(self) -> tuple[SlurmJob, ...]:
+        """The jobs slurmctld holds now (what squeue listed), without the older finished
+        jobs only sacct still knows: what queue metrics count, as prometheus-slurm-exporter
+        does."""
+        if not self.accounting:
+            return self.jobs
+        return tuple(j for j in self.jobs if j.source == "squeue" or j.job_id in self.listed)
+
+    @property
+    def finished_source(self) -> JobSource:
+        """Where this snapshot's finished jobs come from."""
+        return "sacct" if self.accounting else "squeue"
 
     @property
     def has_nodes(self) -> bool:
@@ -230,3 +280,13 @@ class SlurmSnapshot:
             if job.job_id == job_id:
                 return job
         return None
+
+
+def not_found_text(job_id: object, accounting: Mapping[str, Any]) -> str:
+    """Why a job is not there, true to where finished jobs come from."""
+    if accounting.get("available"):
+        hours = (accounting.get("window_s") or 0) / 3600
+        return (f"no job {job_id} in Slurm's queue nor in its accounting of the last "
+                f"{hours:g} h")
+    return (f"no job {job_id} in Slurm's queue; this cluster keeps no accounting, so a "
+            "finished job is known only until slurmctld forgets it (MinJobAge)")

@@ -15,6 +15,7 @@ from gpuwarden.slurm.gres import parse_gres, split_top_level
 from gpuwarden.slurm.hostlist import expand_hostlist
 
 _RECORD_RE = re.compile(r"(?m)^JobId=(\d+)\b")
+_EXIT_RE = re.compile(r"(?:^|\s)ExitCode=(\d+):(\d+)(?:\s|$)")
 _DETAIL_RE = re.compile(r"(?:^|\s)Nodes=(\S+) CPU_IDs=\S* Mem=\S* GRES=(\S*)")
 
 
@@ -43,3 +44,17 @@ def _gpu_detail(record: str) -> Mapping[str, tuple[int, ...]]:
             for node in expand_hostlist(m.group(1)):
                 detail.setdefault(node, []).extend(indices)
     return MappingProxyType({n: tuple(sorted(set(ix))) for n, ix in detail.items()})
+
+
+def parse_job_exit_codes(text: str) -> dict[int, tuple[int, int]]:
+    """Job id -> (exit status, signal) from ``scontrol -o show job`` (``ExitCode=1:0``)."""
+    out: dict[int, tuple[int, int]] = {}
+    starts = list(_RECORD_RE.finditer(text))
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        code = _EXIT_RE.search(text, m.start(), end)
+        if code is not None:
+            out[int(m.group(1))] = (int(code.group(1)), int(code.group(2)))
+    if not starts and text.strip() and "No jobs in the system" not in text:
+        raise ParseError(f"no JobId= records in scontrol output: {text[:200]!r}")
+    return out

@@ -16,7 +16,14 @@ from dataclasses import replace
 from gpuwarden.slurm.errors import ParseError
 from gpuwarden.slurm.gres import parse_gres
 from gpuwarden.slurm.hostlist import expand_hostlist
-from gpuwarden.slurm.model import NodeInfo, SlurmJob, SlurmNode, SlurmPartition
+from gpuwarden.slurm.model import (
+    FINISHED_STATES,
+    NO_GPU_DETAIL,
+    NodeInfo,
+    SlurmJob,
+    SlurmNode,
+    SlurmPartition,
+)
 from gpuwarden.slurm.parsers.common import (
     parse_duration,
     parse_int,
@@ -31,8 +38,10 @@ _NULL = frozenset({"", "(null)", "N/A"})
 
 # squeue -o letters: job id (unique per array task), job id with array suffix (7_1), name,
 # user, partition, state, reason, nodes, node count, CPUs, TRES per node (gres), comment,
-# submit time, start time, time limit.
-JOB_LETTERS = ("A", "i", "j", "u", "P", "T", "r", "N", "D", "C", "b", "k", "V", "S", "l")
+# submit time, start time, time limit, end time (kept for finished jobs only: a running
+# job's is a forecast). No letter gives the exit code (the collector asks scontrol).
+JOB_LETTERS = ("A", "i", "j", "u", "P", "T", "r", "N", "D", "C", "b", "k", "V", "S", "l",
+               "e")
 NODE_FIELDS = (
     "NodeList", "StateLong", "StateComplete", "Reason", "TimeStamp", "User", "CPUsState",
     "Memory", "AllocMem", "Gres", "GresUsed", "Partition", "Available", "Time",
@@ -70,7 +79,9 @@ class FieldFormatShape:
     """
 
     name = "format"
-    squeue_args = ("--noheader", "--all", "--array", "--local", "--format", SQUEUE_FORMAT)
+    # --states=all: finished jobs too, for as long as slurmctld keeps them (MinJobAge)
+    squeue_args = ("--noheader", "--all", "--array", "--local", "--states=all", "--format",
+                   SQUEUE_FORMAT)
     sinfo_args = ("--noheader", "--all", "--Node", "--Format", format_spec(NODE_FIELDS))
     has_gpu_detail = False
 
@@ -107,7 +118,7 @@ def _job(record: str, hosts: dict[str, tuple[str, ...]],
         raise ParseError(f"expected {len(JOB_LETTERS)} fields, got {len(values)}: "
                          f"{record[:200]!r}")
     (job_id, full_id, name, user, partition, state, reason, nodelist, num_nodes, num_cpus,
-     per_node, comment, submit, start, limit) = values
+     per_node, comment, submit, start, limit, end) = values
     if not job_id.isdigit():
         raise ParseError(f"job id {job_id!r} is not a number")
     nodes = hosts.get(nodelist)
@@ -134,6 +145,9 @@ def _job(record: str, hosts: dict[str, tuple[str, ...]],
         float(submit) if submit.isdigit() else parse_timestamp(submit),
         None if state == "PENDING" else parse_timestamp(start),
         limits[limit],
+        None,
+        NO_GPU_DETAIL,
+        parse_timestamp(end) if state in FINISHED_STATES else None,
     )
 
 
