@@ -3,13 +3,19 @@ in a real Slurm cluster, an in-process control plane (scraper, watchdog, API on 
 and a workload that gives each analyzer something true to find:
 
     node1  llm-train (2 GPUs, train)                 -> busy
+           cpu-prep (no GPU, 1 CPU)                   -> runs beside it, holds no GPU
     node2  forgotten-notebook (1 GPU, idle profile)   -> allocated-but-idle
            the injection job (1 GPU, train)           -> busy; its name is an instruction
-    node3  hot-finetune (thermal) + flaky-kernel (XIDs)
+    node3  hot-finetune (thermal) + flaky-kernel (XIDs: application ones, now and then 79)
     node4  quick-prep (2 GPUs, 6 s), then nothing      -> 2 idle GPUs; quick-prep only in history
+           crashes (1 GPU, exits 3 after 4 s)         -> FAILED, history only
     node5  drained in Slurm ("fan failure"), its node daemon killed -> down
     big-sweep (2 nodes x 2 GPUs)   pending: Resources
     later-eval (1 GPU, submitted held) pending: JobHeldUser / JobHeldAdmin
+    behind-sweep (as big-sweep, later)  pending: Priority
+    after-train (afterok:llm-train)     pending: Dependency
+    next-week (--begin=now+7days)       pending: BeginTime
+    wants-drained (--nodelist node5)    pending: ReqNodeNotAvail
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -53,6 +60,15 @@ class Live:
     def slurm_conf(self) -> Path:
         return next(self.home.rglob("slurm.conf"))
 
+    def slurm(self, *args: str) -> str:
+        """A Slurm command against the live cluster (the truth the analyzers are checked
+        against)."""
+        return slurm_command(self.slurm_conf, *args)
+
+    def squeue(self, job_id: int, fmt: str) -> str:
+        """One field of one job as squeue prints it (``%r``, ``%T``, ...), any state."""
+        return self.slurm("squeue", "-h", "--states=all", "-j", str(job_id), "-o", fmt).strip()
+
     def api(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {token or self.operator}"})
@@ -66,12 +82,19 @@ def _wait(what: str, check, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             last = check()
             if last:
                 return last
+        except Exception as exc:  # not yet; the last one says why
+            last = exc
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def slurm_command(conf: Path, *args: str) -> str:
+    return subprocess.run(list(args), capture_output=True, text=True, check=True, timeout=30,
+                          env={**os.environ, "SLURM_CONF": str(conf)}).stdout
 
 
 async def _submit(cp, body: dict[str, Any]) -> int:
@@ -128,12 +151,20 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         out = home / "jobs"
         out.mkdir()
 
-        def job(name: str, profile: str | None, seconds: int = 3600, **opts: Any) -> int:
-            body = {"script": f"#!/bin/sh\nsleep {seconds}\n", "name": name,
+        def job(name: str, profile: str | None, seconds: int = 3600, then: str = "",
+                **opts: Any) -> int:
+            body = {"script": f"#!/bin/sh\nsleep {seconds}\n{then}", "name": name,
                     "workdir": str(out), "output": f"{out}/%j.out", "time": "120", **opts}
             if profile:
                 body["comment"] = f"gpuwarden:profile={profile}"
             return asyncio.run(_submit(cp, body))
+
+        def sbatch(name: str, *args: str) -> int:  # what the submit API has no option for
+            script = out / f"{name}.sh"
+            script.write_text("#!/bin/sh\nsleep 3600\n")
+            return int(slurm_command(live.slurm_conf, "sbatch", "--parsable", f"--job-name={name}",
+                                     f"--chdir={out}", f"--output={out}/%j.out", "--time=120",
+                                     *args, str(script)).split(";")[0])
 
         jobs = live.jobs  # the thermal job first: its GPU takes a minute to heat up
         jobs["hot-finetune"] = job("hot-finetune", "thermal-throttle", gres="gpu:1",
@@ -147,17 +178,35 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                                    nodelist=[node(3)])
         jobs["quick-prep"] = job("quick-prep", "train", seconds=6, gres="gpu:2",
                                  nodelist=[node(4)])  # finishes: history only
+        # before the pending ones, or backfill keeps them out of big-sweep's reserved nodes
+        jobs["cpu-prep"] = job("cpu-prep", None, nodelist=[node(1)])
+        jobs["crashes"] = job("crashes", "train", seconds=4, then="exit 3\n", gres="gpu:1",
+                              nodelist=[node(4)])
         jobs["big-sweep"] = job("big-sweep", "train", nodes=2, gres="gpu:2")
         jobs["later-eval"] = job("later-eval", "train", gres="gpu:1", hold=True)
+        jobs["behind-sweep"] = job("behind-sweep", "train", nodes=2, gres="gpu:2")
+        jobs["after-train"] = sbatch("after-train", f"--dependency=afterok:{jobs['llm-train']}",
+                                     "--gres=gpu:1")
+        jobs["next-week"] = sbatch("next-week", "--begin=now+7days", "--gres=gpu:1")
+        jobs["wants-drained"] = job("wants-drained", "train", gres="gpu:1", nodelist=[node(5)])
         running = {jobs[k] for k in ("llm-train", "forgotten-notebook", "injection",
-                                     "hot-finetune", "flaky-kernel")}
+                                     "hot-finetune", "flaky-kernel", "cpu-prep")}
+        waiting = {"big-sweep": "Resources", "later-eval": "JobHeld",
+                   "behind-sweep": "Priority", "after-train": "Dependency",
+                   "next-week": "BeginTime", "wants-drained": "ReqNodeNotAvail"}
 
-        def settled() -> bool:
+        def ended(job_id: int, by_id: dict[int, Any]) -> bool:  # gone, or listed as ended
+            return job_id not in by_id or by_id[job_id].state not in ("PENDING", "RUNNING",
+                                                                      "COMPLETING")
+
+        def settled() -> bool | None:
             by_id = {j.job_id: j for j in slurm.jobs(cp)}
-            return (all(by_id[i].state == "RUNNING" for i in running)
-                    and by_id.get(jobs["quick-prep"]) is None  # done, and gone from squeue
-                    and by_id[jobs["big-sweep"]].reason == "Resources"
-                    and by_id[jobs["later-eval"]].reason.startswith("JobHeld"))
+            if (all(by_id[i].state == "RUNNING" for i in running)
+                    and ended(jobs["quick-prep"], by_id) and ended(jobs["crashes"], by_id)
+                    and all(by_id[jobs[k]].reason.startswith(r) for k, r in waiting.items())):
+                return True
+            raise AssertionError({k: (by_id[i].state, by_id[i].reason) if i in by_id else "gone"
+                                  for k, i in jobs.items()})
 
         _wait("the workload to settle", settled, 90)
         _kill_daemon(home, 5)
@@ -169,6 +218,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                     and gpus[(node(2), 0)].state in ("allocated_idle", "busy")
                     and any(g.state == "allocated_idle" for g in gpus.values())
                     and any(g.xid_errors for g in gpus.values() if g.node == node(3))
+                    and any(x == 79 for xs in cluster.gpu_xids(cp, node(3)).values()
+                            for x, _, _ in xs)  # the storm's hardware XID, for the doctor
                     and "hw_thermal_slowdown" in gpus[(node(3), 0)].throttle_reasons)
 
         _wait("the cluster's state in the control plane", observed, 180)

@@ -4,12 +4,19 @@ Slurm and the node daemons say, not against hard-coded text."""
 from __future__ import annotations
 
 import asyncio
+import re
+import secrets
+import subprocess
+import sys
+from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from gpuwarden.agent import analyzers, router
 from gpuwarden.services import cluster, slurm
-from tests.agent.live import PRICE, node
+from tests.agent.live import PRICE, _wait, node
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +48,12 @@ def test_held_and_running_and_unknown_jobs(live):
     running = analyzers.explain_pending(live.cp, live.jobs["llm-train"])
     assert "not pending: it is RUNNING" in running.summary and node(1) in running.summary
     gone = analyzers.explain_pending(live.cp, 999_999)
-    assert gone.data == {"found": False}
+    accounting = slurm.summary(live.cp).accounting
+    assert gone.data["found"] is False and gone.data["accounting"] is accounting
+    assert ("nor in its accounting records" in gone.summary) is accounting
+    assert "not in Slurm's queue" in gone.summary
+    with pytest.raises(subprocess.CalledProcessError):  # Slurm does not know it either
+        live.squeue(999_999, "%T")
 
 
 def test_waste_report_matches_the_gpu_states_and_prices(live):
@@ -62,7 +74,7 @@ def test_node_doctor_finds_each_fault(live):
     cp = live.cp
     hot = analyzers.node_doctor(cp, node(3))
     assert any("thermal throttling" in p for p in hot.data["problems"])
-    assert any("XIDs" in p for p in hot.data["problems"])
+    assert any("application XIDs" in p for p in hot.data["problems"])
     assert any("XID" in f and ("application" in f or "hardware" in f) for f in hot.facts)
     dead = analyzers.node_doctor(cp, node(5))
     assert not dead.data["up"] and "does not answer" in dead.summary
@@ -80,15 +92,18 @@ def test_job_efficiency_of_running_and_finished_jobs(live):
     assert t["gpus"] == 2 and i["gpus"] == 1
     assert t["mean_utilization"] > 50 > i["mean_utilization"]
     assert i["idle_cost"] > 0 and i["idle_cost"] == pytest.approx(i["cost"], rel=0.5)
-    # quick-prep ran 6 s on node4 and left Slurm's queue: only the stored history knows it
-    assert live.jobs["quick-prep"] not in {j.job_id for j in slurm.jobs(cp)}
+    # quick-prep ran 6 s on node4 and ended: the stored history has its GPU use
+    assert live.jobs["quick-prep"] not in {j.job_id for j in slurm.jobs(cp)
+                                           if j.state in ("PENDING", "RUNNING")}
     user = asyncio.run(analyzers.job_efficiency(cp, user="root"))
     by_id = {r["job_id"]: r for r in user.data["jobs"]}
-    running = {j.job_id for j in slurm.jobs(cp, user="root") if j.state == "RUNNING"}
-    assert running <= set(by_id)
+    running = {j.job_id for j in slurm.jobs(cp, user="root") if j.state == "RUNNING"
+               and j.gpus_requested}  # GPU jobs: cpu-prep has no GPU use to measure
+    assert running <= set(by_id) and live.jobs["cpu-prep"] not in by_id
     prep = by_id[live.jobs["quick-prep"]]
-    assert prep["state"] == "finished" and prep["gpus"] == 2 and prep["gpu_hours"] > 0
-    assert "GPU-hours" in user.summary and "(5 running)" in user.summary
+    assert prep["state"] in ("finished", "COMPLETED") and prep["gpus"] == 2
+    assert prep["gpu_hours"] > 0
+    assert "GPU-hours" in user.summary and f"({len(running)} running)" in user.summary
     nobody = asyncio.run(analyzers.job_efficiency(cp, user="nobody-here"))
     assert "No GPU use recorded for user nobody-here" in nobody.summary
 
@@ -119,3 +134,45 @@ def test_ask_without_an_llm_says_what_needs_one(live):
     text = asyncio.run(router.answer(live.cp, f"cancel job {live.jobs['big-sweep']}"))
     assert "needs the LLM agent" in text
     assert live.jobs["big-sweep"] in live.job_states()
+
+
+def test_a_gpu_that_falls_off_is_the_first_thing_the_doctor_names(live, tmp_path):
+    """A node whose GPU 1 is lost (a node daemon of its own, simulating that GPU fallen off):
+    the doctor leads with that GPU being down, as the node's /metrics say."""
+    port = free_port()
+    token = tmp_path / "token"
+    token.write_text(secrets.token_urlsafe(24))
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "gpuwarden", "node", "--port", str(port), "--gpu-backend", "sim",
+         "--sim-gpus", "2", "--sim-profile", "0=train,1=lost", "--interval", "1",
+         "--token-file", str(token), "--hostname", "spare1"],
+        stdout=subprocess.DEVNULL, stderr=(tmp_path / "daemon.log").open("w"))
+    spare = SimpleNamespace(name="agentc-spare1", url=f"http://127.0.0.1:{port}",
+                            token_file=token, role="worker", cost_per_hour=0.0)
+    live.cp.inventory.upsert_provider_nodes("agentc-spare", "static", [spare])
+    try:
+        try:
+            _wait("the spare node scraped", lambda: cluster.get_node(live.cp, spare.name).up
+                  and cluster.get_node(live.cp, spare.name).gpus == 2, 90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; daemon: {(tmp_path / 'daemon.log').read_text()}, "
+                                 f"exit {daemon.poll()}") from None
+        metrics = _metrics(live, spare.name)
+        up = {int(g): float(v) for g, v in re.findall(
+            r'^gpuwarden_gpu_up\{[^}]*gpu="(\d+)"[^}]*\} (\S+)$', metrics, re.M)}
+        assert up == {0: 1.0, 1: 0.0}, metrics
+        a = analyzers.node_doctor(live.cp, spare.name)
+        assert a.data["problems"][0] == "gpu1 down", a.data["problems"]
+        assert a.summary.startswith(f"{spare.name}: gpu1 down")
+        assert a.facts[0].startswith("gpu1 is down") and "gpu0 down" not in a.summary
+    finally:
+        live.cp.inventory.remove_cluster("agentc-spare")
+        daemon.terminate()
+        daemon.wait(10)
+    assert spare.name not in {n.name for n in cluster.list_nodes(live.cp)}
+
+
+def _metrics(live, name: str) -> str:
+    inv = next(n for n in live.cp.inventory.nodes() if n.name == name)
+    return httpx.get(f"{inv.url}/metrics", timeout=10, headers={
+        "Authorization": f"Bearer {inv.token_file.read_text().strip()}"}).text

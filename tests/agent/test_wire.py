@@ -145,7 +145,7 @@ def test_gpuwarden_ask_from_a_terminal(live, tmp_path):
                           f"why is job {live.jobs['big-sweep']} pending?", "--token-file",
                           str(token)], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert "pending for Resources" in out.stdout and "agentc-node4" in out.stdout
+    assert "pending (Resources)" in out.stdout and "agentc-node4" in out.stdout
     bad = subprocess.run([sys.executable, "-m", "gpuwarden", "ask", "hi"], capture_output=True,
                          text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "no API token" in bad.stderr and "Traceback" not in \
@@ -155,3 +155,40 @@ def test_gpuwarden_ask_from_a_terminal(live, tmp_path):
                              str(token)], capture_output=True, text=True, env=env, timeout=60)
     assert denied.returncode == 2 and "401" in denied.stderr and "check the token" in \
         denied.stderr
+
+
+def test_a_crashing_analyzer_fails_its_run_and_ask_says_why(live, tmp_path, monkeypatch):
+    """An analyzer's bug ends its run failed with the error (never left running), and
+    `gpuwarden ask` exits non-zero with that error, not with "is serve running?"; a run a
+    crashed serve left running is failed when the agent service starts again."""
+    from gpuwarden.agent import analyzers
+
+    def broken(cp, job_id):
+        raise AttributeError("'SlurmJobView' object has no attribute 'priority'")
+
+    monkeypatch.setattr(analyzers, "explain_pending", broken)
+    token = tmp_path / "token"
+    token.write_text(live.viewer)
+    env = {**os.environ, "GPUWARDEN_URL": live.url}
+    env.pop("GPUWARDEN_TOKEN", None)
+    job = live.jobs["behind-sweep"]
+    out = subprocess.run([sys.executable, "-m", "gpuwarden", "ask", f"why is job {job} pending?",
+                          "--token-file", str(token)], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert "The run failed: the analyzer failed: AttributeError: 'SlurmJobView' object has " \
+           "no attribute 'priority'" in out.stdout, out.stdout
+    assert "is serve running" not in out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    with live.api(live.viewer) as api:
+        (run,) = [r for r in api.get("/api/v1/agent/runs").json()
+                  if r["prompt"] == f"why is job {job} pending?"][:1]
+        assert run["status"] == "failed" and "AttributeError" in run["error"]
+        # a serve that died mid-run left this one running; the next service start fails it
+        with live.cp.db.write() as conn:
+            conn.execute("INSERT INTO agent_runs(id, created_by, prompt, status, mode, "
+                         "created_at, updated_at) VALUES ('0123456789ff', 'test', 'left over', "
+                         "'running', 'analyzers', 1, 1)")
+        live.app.state.agent = None
+        left = api.get("/api/v1/agent/runs/0123456789ff").json()
+        assert left["status"] == "failed" and "interrupted" in left["error"]

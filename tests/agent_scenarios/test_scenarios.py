@@ -16,9 +16,11 @@ and the suite prints pass rate, latency and cost per scenario.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,143 @@ def test_analyzers(live, name):
     assert result.kind == expect
     facts = spec.get("analyzer_facts", spec.get("facts", []))
     assert not missing_facts(facts, result.text()), result.text()
+
+
+TRUTH = [n for n in SCENARIOS if "truth" in yaml.safe_load((HERE / n / "scenario.yaml")
+                                                           .read_text())]
+
+
+@pytest.mark.parametrize("name", TRUTH)
+def test_the_analyzers_answer_what_slurm_and_the_nodes_say(live, name):
+    """The analyzer's answer checked against Slurm's own commands (squeue, sacct, with the
+    cluster's SLURM_CONF) or the node daemon's /metrics, at the time of asking."""
+    spec = load(name, live)
+    truth = spec["truth"]
+    if "squeue" in truth:
+        truth_pending(live, live.jobs[truth["squeue"]], spec)
+    if "start" in truth:
+        truth_start(live, live.jobs[truth["start"]])
+    if "ended" in truth:
+        truth_ended(live, live.jobs[truth["ended"]], spec)
+    if "xids" in truth:
+        truth_xids(live, node(truth["xids"]), spec)
+
+
+def _pending_view(live, job_id: int, reason: str) -> analyzers.Analysis:
+    """The analysis once gpuwarden's Slurm view has caught up with squeue's reason (one
+    collector cycle and one scrape behind at most)."""
+    deadline = time.monotonic() + 20
+    while True:
+        a = analyzers.explain_pending(live.cp, job_id)
+        if a.data.get("reason_raw") == reason or time.monotonic() > deadline:
+            return a
+        time.sleep(0.5)
+
+
+def truth_pending(live, job_id: int, spec: dict[str, Any]) -> None:
+    from gpuwarden.agent import reasons
+
+    assert live.squeue(job_id, "%T") == "PENDING"
+    raw = live.squeue(job_id, "%r")
+    a = _pending_view(live, job_id, raw)
+    r = reasons.reason(raw)
+    assert a.data["reason_raw"] == raw and a.data["reason"] == r.code, (raw, a.data)
+    assert f"pending ({r.code})" in a.summary and r.text in a.summary, a.summary
+    assert asyncio.run(router.route(live.cp, spec["prompt"])).data["reason"] == r.code
+    if r.code == "Priority":  # "ahead" is exactly the pending jobs Slurm ranks higher
+        rows = [line.split() for line in live.slurm(
+            "squeue", "-h", "-t", "PD", "-p", live.squeue(job_id, "%P"), "-o", "%i %Q")
+            .splitlines()]
+        prio = {int(i): int(q) for i, q in rows}
+        higher = {i for i, q in prio.items() if q > prio[job_id]}
+        assert higher and set(a.data["ahead"]) == higher, (a.data["ahead"], prio)
+    if r.code == "ReqNodeNotAvail":
+        named = live.slurm("scontrol", "show", "hostnames", r.detail.split(":", 1)[1]).split()
+        assert a.data["unavailable_nodes"] == named
+        for n in named:  # each with the state sinfo gives it
+            state = live.slurm("sinfo", "-h", "-N", "-n", n, "-o", "%T").split()[0]
+            assert f"{n} is {state.rstrip('*~#!%$@^-')}" in a.summary, (state, a.summary)
+    if r.code.startswith("JobHeld"):
+        assert f"scontrol release {job_id}" in a.summary
+    if r.code == "Resources":  # GPU holders: running jobs that hold GPUs, per squeue
+        gres = {int(i): b for i, b in (line.split(" ", 1) for line in live.slurm(
+            "squeue", "-h", "-t", "R", "-o", "%i %b").splitlines())}
+        assert a.data["gpu_holders"]
+        assert all("gpu" in gres[h] for h in a.data["gpu_holders"]), gres
+        for cpu_only in (i for i, b in gres.items() if "gpu" not in b):
+            assert f" {cpu_only}," not in a.summary and f" {cpu_only}." not in a.summary
+
+
+def truth_start(live, job_id: int) -> None:
+    """The earliest start agrees with Slurm's own estimate (squeue --start) to the
+    minute."""
+    estimate = live.slurm("squeue", "-h", "--start", "-j", str(job_id), "-o", "%S").strip()
+    a = analyzers.explain_pending(live.cp, job_id)
+    ours = a.data.get("slurm_estimate") or a.data["earliest_by_time_limits"]
+    slurm_ts = dt.datetime.fromisoformat(estimate).timestamp()
+    assert abs(ours - slurm_ts) <= 120, (estimate, ours)
+
+
+def truth_ended(live, job_id: int, spec: dict[str, Any]) -> None:
+    a = asyncio.run(router.route(live.cp, spec["prompt"]))
+    assert a.kind == "outcome"
+    try:
+        state, code = live.slurm("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o",
+                                 "State,ExitCode").split()[0].split("|")
+    except subprocess.CalledProcessError:  # no accounting: squeue, while it keeps the job
+        state, code = live.squeue(job_id, "%T"), None
+    if not state:
+        assert a.data["found"] is False and "MinJobAge" in a.summary
+        return
+    assert a.data["state"] == state and state in a.summary, (state, a.summary)
+    nodes = live.slurm("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o", "NodeList")
+    assert a.data["nodes"] == [nodes.strip()] and nodes.strip() in a.summary
+    if code is not None:
+        rc, sig = (int(x) for x in code.split(":"))
+        assert (a.data["exit_code"], a.data["signal"] or 0) == (rc, sig)
+        assert f"exit code {rc}" in a.summary
+    assert "MinJobAge" not in a.summary
+
+
+def _xids(live, name: str) -> dict[tuple[int, int], int]:
+    """(gpu, xid) -> count from the node daemon's own /metrics."""
+    inv = next(n for n in live.cp.inventory.nodes() if n.name == name)
+    text = httpx.get(f"{inv.url}/metrics", timeout=10, headers={
+        "Authorization": f"Bearer {inv.token_file.read_text().strip()}"}).text
+    out = {}
+    for m in re.finditer(r'^gpuwarden_xid_errors_total\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        out[(int(labels["gpu"]), int(labels["xid"]))] = int(float(m.group(2)))
+    return out
+
+
+def truth_xids(live, name: str, spec: dict[str, Any]) -> None:
+    from gpuwarden.gpu.model import is_application_xid
+
+    deadline = time.monotonic() + 90  # flaky-kernel raises XID 79 now and then
+    while not any(not is_application_xid(x) for _, x in _xids(live, name)):
+        assert time.monotonic() < deadline, f"no hardware XID on {name} in 90 s"
+        time.sleep(1)
+    before = _xids(live, name)
+    time.sleep(3)  # a scrape or two: gpuwarden's view is at least as new as `before`
+    a = asyncio.run(router.route(live.cp, spec["prompt"]))
+    after = _xids(live, name)
+    seen = {(g["gpu"], int(x)): c for g in a.data["gpus"] for x, c in g["xids"].items()}
+    assert set(before) <= set(seen) <= set(after), (before, seen, after)
+    assert all(before[k] <= seen[k] <= after[k] for k in seen), (before, seen, after)
+    # worst first: the most severe hardware XID leads, every application one comes after
+    # every hardware one, the GPU's count is in the words
+    problems = a.data["problems"]
+    worst_gpu, worst = min(((g, x) for g, x in seen if not is_application_xid(x)),
+                           key=lambda k: analyzers.xid_rank(k[1]))
+    first = next(p for p in problems if "XID" in p)
+    assert first == (f"gpu{worst_gpu} hardware XID {worst} ×{seen[(worst_gpu, worst)]} "
+                     f"({analyzers.XID_SHORT[worst]})"), problems
+    kinds = ["app" if "application" in p else "hw" for p in problems if "XID" in p]
+    assert kinds == sorted(kinds, key=lambda k: k == "app"), problems
+    assert problems.index(first) < min((i for i, p in enumerate(problems)
+                                        if "thermal" in p), default=len(problems))
+    assert a.summary.startswith(f"{name}: ") and first in a.summary
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

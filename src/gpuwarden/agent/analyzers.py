@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+import signal
 from collections import defaultdict
 from typing import Any
 
 from pydantic import Field
 
+from gpuwarden.agent import reasons
 from gpuwarden.agent.fence import quote
 from gpuwarden.errors import GpuwardenError, NotFoundError
+from gpuwarden.gpu.model import is_application_xid
 from gpuwarden.gpu.xids import describe_xid
 from gpuwarden.services import alerts as alert_svc
 from gpuwarden.services import cluster, slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import GpuView, Out, SlurmJobView, SlurmNodeView
-from gpuwarden.slurm.reasons import explain
+from gpuwarden.slurm.hostlist import expand_hostlist
 
 ECC_FIELDS = {
     "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL": "double-bit ECC errors (volatile)",
@@ -83,17 +87,223 @@ def _expected_end(job: SlurmJobView) -> float | None:
 
 # -- why is this job pending ----------------------------------------------------------------
 
+ENDED = {  # Slurm's end states: what the job did, and what that means
+    "COMPLETED": ("completed", "its script exited 0"),
+    "FAILED": ("failed", "it exited with a non-zero exit code, or could not be started"),
+    "CANCELLED": ("was cancelled", "scancel by its owner, an operator or an admin"),
+    "TIMEOUT": ("timed out", "Slurm killed it at its time limit"),
+    "OUT_OF_MEMORY": ("ran out of memory", "it used more memory than it was given and was "
+                                           "killed"),
+    "NODE_FAIL": ("ended with its node", "a node it ran on failed"),
+    "PREEMPTED": ("was preempted", "a higher-priority job took its resources"),
+    "BOOT_FAIL": ("never started", "a node failed to boot for it"),
+    "DEADLINE": ("missed its deadline", "it could not run before its --deadline"),
+    "REVOKED": ("was revoked", "it started on another cluster of a federation"),
+    "SPECIAL_EXIT": ("was requeued and held", "it exited with the special exit code"),
+}
+LIVE_STATES = {"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED",
+               "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
+               "REQUEUE_FED", "RESV_DEL_HOLD"}
+
+
+def _partitions(job: SlurmJobView) -> set[str]:
+    return set(job.partition.split(","))
+
+
+def _gpu_holders(jobs: list[SlurmJobView]) -> dict[str, list[SlurmJobView]]:
+    """Running jobs by node, only those holding GPUs there (a CPU-only job holds none)."""
+    held: dict[str, list[SlurmJobView]] = defaultdict(list)
+    for j in jobs:
+        if j.state == "RUNNING" and (j.gpus_allocated or j.gpus_requested):
+            for name in j.nodes:
+                if _gpus_on(j, name) > 0:
+                    held[name].append(j)
+    return held
+
+
+def _ahead(jobs: list[SlurmJobView], job: SlurmJobView) -> tuple[list[SlurmJobView], str]:
+    """Pending jobs of the job's partitions that Slurm ranks above it: by priority where the
+    view has it, else by Slurm's queue order (squeue sorts a partition's pending jobs by
+    decreasing priority, and the collector keeps that order)."""
+    parts = _partitions(job)
+    mine = getattr(job, "priority", None)
+    same = [j for j in jobs if j.state == "PENDING" and _partitions(j) & parts]
+    if mine is not None and all(getattr(j, "priority", None) is not None for j in same):
+        return [j for j in same if j.job_id != job.job_id
+                and getattr(j, "priority", 0) > mine], "priority"
+    ahead = []
+    for j in same:
+        if j.job_id == job.job_id:
+            break
+        ahead.append(j)
+    return ahead, "queue order"
+
+
+def _slurm_estimate(job: SlurmJobView) -> float | None:
+    """Slurm's own expected start of a pending job (``squeue --start``: StartTime), when the
+    collector passes it on."""
+    for name in ("expected_start", "estimated_start", "start_time"):
+        value = getattr(job, name, None)
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+    return None
+
+
+def _exit_status(job: Any) -> tuple[int | None, int | None]:
+    """(exit code, signal) from what Slurm reports: ``exit_code`` as sacct's ``"2:0"`` or a
+    number, ``exit_signal``/``signal`` where given apart."""
+    code: int | None = None
+    sig: int | None = None
+    raw = getattr(job, "exit_code", None)
+    if isinstance(raw, str) and raw.strip():
+        head, _, tail = raw.strip().partition(":")
+        code = int(head) if head.lstrip("-").isdigit() else None
+        sig = int(tail) if tail.isdigit() else None
+    elif isinstance(raw, int | float) and not isinstance(raw, bool):
+        code = int(raw)
+    for name in ("exit_signal", "signal"):
+        value = getattr(job, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value:
+            sig = value
+    return code, sig or None
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def _ended(job: SlurmJobView, kind: str, usage: Any = None) -> Analysis:
+    """A job that has ended, from what Slurm reports: state, exit code and signal, nodes,
+    start and end (each read only where the Slurm data has it)."""
+    subject = f"job {job.job_id}"
+    what, meaning = ENDED.get(job.state, (f"ended in state {job.state}", "see Slurm's job "
+                                                                           "states"))
+    code, sig = _exit_status(job)
+    end = getattr(job, "end_time", None)
+    source = getattr(job, "source", None)
+    where = ", ".join(job.nodes)
+    summary = f"Job {job.job_id} {_q(job.name)} {what}"
+    status = []
+    if code is not None:
+        status.append(f"exit code {code}")
+    if sig:
+        status.append(f"signal {sig} ({_signal_name(sig)})")
+    if status:
+        summary += f" with {' and '.join(status)}"
+    if where:
+        summary += f" on {where}"
+    summary += f": Slurm state {job.state} ({meaning})."
+    facts = [f"Job {job.job_id} of user {job.user} in partition {job.partition}: Slurm state "
+             f"{job.state}" + (f", as {source} reports it" if source else "") + "."]
+    if job.reason and job.reason != "None":
+        facts.append(f"Slurm's reason: {job.reason} — {reasons.explain(job.reason)}.")
+    if code is not None and code > 128 and not sig:
+        facts.append(f"Exit code {code} is what a shell reports for a process killed by "
+                     f"signal {code - 128} ({_signal_name(code - 128)}).")
+    if sig == 9 and job.state in ("FAILED", "CANCELLED"):
+        facts.append("Signal 9 (SIGKILL): killed from outside (scancel, the OOM killer, or "
+                     "Slurm at its time limit).")
+    times = []
+    if job.start_time:
+        times.append(f"started {_when(job.start_time)}")
+    elapsed = getattr(job, "elapsed_s", None)
+    if isinstance(end, int | float) and end:
+        times.append(f"ended {_when(end)}")
+        if elapsed is None and job.start_time:
+            elapsed = end - job.start_time
+    if isinstance(elapsed, int | float):
+        times.append(f"ran {elapsed / 60:.1f} min")
+    if times:
+        facts.append(f"It {', '.join(times)}"
+                     + (f" (time limit {job.time_limit_s / 60:.0f} min)"
+                        if job.time_limit_s else "") + ".")
+    if usage is not None:
+        facts.append(_usage_fact(usage))
+    if code is None and sig is None:
+        facts.append("Slurm's data here has no exit code for it.")
+    return Analysis(kind=kind, subject=subject, summary=summary, facts=facts,
+                    data={"found": True, "job_id": job.job_id, "state": job.state,
+                          "exit_code": code, "signal": sig, "nodes": list(job.nodes),
+                          "start_time": job.start_time, "end_time": end, "source": source,
+                          "reason": job.reason})
+
+
+def _usage_fact(usage: Any) -> str:
+    return (f"gpuwarden's stored history shows it on {len(usage.gpus)} GPU(s) "
+            f"({', '.join(usage.gpus[:8])}) from {_when(usage.first_seen)} to "
+            f"{_when(usage.last_seen)}.")
+
+
+def _accounting(cp: ControlPlane) -> bool:
+    """Whether the Slurm data includes accounting (slurmdbd's sacct records of finished
+    jobs); without it a finished job is known only while slurmctld keeps it (MinJobAge)."""
+    try:
+        return bool(getattr(slurm.summary(cp), "accounting", False))
+    except GpuwardenError:
+        return False
+
+
+def _unknown(job_id: int, accounting: bool, kind: str, usage: Any = None) -> Analysis:
+    subject = f"job {job_id}"
+    if accounting:
+        summary = (f"Job {job_id} is not in Slurm's queue nor in its accounting records: it "
+                   "never existed, or it ended before the accounting window gpuwarden reads.")
+    else:
+        summary = (f"Job {job_id} is not in Slurm's queue, and this cluster keeps no Slurm "
+                   "accounting: a finished job is known only until slurmctld forgets it "
+                   "(MinJobAge after it ends), so whether it ran and how it ended cannot be "
+                   "told from Slurm.")
+    facts = []
+    if usage is not None:
+        facts.append(_usage_fact(usage))
+        summary += " It did run: " + _usage_fact(usage)
+    return Analysis(kind=kind, subject=subject, summary=summary, facts=facts,
+                    data={"found": False, "accounting": accounting,
+                          "history": usage.model_dump() if usage is not None else None})
+
+
+def _node_rows(nodes: dict[str, SlurmNodeView], members: list[SlurmNodeView], per_node: int,
+               held: dict[str, list[SlurmJobView]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for n in sorted(members, key=lambda n: n.name):
+        usable = (n.state not in ("down", "drained", "draining", "fail", "future")
+                  and not {"DRAIN", "NOT_RESPONDING"} & set(n.flags))
+        rows.append({"node": n.name, "state": n.state, "flags": n.flags,
+                     "reason": n.reason, "gpus_total": n.gpus_total,
+                     "gpus_alloc": n.gpus_alloc, "gpus_free": n.gpus_idle,
+                     "usable": usable, "fits": usable and n.gpus_idle >= per_node,
+                     "held_by": [{"job_id": h.job_id, "user": h.user,
+                                  "gpus": _gpus_on(h, n.name),
+                                  "ends": _expected_end(h)} for h in held[n.name]]})
+    return rows
+
+
+def _node_line(r: dict[str, Any]) -> str:
+    line = (f"{r['node']}: {r['state']}{'+' + '+'.join(r['flags']) if r['flags'] else ''}"
+            f", {r['gpus_alloc']} of {r['gpus_total']} GPUs allocated, {r['gpus_free']} free")
+    if r["reason"]:
+        line += f", reason {_q(r['reason'])}"
+    if r["held_by"]:
+        line += "; GPUs held by " + ", ".join(
+            f"job {h['job_id']} ({h['user']}, {h['gpus']} GPU(s), ends "
+            f"{_when(h['ends'])})" for h in r["held_by"])
+    return line
+
 
 def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
-    """Why a job waits: Slurm's reason in plain words, and the nodes and jobs behind it."""
+    """Why a job waits: Slurm's reason in plain words (every reason code: resources,
+    priority, dependency, holds, begin time, unavailable nodes, partition and QOS/association
+    limits), and the nodes and jobs behind it; a job that is not pending is said to be so."""
     jobs = slurm.jobs(cp)
     job = _find_job(jobs, job_id)
     subject = f"job {job_id}"
     if job is None:
-        return Analysis(kind="pending", subject=subject,
-                        summary=f"Job {job_id} is not in Slurm's queue: it finished more than "
-                                "MinJobAge ago, or it never existed.",
-                        data={"found": False})
+        return _unknown(job_id, _accounting(cp), "pending")
+    if job.state not in LIVE_STATES or getattr(job, "finished", False):
+        return _ended(job, "pending")
     base = [f"Job {job.job_id} {_q(job.name)} of user {job.user} in partition "
             f"{job.partition} is {job.state}."]
     if job.state != "PENDING":
@@ -102,104 +312,230 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
                         summary=f"Job {job_id} is not pending: it is {job.state} ({where}).",
                         facts=[*base, f"Started {_when(job.start_time)} on {where}."],
                         data={"found": True, "state": job.state, "nodes": job.nodes})
+    r = reasons.reason(job.reason)
     nodes = {n.name: n for n in slurm.nodes(cp)}
-    parts = set(job.partition.split(","))
+    parts = _partitions(job)
     members = [n for n in nodes.values() if parts & set(n.partitions)] or list(nodes.values())
     per_node = math.ceil(job.gpus_requested / max(job.num_nodes, 1)) if job.gpus_requested else 0
     want_nodes = max(job.num_nodes, 1)
-    facts = [*base, f"Slurm's reason: {job.reason} — {explain(job.reason)}."]
+    facts = [*base, f"Slurm's reason: {job.reason} — {r.text}."]
     if job.gpus_requested:
         facts.append(f"It asks for {job.gpus_requested} GPU(s) on {want_nodes} node(s) "
                      f"({per_node} per node).")
-    held: dict[str, list[SlurmJobView]] = defaultdict(list)
-    for j in jobs:
-        if j.state == "RUNNING":
-            for name in j.nodes:
-                held[name].append(j)
-    node_rows: list[dict[str, Any]] = []
-    for n in sorted(members, key=lambda n: n.name):
-        usable = (n.state not in ("down", "drained", "draining")
-                  and not {"DRAIN", "NOT_RESPONDING"} & set(n.flags))
-        node_rows.append({"node": n.name, "state": n.state, "flags": n.flags,
-                          "reason": n.reason, "gpus_total": n.gpus_total,
-                          "gpus_alloc": n.gpus_alloc, "gpus_free": n.gpus_idle,
-                          "fits": usable and n.gpus_idle >= per_node,
-                          "held_by": [{"job_id": h.job_id, "user": h.user,
-                                       "gpus": _gpus_on(h, n.name),
-                                       "ends": _expected_end(h)} for h in held[n.name]]})
-    fitting = [r for r in node_rows if r["fits"]]
-    blocked = sorted((r for r in node_rows if not r["fits"] and r["gpus_total"] >= per_node
-                      and r["held_by"]),
-                     key=lambda r: min((e["ends"] or float("inf")) for e in r["held_by"]))
-    fit_shown = fitting[:MAX_NODES_SHOWN // 3]
-    shown = fit_shown + blocked[:MAX_NODES_SHOWN - len(fit_shown)]
-    for r in shown:
-        line = (f"{r['node']}: {r['state']}{'+' + '+'.join(r['flags']) if r['flags'] else ''}"
-                f", {r['gpus_alloc']} of {r['gpus_total']} GPUs allocated, {r['gpus_free']} "
-                "free")
-        if r["reason"]:
-            line += f", reason {_q(r['reason'])}"
-        if r["held_by"]:
-            line += "; held by " + ", ".join(
-                f"job {h['job_id']} ({h['user']}, {h['gpus']} GPU(s), ends "
-                f"{_when(h['ends'])})" for h in r["held_by"])
-        facts.append(line)
-    if len(node_rows) > len(shown):
-        facts.append(f"{len(node_rows)} node(s) in the partition; {len(fitting)} could take "
-                     f"it now, {len(blocked)} are busy with jobs (the {len(shown)} most "
-                     "relevant are listed).")
-    fit_now = [r["node"] for r in fitting]
-    never = [r["node"] for r in node_rows if r["gpus_total"] >= per_node]
-    summary = f"Job {job_id} is pending ({job.reason}): {explain(job.reason)}."
-    if job.reason in ("Resources", "Priority", "None") and per_node:
-        if len(never) < want_nodes:
-            summary = (f"Job {job_id} can never start as asked: it wants {want_nodes} node(s) "
-                       f"with {per_node} GPUs each and partition {job.partition} has "
-                       f"{len(never)} such node(s).")
-        elif len(fit_now) >= want_nodes and job.reason == "Priority":
-            summary += " Enough GPUs are free now; higher-priority jobs go first."
-        else:
-            ends = sorted(e["ends"] for r in blocked for e in r["held_by"] if e["ends"])
-            summary = (f"Job {job_id} is pending for {job.reason}: it needs {want_nodes} "
-                       f"node(s) with {per_node} free GPUs each; {len(fit_now)} node(s) have "
-                       f"that now ({', '.join(fit_now[:5]) or 'none'}"
-                       f"{', ...' if len(fit_now) > 5 else ''}).")
-            holders = [e["job_id"] for r in blocked for e in sorted(
-                r["held_by"], key=lambda e: e["ends"] or float("inf"))]
-            holders = list(dict.fromkeys(holders))
-            if holders:
-                summary += (" GPUs are held by job(s) " + ", ".join(map(str, holders[:10]))
-                            + (f" and {len(holders) - 10} more" if len(holders) > 10 else "")
-                            + ".")
-            if ends:
-                needed = max(0, want_nodes - len(fit_now))
-                if needed and len(ends) >= needed:
-                    summary += (f" Earliest start if those jobs run to their time limit: "
-                                f"{_when(ends[needed - 1])}.")
-    if job.reason == "Priority":
-        ahead = [j for j in jobs if j.state == "PENDING" and j.job_id != job.job_id
-                 and set(j.partition.split(",")) & parts
-                 and (j.priority or 0) >= (job.priority or 0)]
-        facts.append(f"{len(ahead)} pending job(s) in the partition rank at or above it: "
-                     + ", ".join(str(j.job_id) for j in ahead[:10]))
-    unavailable = [r for r in node_rows if r["state"] in ("down", "drained", "draining")
-                   or "DRAIN" in r["flags"] or "NOT_RESPONDING" in r["flags"]]
-    if unavailable and job.reason in ("ReqNodeNotAvail", "NodeDown", "Resources"):
-        facts.append(f"{len(unavailable)} unavailable node(s): " + ", ".join(
-            f"{r['node']} ({r['state']}{', reason ' + _q(r['reason']) if r['reason'] else ''})"
-            for r in unavailable[:MAX_NODES_SHOWN]))
-    if job.reason.startswith("JobHeld"):
+    else:
+        facts.append(f"It asks for no GPU: {job.num_cpus or 'some'} CPU(s) on {want_nodes} "
+                     "node(s).")
+    held = _gpu_holders(jobs)
+    node_rows = _node_rows(nodes, members, per_node, held)
+    fitting = [row for row in node_rows if row["fits"]]
+    blocked = sorted((row for row in node_rows if not row["fits"]
+                      and row["gpus_total"] >= per_node and row["held_by"]),
+                     key=lambda row: min((e["ends"] or float("inf")) for e in row["held_by"]))
+    unavailable = [row for row in node_rows if not row["usable"]]
+    fit_now = [row["node"] for row in fitting]
+    data: dict[str, Any] = {"found": True, "job_id": job.job_id, "name": job.name,
+                            "comment": job.comment, "reason": r.code, "reason_raw": job.reason,
+                            "reason_kind": r.kind, "gpus_per_node": per_node,
+                            "nodes_wanted": want_nodes, "nodes_fitting_now": fit_now[:50]}
+    summary = f"Job {job_id} is pending ({r.code}): {r.text}."
+    shown: list[dict[str, Any]] = []
+    if r.kind in (reasons.RESOURCES, reasons.PRIORITY, reasons.SCHEDULING):
+        fit_shown = fitting[:MAX_NODES_SHOWN // 3]
+        shown = fit_shown + blocked[:MAX_NODES_SHOWN - len(fit_shown)]
+        summary = _resources_summary(job, r, per_node, want_nodes, node_rows, fit_now,
+                                     blocked, summary, data, facts)
+    if r.kind == reasons.PRIORITY:
+        ahead, by = _ahead(jobs, job)
+        data["ahead"] = [j.job_id for j in ahead]
+        listed = ", ".join(str(j.job_id) for j in ahead[:10]) + (
+            f" and {len(ahead) - 10} more" if len(ahead) > 10 else "")
+        facts.append(f"{len(ahead)} pending job(s) of its partition rank above it (by {by}): "
+                     + (listed or "none in gpuwarden's view"))
+        if ahead:
+            summary += f" Ahead of it: job(s) {listed}."
+    elif r.kind == reasons.NODES:
+        summary, shown = _nodes_summary(job, r, nodes, node_rows, unavailable, summary, data)
+    elif r.kind == reasons.HELD:
+        who = "an operator" if r.code == "JobHeldAdmin" else "its owner or an operator"
+        summary += f" Release it with: scontrol release {job.job_id} ({who})."
         facts.append(f"Release it with: scontrol release {job.job_id} (or the API's release "
-                     "action).")
+                     "action, operator role).")
+    elif r.kind == reasons.DEPENDENCY:
+        summary, more = _dependency(job, jobs, summary, data)
+        facts += more
+    elif r.kind == reasons.BEGIN:
+        begin = _slurm_estimate(job)
+        if begin:
+            summary += f" It may start from {_when(begin)}."
+        else:
+            facts.append("Its begin time is not in gpuwarden's Slurm data (squeue's StartTime "
+                         f"for pending jobs is not collected): squeue -j {job.job_id} -o %S "
+                         "shows it.")
+    elif r.kind == reasons.PARTITION:
+        facts += _partition_facts(cp, job, members)
+    elif r.kind == reasons.LIMIT:
+        mine = [j for j in jobs if j.user == job.user and j.state == "RUNNING"]
+        gpus = sum(j.gpus_allocated or j.gpus_requested for j in mine)
+        facts.append(f"User {job.user} runs {len(mine)} job(s) holding {gpus} GPU(s) now; the "
+                     "limit itself is in Slurm's accounting (sacctmgr show assoc "
+                     f"user={job.user}; sacctmgr show qos).")
+        summary += (f" {job.user} runs {len(mine)} job(s) with {gpus} GPU(s) now; it starts "
+                    "when enough of them end or the limit is raised.")
+    elif r.kind == reasons.NEVER:
+        summary = f"Job {job_id} will never start as it is ({r.code}): {r.text}."
+    for row in shown:
+        facts.append(_node_line(row))
+    if len(node_rows) > len(shown) and shown and r.kind != reasons.NODES:
+        facts.append(f"{len(node_rows)} node(s) in the partition; {len(fitting)} could take "
+                     f"it now, {len(blocked)} are busy with GPU jobs (the {len(shown)} most "
+                     "relevant are listed).")
+    if unavailable and r.kind in (reasons.RESOURCES, reasons.NODES):
+        facts.append(f"{len(unavailable)} unavailable node(s): " + ", ".join(
+            f"{u['node']} ({u['state']}{', reason ' + _q(u['reason']) if u['reason'] else ''})"
+            for u in unavailable[:MAX_NODES_SHOWN]))
     if job.submit_time:
         waited = max(0.0, cp.clock() - job.submit_time)
         facts.append(f"Submitted {_when(job.submit_time)}, waiting {waited / 60:.0f} min.")
-    return Analysis(kind="pending", subject=subject, summary=summary, facts=facts,
-                    data={"found": True, "job_id": job.job_id, "name": job.name,
-                          "comment": job.comment, "reason": job.reason,
-                          "gpus_per_node": per_node, "nodes_wanted": want_nodes,
-                          "nodes_fitting_now": fit_now[:50],
-                          "nodes": shown + unavailable[:MAX_NODES_SHOWN]})
+    data["nodes"] = shown + [u for u in unavailable[:MAX_NODES_SHOWN] if u not in shown]
+    return Analysis(kind="pending", subject=subject, summary=summary, facts=facts, data=data)
+
+
+def _resources_summary(job: SlurmJobView, r: reasons.Reason, per_node: int, want_nodes: int,
+                       node_rows: list[dict[str, Any]], fit_now: list[str],
+                       blocked: list[dict[str, Any]], summary: str, data: dict[str, Any],
+                       facts: list[str]) -> str:
+    """Which nodes could take a job waiting for resources (or behind others), which GPU jobs
+    hold the rest, and when it could start: Slurm's estimate where the data has it, else the
+    holders' time limits."""
+    estimate = _slurm_estimate(job)
+    if estimate:
+        data["slurm_estimate"] = estimate
+        facts.append(f"Slurm's estimated start (squeue --start): {_when(estimate)}.")
+    if not per_node:
+        if estimate:
+            summary += f" Earliest start (Slurm's estimate): {_when(estimate)}."
+        return summary
+    capable = [row["node"] for row in node_rows if row["gpus_total"] >= per_node]
+    if len(capable) < want_nodes:
+        return (f"Job {job.job_id} can never start as asked: it wants {want_nodes} node(s) "
+                f"with {per_node} GPUs each and partition {job.partition} has "
+                f"{len(capable)} such node(s).")
+    if len(fit_now) >= want_nodes and r.kind == reasons.PRIORITY:
+        return summary + " Enough GPUs are free now; higher-priority jobs go first."
+    summary = (f"Job {job.job_id} is pending ({r.code}): {r.text}. It needs {want_nodes} "
+               f"node(s) with {per_node} free GPUs each; {len(fit_now)} node(s) have that now "
+               f"({', '.join(fit_now[:5]) or 'none'}{', ...' if len(fit_now) > 5 else ''}).")
+    holders = list(dict.fromkeys(e["job_id"] for row in blocked for e in sorted(
+        row["held_by"], key=lambda e: e["ends"] or float("inf"))))
+    data["gpu_holders"] = holders
+    if holders:
+        summary += (" GPUs are held by job(s) " + ", ".join(map(str, holders[:10]))
+                    + (f" and {len(holders) - 10} more" if len(holders) > 10 else "") + ".")
+    if estimate:
+        summary += f" Earliest start (Slurm's estimate): {_when(estimate)}."
+    ends = sorted(e["ends"] for row in blocked for e in row["held_by"] if e["ends"])
+    needed = max(0, want_nodes - len(fit_now))
+    if needed and len(ends) >= needed:
+        data["earliest_by_time_limits"] = ends[needed - 1]
+        summary += (" Earliest start if those jobs run to their time limit: "
+                    f"{_when(ends[needed - 1])}"
+                    + ("" if estimate else " (gpuwarden's estimate: Slurm's own, squeue "
+                       "--start, is not in its data)") + ".")
+    return summary
+
+
+def _nodes_summary(job: SlurmJobView, r: reasons.Reason, nodes: dict[str, SlurmNodeView],
+                   node_rows: list[dict[str, Any]], unavailable: list[dict[str, Any]],
+                   summary: str, data: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """The nodes Slurm names as unavailable (``UnavailableNodes:...``), or else the
+    unavailable nodes of the job's partition, with their state and reason."""
+    named: list[str] = []
+    if r.detail.startswith("UnavailableNodes:"):
+        named = list(expand_hostlist(r.detail.split(":", 1)[1].strip()))
+    data["unavailable_nodes"] = named
+    rows = {row["node"]: row for row in node_rows}
+    listed = [rows[n] for n in named if n in rows] or unavailable
+    for n in named:
+        if n not in rows and n in nodes:
+            listed.append(_node_rows(nodes, [nodes[n]], 0, defaultdict(list))[0])
+    if listed:
+        summary += " Unavailable: " + "; ".join(
+            f"{u['node']} is {u['state']}{'+' + '+'.join(u['flags']) if u['flags'] else ''}"
+            + (f" (reason {_q(u['reason'])})" if u["reason"] else "") for u in listed[:6]) + "."
+    elif named:
+        summary += f" Slurm names {', '.join(named)} as unavailable."
+    return summary, listed[:MAX_NODES_SHOWN]
+
+
+def _dependency(job: SlurmJobView, jobs: list[SlurmJobView], summary: str,
+                data: dict[str, Any]) -> tuple[str, list[str]]:
+    spec = getattr(job, "dependency", None)
+    if not spec:
+        return summary, [f"gpuwarden's Slurm data does not include the dependency itself: "
+                         f"scontrol show job {job.job_id} shows it (Dependency=...)."]
+    ids = [int(x) for x in re.findall(r"(?<![\w.])(\d+)(?:_\d+)?(?=[(:,?+]|$)", str(spec))]
+    by_id = {j.job_id: j for j in jobs}
+    data["depends_on"] = ids
+    states = [f"job {i} is {by_id[i].state}" if i in by_id else f"job {i} has left the queue"
+              for i in ids]
+    if states:
+        summary += f" It depends on {spec} ({'; '.join(states)})."
+    return summary, [f"Dependency: {spec}."]
+
+
+def _partition_facts(cp: ControlPlane, job: SlurmJobView,
+                     members: list[SlurmNodeView]) -> list[str]:
+    facts = [f"It asks for {max(job.num_nodes, 1)} node(s); partition {job.partition} has "
+             f"{len(members)} node(s)."]
+    try:
+        parts = {p.name: p for p in slurm.partitions(cp)}
+    except GpuwardenError:
+        return facts
+    for name in _partitions(job):
+        p = parts.get(name)
+        if p is None:
+            continue
+        limit = f", time limit {job.time_limit_s // 60} min" if job.time_limit_s else ""
+        facts.append(f"Partition {p.name} is {p.available}, MaxTime {p.time_limit or 'unset'}"
+                     f"{limit}.")
+    return facts
+
+
+async def job_outcome(cp: ControlPlane, job_id: int, days: float = 7.0) -> Analysis:
+    """How a job ended (or that it has not), from what Slurm reports: state, exit code and
+    signal, node, start and end; plus the GPUs gpuwarden saw it on.  A job Slurm no longer
+    knows is said to be so, never guessed."""
+    end = cp.clock()
+    try:
+        jobs = slurm.jobs(cp)
+    except GpuwardenError:
+        jobs = []
+    job = _find_job(jobs, job_id)
+    try:
+        found = await slurm.job_history(cp, job_id=job_id, start=end - days * 86400, end=end)
+    except (GpuwardenError, ValueError):
+        found = []
+    usage = found[0] if found else None
+    if job is None:
+        return _unknown(job_id, _accounting(cp), "outcome", usage)
+    if job.state not in LIVE_STATES or getattr(job, "finished", False):
+        return _ended(job, "outcome", usage)
+    if job.state == "PENDING":
+        pending = explain_pending(cp, job_id)
+        return Analysis(kind="outcome", subject=pending.subject,
+                        summary=f"Job {job_id} has not started yet. " + pending.summary,
+                        facts=pending.facts, data={**pending.data, "state": job.state})
+    where = ", ".join(job.nodes) or "no node yet"
+    facts = [f"Job {job.job_id} {_q(job.name)} of user {job.user} is {job.state} on {where} "
+             f"since {_when(job.start_time)}."]
+    if _expected_end(job):
+        facts.append(f"Its time limit ends it at {_when(_expected_end(job))} at the latest.")
+    if usage is not None:
+        facts.append(_usage_fact(usage))
+    return Analysis(kind="outcome", subject=f"job {job_id}",
+                    summary=f"Job {job_id} has not ended: it is {job.state} on {where}.",
+                    facts=facts, data={"found": True, "state": job.state,
+                                       "nodes": list(job.nodes)})
 
 
 # -- which GPUs are wasted -------------------------------------------------------------------
@@ -254,57 +590,119 @@ def waste_report(cp: ControlPlane, top_k: int = 20) -> Analysis:
 
 # -- what is wrong with this node ------------------------------------------------------------
 
+# Hardware/driver XIDs by severity (NVIDIA's XID catalogue): the GPU gone, then memory
+# (uncontained and double-bit ECC, row remapping), then NVLink, GSP firmware, the
+# micro-controller.  Application XIDs come after every hardware one.
+XID_SEVERITY = (79, 95, 48, 64, 63, 94, 92, 74, 119, 120, 62, 61)
+XID_SHORT = {
+    79: "GPU fallen off the bus", 95: "uncontained ECC error", 48: "double-bit ECC error",
+    64: "row remapping/page retirement failed", 63: "row remapping/page retirement recorded",
+    94: "contained ECC error", 92: "high single-bit ECC rate", 74: "NVLink error",
+    119: "GSP RPC timeout", 120: "GSP error", 62: "micro-controller halt",
+    61: "micro-controller warning", 13: "graphics engine exception",
+    31: "GPU memory page fault", 43: "GPU stopped processing", 45: "preemptive cleanup",
+    68: "video processor exception",
+}
+# problem ranks: what a reader must see first
+_NODE_DOWN, _GPU_DOWN, _HW_XID, _ECC, _SLURM, _THERMAL, _HEALTH, _APP_XID = range(8)
+
+
+def xid_rank(xid: int) -> tuple[int, int]:
+    """Sort key: hardware XIDs by severity, unknown hardware ones next, application last."""
+    if is_application_xid(xid):
+        return (2, xid)
+    if xid in XID_SEVERITY:
+        return (0, XID_SEVERITY.index(xid))
+    return (1, xid)
+
+
+def rank_xids(xids: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """(xid, count, last seen) ordered for a reader: hardware by severity, then application
+    by count."""
+    return sorted(xids, key=lambda x: (xid_rank(x[0])[0],
+                                       xid_rank(x[0])[1] if not is_application_xid(x[0])
+                                       else -x[1], x[0]))
+
+
+def _xid_short(xid: int) -> str:
+    return XID_SHORT.get(xid, "see NVIDIA's XID catalogue")
+
 
 def _slurm_node(cp: ControlPlane, name: str, hostname: str | None) -> SlurmNodeView | None:
     try:
         nodes = slurm.nodes(cp)
-    except NotFoundError:
-        return None
-    except Exception:  # Slurm unavailable: the doctor says so below
+    except GpuwardenError:  # Slurm not configured or unavailable: the doctor says so below
         return None
     return next((n for n in nodes if n.name in (name, hostname)), None)
 
 
 def node_doctor(cp: ControlPlane, name: str) -> Analysis:
-    """Everything that is wrong with a node: reachability, XIDs, throttling, ECC,
-    temperature, Slurm state and reason, open alerts."""
+    """Everything that is wrong with a node, worst first: reachability, GPUs down, hardware
+    XIDs by severity (with counts), ECC, Slurm state and reason, throttling, application
+    XIDs, open alerts."""
     node = cluster.get_node(cp, name)
-    problems: list[str] = []
-    facts: list[str] = []
+    problems: list[tuple[float, str]] = []
+    facts: list[tuple[float, str]] = []
     if not node.up:
-        problems.append("does not answer")
-        facts.append(f"The node daemon at {node.url} does not answer: {node.error or 'no reply'}"
-                     f" (last success {_when(node.last_success)}).")
+        problems.append((_NODE_DOWN, "does not answer"))
+        facts.append((_NODE_DOWN, f"The node daemon at {node.url} does not answer: "
+                                  f"{node.error or 'no reply'} (last success "
+                                  f"{_when(node.last_success)})."))
     elif node.health and node.health != "ok":
-        problems.append(f"daemon health {node.health}")
-        facts.append(f"The node daemon reports {node.health}: {node.health_reason or ''}")
+        problems.append((_HEALTH, f"daemon health {node.health}"))
+        facts.append((_HEALTH, f"The node daemon reports {node.health}: "
+                               f"{node.health_reason or ''}"))
+    try:
+        xids = cluster.gpu_xids(cp, name)
+    except NotFoundError:
+        xids = {}
     gpu_rows = []
     for g in node.gpu_list:
         detail = cluster.get_gpu(cp, name, g.index) if node.up else None
-        row: dict[str, Any] = {"gpu": g.index, "state": g.state, "xid_errors": g.xid_errors,
-                               "last_xid": g.last_xid, "throttle": g.throttle_reasons,
-                               "temperature_c": g.temperature_c}
+        counts = rank_xids(xids.get(g.index, []))
+        if not counts and g.xid_errors and g.last_xid:
+            counts = [(g.last_xid, g.xid_errors, 0.0)]
+        row: dict[str, Any] = {"gpu": g.index, "state": g.state, "up": g.up,
+                               "xid_errors": g.xid_errors, "last_xid": g.last_xid,
+                               "xids": {x: c for x, c, _ in counts},
+                               "throttle": g.throttle_reasons, "temperature_c": g.temperature_c}
         if not g.up and node.up:
-            problems.append(f"gpu{g.index} down")
-            facts.append(f"gpu{g.index} does not answer NVML: {g.error or 'unknown error'}.")
-        if g.xid_errors:
-            problems.append(f"gpu{g.index} XIDs")
-            facts.append(f"gpu{g.index}: {g.xid_errors} XID error(s), last "
-                         f"{describe_xid(g.last_xid) if g.last_xid else 'unknown'}.")
+            problems.append((_GPU_DOWN, f"gpu{g.index} down"))
+            facts.append((_GPU_DOWN, f"gpu{g.index} is down: it does not answer NVML "
+                                     f"({g.error or 'unknown error'}); drain the node and "
+                                     "check the GPU."))
+        hardware = [x for x in counts if not is_application_xid(x[0])]
+        application = [x for x in counts if is_application_xid(x[0])]
+        for xid, count, _seen in hardware:  # across GPUs too: the worst XID first
+            kind, order = xid_rank(xid)
+            problems.append((_HW_XID + kind / 10 + order / 1000,
+                             f"gpu{g.index} hardware XID {xid} ×{count} ({_xid_short(xid)})"))
+        if application:
+            problems.append((_APP_XID, f"gpu{g.index} application XIDs " + ", ".join(
+                f"{xid} ×{count}" for xid, count, _ in application)))
+        for xid, count, seen in counts:
+            facts.append((_HW_XID if (xid, count, seen) in hardware else _APP_XID,
+                          f"gpu{g.index}: {describe_xid(xid)} — {count} time(s)"
+                          + (f", last {_when(seen)}" if seen else "") + "."))
+        if counts and g.last_xid and len(counts) > 1:
+            facts.append((_APP_XID, f"gpu{g.index}: the latest XID is {g.last_xid}; "
+                                    f"{g.xid_errors} XID error(s) in all."))
         thermal = sorted(set(g.throttle_reasons) & THERMAL)
         if thermal:
-            problems.append(f"gpu{g.index} thermal throttling")
-            facts.append(f"gpu{g.index} is throttled ({', '.join(thermal)}) at "
-                         f"{g.temperature_c or 0:.0f} °C, SM clock {g.sm_clock_mhz or 0:.0f} MHz.")
+            problems.append((_THERMAL, f"gpu{g.index} thermal throttling"))
+            facts.append((_THERMAL, f"gpu{g.index} is throttled ({', '.join(thermal)}) at "
+                                    f"{g.temperature_c or 0:.0f} °C, SM clock "
+                                    f"{g.sm_clock_mhz or 0:.0f} MHz."))
         elif g.throttle_reasons:
-            facts.append(f"gpu{g.index} clock events: {', '.join(g.throttle_reasons)}.")
+            facts.append((_THERMAL, f"gpu{g.index} clock events: "
+                                    f"{', '.join(g.throttle_reasons)}."))
         if detail is not None:
             ecc = {k: v for k, v in detail.fields.items() if k in ECC_FIELDS and v}
             row["ecc"] = ecc
             for key, value in sorted(ecc.items()):
                 if key in SERIOUS_ECC:
-                    problems.append(f"gpu{g.index} ECC")
-                facts.append(f"gpu{g.index}: {value:g} {ECC_FIELDS[key]}.")
+                    problems.append((_ECC, f"gpu{g.index} ECC"))
+                facts.append((_ECC, f"gpu{g.index}: {value:g} {ECC_FIELDS[key]}."))
         gpu_rows.append(row)
     snode = _slurm_node(cp, name, node.hostname)
     if snode is not None:
@@ -313,24 +711,26 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
                "allocated"
         if snode.reason:
             line += f", reason {_q(snode.reason)} since {_when(snode.reason_time)}"
-        facts.append(line + ".")
-        if snode.state in ("down", "drained", "draining") or "DRAIN" in snode.flags \
+        facts.append((_SLURM, line + "."))
+        if snode.state in ("down", "drained", "draining", "fail") or "DRAIN" in snode.flags \
                 or "NOT_RESPONDING" in snode.flags:
-            problems.append(f"Slurm {state}")
+            problems.append((_SLURM, f"Slurm {state}"
+                                     + (f" ({_q(snode.reason)})" if snode.reason else "")))
     open_alerts = [a for a in alert_svc.list_alerts(cp)
                    if a.state in ("pending", "firing") and (a.subject == name
                                                              or a.subject.startswith(name + "/"))]
-    for a in open_alerts:
-        facts.append(f"Alert {a.state}: {a.rule} ({a.severity}) — {a.summary}")
-    if problems:
-        summary = f"{name}: " + "; ".join(dict.fromkeys(problems)) + "."
+    ordered = [p for _, p in sorted(problems, key=lambda p: p[0])]
+    ordered = list(dict.fromkeys(ordered))
+    lines = [f for _, f in sorted(facts, key=lambda f: f[0])]
+    lines += [f"Alert {a.state}: {a.rule} ({a.severity}) — {a.summary}" for a in open_alerts]
+    if ordered:
+        summary = f"{name}: " + "; ".join(ordered) + "."
     else:
         summary = (f"{name} looks healthy: it answers, {node.gpus_up} of {node.gpus} GPUs up, no "
                    "XIDs, no thermal throttling, no ECC errors"
                    + (", Slurm state " + snode.state if snode else "") + ".")
-    return Analysis(kind="node", subject=name, summary=summary, facts=facts,
-                    data={"up": node.up, "problems": list(dict.fromkeys(problems)),
-                          "gpus": gpu_rows,
+    return Analysis(kind="node", subject=name, summary=summary, facts=lines,
+                    data={"up": node.up, "problems": ordered, "gpus": gpu_rows,
                           "slurm": snode.model_dump() if snode else None,
                           "alerts": [a.id for a in open_alerts]})
 
@@ -355,7 +755,8 @@ async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
         targets = [job_id]
     else:
         targets = sorted({int(k) for k in history if k.isdigit()}
-                         | {j for j, q in queue.items() if q.state == "RUNNING"})
+                         | {j for j, q in queue.items() if q.state == "RUNNING"
+                            and (q.gpus_allocated or q.gpus_requested)})
     rows: list[dict[str, Any]] = []
     facts: list[str] = []
     for jid in targets:

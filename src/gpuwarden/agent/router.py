@@ -12,6 +12,7 @@ from gpuwarden.services.context import ControlPlane
 
 ANALYZERS = {
     "pending": "why is job 42 pending?",
+    "outcome": "why did job 42 fail?",
     "waste": "which GPUs are wasted and what do they cost?",
     "node": "what is wrong with node3?",
     "efficiency": "how efficient are alice's jobs?",
@@ -21,12 +22,16 @@ NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driv
                      r"shell|run the command|priority|requeue|resize|scale|delete file|"
                      r"format)\b", re.I)
 JOB = re.compile(r"\bjob(?:\s+id)?\s*#?\s*(\d+)\b", re.I)
+ENDED = re.compile(r"\b(fail(s|ed|ure)?|crash(ed|es)?|die[ds]?|killed|exit(ed)?|exit code|"
+                   r"error|end(ed)?|finish(ed)?|complete[ds]?|succeed(ed)?|cancel+ed|"
+                   r"time[ds]? ?out|oom|out of memory|what happened|how did)\b", re.I)
 USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
 
 
 def examples(cp: ControlPlane) -> list[str]:
-    """The analyzers' example questions, naming this cluster's own pending job, a busy node
-    and a running job of the user with the most running jobs, so each one has a real
+    """The analyzers' example questions, naming this cluster's own pending job, a failed (or
+    else finished) job, a busy node and a running job of the user with the most running
+    jobs, so each one has a real
     answer; the generic wording where the cluster has none (no Slurm, an empty queue)."""
     from gpuwarden.services import slurm
 
@@ -39,6 +44,11 @@ def examples(cp: ControlPlane) -> list[str]:
     running = [j for j in jobs if j.state == "RUNNING"]
     if pending:
         asked["pending"] = f"why is job {pending[0].job_id} pending?"
+    failed = [j for j in jobs if j.state in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")]
+    if failed:
+        asked["outcome"] = f"why did job {failed[-1].job_id} fail?"
+    elif finished := [j for j in jobs if j.state in ("COMPLETED", "CANCELLED")]:
+        asked["outcome"] = f"why did job {finished[-1].job_id} end?"
     nodes = [n.name for n in cp.inventory.nodes()]
     if nodes:
         busy = {n for j in running for n in j.nodes}
@@ -92,6 +102,9 @@ async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
             return await analyzers.job_efficiency(cp, job_id=int(job.group(1)))
         if user:
             return await analyzers.job_efficiency(cp, user=user.group(1) or user.group(2))
+    if job and ENDED.search(q) and not re.search(r"pending|waiting|queued|not (start|run)",
+                                                 low):
+        return await analyzers.job_outcome(cp, int(job.group(1)))
     if job and re.search(r"pending|waiting|wait|queued|stuck|not (start|run)|why", low):
         return analyzers.explain_pending(cp, int(job.group(1)))
     if re.search(r"wast|idle|cost|spend|money|\$|unused", low):

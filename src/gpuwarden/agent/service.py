@@ -58,6 +58,7 @@ from gpuwarden.services.context import ControlPlane
 
 log = logging.getLogger(__name__)
 MAX_REFUSALS = 3  # rounds of refusing unasked-for proposals before the run gives up
+LOADED_AT = time.time()  # runs this process drives were all updated after this
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -129,6 +130,21 @@ class AgentService:
                 calls[c["run_id"]].append(_call(c))
         return [_view(r, calls[r["id"]]) for r in runs]
 
+    def fail_interrupted(self) -> int:
+        """Mark failed the runs a stopped or crashed ``serve`` left ``running``: those not
+        touched since this process loaded the agent (no process drives them any more; a run
+        of this process is never one).  Called when the service starts.  Returns how many."""
+        with self.cp.db.write() as conn:
+            count = conn.execute(
+                "UPDATE agent_runs SET status = 'failed', error = ?, updated_at = ? "
+                "WHERE status = 'running' AND updated_at < ?",
+                ("interrupted: the control plane stopped before the run ended; ask again",
+                 time.time(), LOADED_AT)).rowcount
+        if count:
+            log.warning("marked %d agent run(s) left running by a previous serve as failed",
+                        count)
+        return count
+
     def _update(self, run_id: str, **values: Any) -> None:
         values["updated_at"] = time.time()
         sets = ", ".join(f"{k} = ?" for k in values)
@@ -147,9 +163,15 @@ class AgentService:
                          (run_id, actor, prompt, mode, now, now))
         await emit({"type": "run", "id": run_id, "mode": mode})
         if mode == "analyzers":
-            answer = await router.answer(self.cp, prompt)
-            await emit({"type": "text", "delta": answer})
-            self._update(run_id, status="done", answer=answer)
+            try:
+                answer = await router.answer(self.cp, prompt)
+            except Exception as exc:  # an analyzer's bug ends the run failed, never running
+                log.exception("agent run %s: the analyzer failed", run_id)
+                self._update(run_id, status="failed",
+                             error=f"the analyzer failed: {type(exc).__name__}: {_short(exc)}")
+            else:
+                await emit({"type": "text", "delta": answer})
+                self._update(run_id, status="done", answer=answer)
         else:
             await self._drive(run_id, actor, emit, prompt=prompt)
         view = self.get(run_id)
@@ -300,6 +322,9 @@ class AgentService:
                 GpuwardenError, TimeoutError) as exc:
             log.warning("agent run %s failed: %s", run_id, type(exc).__name__)
             failed(f"the model failed: {type(exc).__name__}: {_short(exc)}")
+        except Exception as exc:  # a tool's bug: the run ends failed with it, never running
+            log.exception("agent run %s: a tool failed", run_id)
+            failed(f"a tool failed: {type(exc).__name__}: {_short(exc)}")
 
     def _screen(self, requests: DeferredToolRequests, user_text: str
                 ) -> tuple[dict[str, Any], list[Any]]:
@@ -428,6 +453,10 @@ async def stream(fn: Callable[[Emit], Awaitable[RunView]]) -> AsyncIterator[dict
             await fn(emit)
         except GpuwardenError as exc:
             await queue.put({"type": "error", "detail": str(exc)})
+        except Exception as exc:  # the client hears what failed, not a cut stream
+            log.exception("agent stream failed")
+            await queue.put({"type": "error",
+                             "detail": f"internal error: {type(exc).__name__}: {_short(exc)}"})
         finally:
             await queue.put(None)
 

@@ -34,7 +34,8 @@ RESULT_LIMIT = 6000  # characters of one tool result the model sees
 INSTRUCTIONS = """\
 You are gpuwarden's ops agent for a GPU cluster (Slurm, NVIDIA GPUs). Answer operators'
 questions from your tools: never invent a number, a job, a node or a tool. Prefer the
-analyzers (explain_pending, waste_report, node_doctor, job_efficiency): they state the facts.
+analyzers (explain_pending, job_outcome, waste_report, node_doctor, job_efficiency): they
+state the facts.
 Quote job ids, node names, GPU indices, percentages and dollar figures exactly as the tools
 give them. Keep answers short: the answer first, then the facts behind it.
 
@@ -204,6 +205,13 @@ async def explain_pending(ctx: RunContext[AgentDeps], job_id: int) -> str:
     return await _analysis(ctx, analyzers.explain_pending, ctx.deps.cp, job_id)
 
 
+async def job_outcome(ctx: RunContext[AgentDeps], job_id: int) -> str:
+    """How a job ended (why it failed), from what Slurm reports: state (FAILED, CANCELLED,
+    TIMEOUT, OUT_OF_MEMORY, NODE_FAIL...), exit code and signal, node, start and end; or
+    that it has not ended, or that Slurm no longer knows it."""
+    return await _analysis(ctx, analyzers.job_outcome, ctx.deps.cp, job_id)
+
+
 async def waste_report(ctx: RunContext[AgentDeps], top_k: int = 20) -> str:
     """Idle and allocated-but-idle GPUs and what they cost: $/hr now, $ today, by user and
     by node."""
@@ -225,8 +233,8 @@ async def job_efficiency(ctx: RunContext[AgentDeps], job_id: int | None = None,
 
 
 READ_TOOLS = (cluster_overview, list_nodes, list_gpus, gpu_metric_history, query_metrics,
-              slurm_jobs, job_detail, slurm_nodes, list_alerts, explain_pending, waste_report,
-              node_doctor, job_efficiency)
+              slurm_jobs, job_detail, slurm_nodes, list_alerts, explain_pending, job_outcome,
+              waste_report, node_doctor, job_efficiency)
 
 
 # -- action tools (approval required) ------------------------------------------------------------

@@ -29,7 +29,9 @@ def service(request: Request):  # -> AgentService, built on first use (it loads 
     if getattr(state, "agent", None) is None:
         from gpuwarden.agent.service import AgentService
 
-        state.agent = AgentService(state.cp, model=state.agent_model)
+        agent = AgentService(state.cp, model=state.agent_model)
+        agent.fail_interrupted()  # nothing drives a run an earlier serve left running
+        state.agent = agent
     return state.agent
 
 

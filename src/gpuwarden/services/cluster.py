@@ -318,6 +318,16 @@ def get_gpu(cp: ControlPlane, node: str, index: int) -> GpuDetail:
     raise NotFound(f"node {node!r} has no GPU {index}")
 
 
+def gpu_xids(cp: ControlPlane, node: str) -> dict[int, list[tuple[int, int, float]]]:
+    """Each GPU's XIDs on ``node`` from its latest snapshot: GPU index -> (xid, count,
+    last seen) per distinct XID, as the node daemon counts them (its
+    ``gpuwarden_xid_errors_total``)."""
+    snapshot = _state(cp, node).snapshot or {}
+    return {int(g["index"]): [(int(x["xid"]), int(x.get("count", 1)),
+                               float(x.get("last_seen") or 0.0)) for x in g.get("xids", [])]
+            for g in snapshot.get("gpus", [])}
+
+
 def _state(cp: ControlPlane, node: str, live: _Live | None = None) -> TargetState:
     live = _live(cp) if live is None else live
     found = live.nodes.get(node)
