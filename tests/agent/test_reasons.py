@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpuwarden.agent import reasons
 from gpuwarden.agent.analyzers import _exit_status, rank_xids, xid_rank
 from gpuwarden.gpu.model import APPLICATION_XIDS
+from gpuwarden.slurm import reasons
 
 KINDS = {reasons.SCHEDULING, reasons.RESOURCES, reasons.PRIORITY, reasons.DEPENDENCY,
          reasons.NEVER, reasons.HELD, reasons.BEGIN, reasons.NODES, reasons.PARTITION,

@@ -175,7 +175,7 @@ def _pending_view(live, job_id: int, reason: str) -> analyzers.Analysis:
 
 
 def truth_pending(live, job_id: int, spec: dict[str, Any]) -> None:
-    from gpuwarden.agent import reasons
+    from gpuwarden.slurm import reasons
 
     assert live.squeue(job_id, "%T") == "PENDING"
     raw = live.squeue(job_id, "%r")

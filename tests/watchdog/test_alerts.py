@@ -162,7 +162,7 @@ def test_node_down_and_slurm_rules(tmp_path):
     pending = {t.alert.subject: t.alert.summary for t in c.run("job_pending_too_long", v)}
     assert set(pending) == {"job/5", "job/7"}  # ReqNodeNotAvail at once, Resources after 30m
     assert "a node it needs is not available" in pending["job/5"]
-    assert "waiting for resources" in pending["job/7"]
+    assert "GPUs, CPUs or memory it asks for are in use" in pending["job/7"]
     assert c.run("job_stuck_completing", v) == []  # pending for 10 min first
 
 

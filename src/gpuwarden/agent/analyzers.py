@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import Field
 
-from gpuwarden.agent import reasons
 from gpuwarden.agent.fence import quote
 from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.gpu.model import is_application_xid
@@ -29,6 +28,7 @@ from gpuwarden.services import alerts as alert_svc
 from gpuwarden.services import cluster, slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import GpuView, Out, SlurmJobView, SlurmNodeView
+from gpuwarden.slurm import reasons
 from gpuwarden.slurm.hostlist import expand_hostlist
 
 ECC_FIELDS = {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { fitWindow, isRange, stats, toColumns } from "./series";
 import { sparkXs, SparkStore } from "./spark";
-import { nodeStateTone, pendingReasonWords } from "./slurm";
+import { nodeStateTone } from "./slurm";
 
 describe("history shaping", () => {
   it("lays points on a regular grid with gaps as null", () => {
@@ -79,12 +79,6 @@ describe("sparklines", () => {
 });
 
 describe("slurm words", () => {
-  it("explains pending reasons", () => {
-    expect(pendingReasonWords("Resources")).toMatch(/not enough free/);
-    expect(pendingReasonWords("(Priority)")).toMatch(/higher-priority/);
-    expect(pendingReasonWords("QOSMaxFooLimit")).toBe("a QOS limit (QOSMaxFooLimit)");
-    expect(pendingReasonWords("Weird")).toBe("Weird");
-  });
   it("tones node states", () => {
     expect(nodeStateTone("down*")).toBe("bad");
     expect(nodeStateTone("drained")).toBe("warn");

@@ -8,7 +8,7 @@ import { TimeChart } from "../components/TimeChart";
 import { Card, Empty, ErrorBox, Loading, PageHeader, Tone } from "../components/ui";
 import { ago, duration, mib, pct } from "../lib/format";
 import { sparks } from "../lib/spark";
-import { nodeStateTone, pendingReasonWords } from "../lib/slurm";
+import { nodeStateTone } from "../lib/slurm";
 
 function Section({ title, children, testid }: { title: string; children: React.ReactNode; testid?: string }) {
   return (
@@ -33,9 +33,9 @@ function jobTone(state: string): "ok" | "warn" | "bad" | "muted" | "busy" {
   return "muted";
 }
 
-/** Why a job waits, in words: the API's text when it has one, else ours for the code. */
+/** Why a job waits, in words: the API's text (gpuwarden.slurm.reasons), else Slurm's code. */
 export function why(j: SlurmJob): string {
-  return j.reason_text || pendingReasonWords(j.reason);
+  return j.reason_text || j.reason || "–";
 }
 
 /** Why it waits, or where it runs. */
