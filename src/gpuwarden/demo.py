@@ -34,11 +34,11 @@ from typing import IO
 
 import httpx
 
-from gpuwarden import runtime
+from gpuwarden import processes, runtime
 from gpuwarden.config import ServeConfig, Settings, WatchdogConfig
 from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.net import bind, url_host
-from gpuwarden.providers import lifecycle, processes
+from gpuwarden.providers import lifecycle
 from gpuwarden.providers.local import slurm_unavailable
 from gpuwarden.providers.spec import ClusterDescription
 from gpuwarden.services.context import ControlPlane

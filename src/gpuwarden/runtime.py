@@ -17,6 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from gpuwarden import processes
+
 FILENAME = "control-plane.json"
 
 
@@ -32,18 +34,6 @@ class RuntimeInfo:
     @property
     def path(self) -> Path:
         return Path(self.home) / FILENAME
-
-
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
 
 
 def publish(home: Path, kind: str, url: str, token: str) -> RuntimeInfo:
@@ -75,7 +65,7 @@ def read(home: Path, *, live_only: bool = True) -> RuntimeInfo | None:
         info = RuntimeInfo(**{k: raw[k] for k in RuntimeInfo.__dataclass_fields__})
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if live_only and not pid_alive(info.pid):
+    if live_only and not processes.alive(info.pid):
         return None
     return info
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from gpuwarden.providers import processes
+from gpuwarden import processes
 from gpuwarden.providers.base import NodeRecord
 from gpuwarden.providers.bootstrap import render_script
 from gpuwarden.providers.local import slurm_available

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpuwarden.providers import processes
+from gpuwarden import processes
 from gpuwarden.slurm import LocalSlurmCluster
 from gpuwarden.slurm.cli import app, default_local_dir
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from gpuwarden.providers import processes
+from gpuwarden import processes
 from gpuwarden.providers.base import (
     RUNNING,
     Clock,

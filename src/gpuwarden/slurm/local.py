@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gpuwarden import processes
 from gpuwarden.slurm.adapter import SlurmAdapter
 from gpuwarden.slurm.config import (
     AccountingSpec,
@@ -266,7 +267,7 @@ class LocalSlurmCluster:
         if name not in self.node_names_on_disk():
             raise LocalClusterError(f"no node {name!r} in {self.conf_path}")
         pid = self._read_pid(f"slurmd.{name}")
-        if pid is not None and _pid_alive(pid):
+        if pid is not None and processes.alive(pid):
             return pid
         return self._spawn(["slurmd", "-N", name], self._daemon_env(),
                            self.run_dir / f"slurmd.{name}.pid")
@@ -274,11 +275,11 @@ class LocalSlurmCluster:
     def kill_node(self, name: str) -> None:
         """SIGKILL the slurmd of node ``name`` (simulates a crashed node)."""
         pid = self._read_pid(f"slurmd.{name}")
-        if pid is None or not _pid_alive(pid) or not self._is_ours(pid):
+        if pid is None or not processes.alive(pid) or not self._is_ours(pid):
             raise LocalClusterError(f"slurmd of {name} is not running")
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _pid_alive(pid):
+        while time.monotonic() < deadline and processes.alive(pid):
             time.sleep(0.05)
 
     def wait_nodes(self, state: str = "idle", timeout_s: float | None = None) -> None:
@@ -288,14 +289,14 @@ class LocalSlurmCluster:
     def status(self) -> LocalClusterStatus:
         """The daemons' liveness and, when slurmctld answers, the nodes."""
         procs = tuple(
-            ProcessInfo(name, pid, pid is not None and _pid_alive(pid))
+            ProcessInfo(name, pid, pid is not None and processes.alive(pid))
             for name, pid in self._pid_files()
         )
         if not self.conf_path.exists():
             return LocalClusterStatus(self.directory, False, procs, error="not configured")
         nodes: tuple[SlurmNode, ...] = ()
         error = None
-        if not _pid_alive(self._read_pid("slurmctld")):
+        if not processes.alive(self._read_pid("slurmctld")):
             return LocalClusterStatus(self.directory, True, procs, error="slurmctld is not running")
         try:
             nodes = tuple(self.adapter(timeout=5.0).nodes().nodes)
@@ -307,7 +308,7 @@ class LocalSlurmCluster:
         """Stop everything this cluster started; return what was stopped. Verifies that no
         process carrying this cluster's ``SLURM_CONF`` is left."""
         stopped: list[str] = []
-        if self.conf_path.exists() and _pid_alive(self._read_pid("slurmctld")):
+        if self.conf_path.exists() and processes.alive(self._read_pid("slurmctld")):
             # every user's jobs (the demo's run as several users), not only root's; one
             # state per call (scancel takes one), pending first so none starts meanwhile
             for state in ("PENDING", "SUSPENDED", "RUNNING"):
@@ -321,18 +322,18 @@ class LocalSlurmCluster:
             pids = {}
             for name in group:
                 pid = self._read_pid(name)
-                if pid is not None and _pid_alive(pid) and self._is_ours(pid):
+                if pid is not None and processes.alive(pid) and self._is_ours(pid):
                     pids[name] = pid
-            _terminate_all(list(pids.values()), timeout_s)
+            processes.terminate_all(list(pids.values()), timeout_s)
             stopped += list(pids)
         for child in self._children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(timeout=timeout_s)
         self._children = [c for c in self._children if c.returncode is None]
         leftovers = self.leftover_pids()
-        _terminate_all(leftovers, 3.0)
+        processes.terminate_all(leftovers, 3.0)
         stopped += [f"pid {pid}" for pid in leftovers]
-        left = [p for p in self.leftover_pids() if _pid_alive(p)]
+        left = [p for p in self.leftover_pids() if processes.alive(p)]
         if left:
             raise LocalClusterError(f"processes still running after down: {left}")
         if self.socket_dir != self.directory:
@@ -454,7 +455,7 @@ class LocalSlurmCluster:
                 adapter.run("sacctmgr", ["-i", "load", f"file={flat}"])
                 return
             except SlurmError as exc:
-                if time.monotonic() > deadline or not _pid_alive(self._read_pid("slurmdbd")):
+                if time.monotonic() > deadline or not processes.alive(self._read_pid("slurmdbd")):
                     raise LocalClusterError(f"slurmdbd did not answer: {exc} (see "
                                             f"{acct.log_file})") from exc
             time.sleep(0.1)
@@ -482,8 +483,8 @@ class LocalSlurmCluster:
                                     f" (logs in {self.directory / 'log'})")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            pid = _read_pid_file(pid_file)
-            if pid is not None and _pid_alive(pid):
+            pid = processes.read_pid(pid_file)
+            if pid is not None and processes.alive(pid):
                 return pid
             time.sleep(0.05)
         raise LocalClusterError(f"{argv[0]} did not write {pid_file} "
@@ -499,7 +500,7 @@ class LocalSlurmCluster:
                 return
             except SlurmError as exc:
                 last = exc
-            if not _pid_alive(self._read_pid("slurmctld")):
+            if not processes.alive(self._read_pid("slurmctld")):
                 break
             time.sleep(0.2)
         raise LocalClusterError(f"slurmctld did not answer: {last} "
@@ -544,18 +545,18 @@ class LocalSlurmCluster:
 
     def _read_pid(self, name: str) -> int | None:
         if name == "munged":
-            return _read_pid_file(self.munge_dir / "munged.pid")
-        return _read_pid_file(self.run_dir / f"{name}.pid")
+            return processes.read_pid(self.munge_dir / "munged.pid")
+        return processes.read_pid(self.run_dir / f"{name}.pid")
 
     def _any_alive(self) -> bool:
-        return any(pid is not None and _pid_alive(pid) and self._is_ours(pid)
+        return any(pid is not None and processes.alive(pid) and self._is_ours(pid)
                    for _, pid in self._pid_files())
 
     def _is_ours(self, pid: int) -> bool:
         """A daemon or slurmstepd we started (marker), or a job process of this cluster
         (its SLURM_CONF and a SLURM_JOB_ID). A user's shell that merely exports our
         SLURM_CONF is not ours."""
-        env = _environ_of(pid)
+        env = processes.environ(pid)
         if env.get("GPUWARDEN_SLURM_LOCAL") == str(self.directory):
             return True
         return env.get("SLURM_CONF") == str(self.conf_path) and "SLURM_JOB_ID" in env
@@ -568,7 +569,7 @@ class LocalSlurmCluster:
             if not entry.name.isdigit() or int(entry.name) == own:
                 continue
             pid = int(entry.name)
-            if self._is_ours(pid) and _pid_alive(pid):
+            if self._is_ours(pid) and processes.alive(pid):
                 found.append(pid)
         return found
 
@@ -626,66 +627,10 @@ def _reachable(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents) if p.exists())
 
 
-def _read_pid_file(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is not alive for our purposes.
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return False
-    return fields[0] != "Z"
 
 
-def _environ_of(pid: int) -> dict[str, str]:
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return {}
-    env = {}
-    for item in raw.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep:
-            env[key.decode(errors="replace")] = value.decode(errors="replace")
-    return env
 
 
-def _terminate_all(pids: list[int], timeout_s: float) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(_pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if _pid_alive(pid):
-            _terminate(pid, 0)
 
-
-def _terminate(pid: int, timeout_s: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not _pid_alive(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _pid_alive(pid):
-        time.sleep(0.05)

@@ -1,5 +1,9 @@
-"""Local processes tagged with a marker environment variable, so a crashed ``up`` leaves
-nothing a later ``down`` cannot find."""
+"""Local processes: start them detached and tagged, tell whether they live, read their
+environment, stop them (TERM, then KILL), sweep what a run left.  The one implementation
+for the local provider, the local Slurm cluster, the demo and the runtime file.
+
+A marker environment variable (``MARKER``) tags what the local provider starts, so a
+crashed ``up`` leaves nothing a later ``down`` cannot find."""
 
 from __future__ import annotations
 
