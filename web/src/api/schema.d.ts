@@ -1186,6 +1186,11 @@ export interface components {
             scrape_duration_seconds: number | null;
             /** Error */
             error: string | null;
+            /**
+             * Bad Data
+             * @description why the node's latest snapshot was refused (wrong types, a value no GPU can have, too big): nothing of it is stored and its last good snapshot stays
+             */
+            bad_data: string | null;
             /** Gpu List */
             gpu_list: components["schemas"]["GpuView"][];
         };
@@ -1237,6 +1242,11 @@ export interface components {
             scrape_duration_seconds: number | null;
             /** Error */
             error: string | null;
+            /**
+             * Bad Data
+             * @description why the node's latest snapshot was refused (wrong types, a value no GPU can have, too big): nothing of it is stored and its last good snapshot stays
+             */
+            bad_data: string | null;
         };
         /** Overview */
         Overview: {
@@ -1434,8 +1444,18 @@ export interface components {
             scrapes_total: number;
             /** Failures Total */
             failures_total: number;
-            /** Garbage Total */
+            /**
+             * Garbage Total
+             * @description snapshots refused as bad data, all nodes
+             */
             garbage_total: number;
+            /**
+             * Bad Data
+             * @description node -> why its latest snapshot was refused
+             */
+            bad_data: {
+                [key: string]: string;
+            };
         };
         /** SeriesView */
         SeriesView: {
@@ -1543,6 +1563,41 @@ export interface components {
              * @default
              */
             comment: string;
+            /**
+             * Account
+             * @default
+             */
+            account: string;
+            /**
+             * Finished
+             * @default false
+             */
+            finished: boolean;
+            /** End Time */
+            end_time: number | null;
+            /** Elapsed S */
+            elapsed_s: number | null;
+            /**
+             * Exit Code
+             * @description the job's exit status (finished jobs)
+             */
+            exit_code: number | null;
+            /**
+             * Signal
+             * @description the signal that ended it; 0: none
+             */
+            signal: number | null;
+            /**
+             * Alloc Gpus
+             * @description GPUs it was given (sacct AllocTRES)
+             */
+            alloc_gpus: number | null;
+            /**
+             * Source
+             * @description where its facts come from: squeue or sacct
+             * @default squeue
+             */
+            source: string;
             /** Gpus */
             gpus: components["schemas"]["GpuView"][];
             efficiency: components["schemas"]["JobEfficiency"] | null;
@@ -1611,6 +1666,41 @@ export interface components {
              * @default
              */
             comment: string;
+            /**
+             * Account
+             * @default
+             */
+            account: string;
+            /**
+             * Finished
+             * @default false
+             */
+            finished: boolean;
+            /** End Time */
+            end_time: number | null;
+            /** Elapsed S */
+            elapsed_s: number | null;
+            /**
+             * Exit Code
+             * @description the job's exit status (finished jobs)
+             */
+            exit_code: number | null;
+            /**
+             * Signal
+             * @description the signal that ended it; 0: none
+             */
+            signal: number | null;
+            /**
+             * Alloc Gpus
+             * @description GPUs it was given (sacct AllocTRES)
+             */
+            alloc_gpus: number | null;
+            /**
+             * Source
+             * @description where its facts come from: squeue or sacct
+             * @default squeue
+             */
+            source: string;
         };
         /** SlurmNodeView */
         SlurmNodeView: {
@@ -1714,6 +1804,16 @@ export interface components {
              * @default 0
              */
             failed: number;
+            /**
+             * Cancelled
+             * @default 0
+             */
+            cancelled: number;
+            /**
+             * Timeout
+             * @default 0
+             */
+            timeout: number;
         };
         /** SlurmSummary */
         SlurmSummary: {
@@ -1745,6 +1845,18 @@ export interface components {
              * @default 0
              */
             gpus_idle: number;
+            /**
+             * Accounting
+             * @description slurmdbd answers: finished jobs from sacct
+             * @default false
+             */
+            accounting: boolean;
+            /**
+             * Finished Source
+             * @description where finished jobs come from
+             * @default squeue
+             */
+            finished_source: string;
         };
         /** Status */
         Status: {
