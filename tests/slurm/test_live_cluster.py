@@ -137,7 +137,8 @@ def test_collector_matches_sinfo_and_squeue(slurm_cluster: LocalSlurmCluster,
                                            name="one")]
     assert list(gpu_profiles(snap, "node3").values()) == ["train"]
     text = generate_latest(registry).decode()
-    assert 'slurm_pending_reason_total{reason="Resources"}' in text
+    for reason in squeue_reasons:  # what squeue said, in the agreed snapshot
+        assert f'slurm_pending_reason_total{{reason="{reason}"}}' in text
 
 
 def _plain(adapter: SlurmAdapter, command: str, args: list[str]) -> list[str]:
