@@ -23,8 +23,11 @@ from tests.conftest import ROOT
 # spec, so the spec must have been read)
 READERS = ["tests/node/test_exposition.py",
            "tests/providers/test_runpod_lifecycle.py::test_up_status_down"]
-# what a file may not say: a path outside the repository
-OUTSIDE = re.compile(r"\.\./shared|GPUWARDEN_SHARED|parent\s*/\s*\"shared\"")
+# what a file may not say: a path outside the repository (the team's shared folder beside
+# the checkout, or the variable that used to point at it), spelt in pieces so this file
+# does not match itself
+SHARED, OLD_VARIABLE = "sha" + "red", "GPUWARDEN_" + "SHARED"
+OUTSIDE = re.compile(rf"\.\./{SHARED}|{OLD_VARIABLE}|parent\s*/\s*\"{SHARED}\"")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,7 @@ def test_no_file_reaches_outside_the_repository(clone: Path) -> None:
                             check=True).stdout.split()
     offenders = []
     for name in listed:
-        if name.startswith("tests/reference/") or name == Path(__file__).relative_to(
-                ROOT).as_posix():
+        if name.startswith("tests/reference/"):
             continue
         try:
             text = (clone / name).read_text()
@@ -56,7 +58,7 @@ def test_no_file_reaches_outside_the_repository(clone: Path) -> None:
 
 
 def test_reference_readers_pass_in_a_bare_clone(clone: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "GPUWARDEN_SHARED"}
+    env = {k: v for k, v in os.environ.items() if k != OLD_VARIABLE}
     env["PYTHONPATH"] = str(clone / "src")  # the clone's gpuwarden, not this checkout's
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *READERS],
