@@ -124,16 +124,30 @@ def context(browser: Browser, cluster: Cluster) -> Iterator[BrowserContext]:
     ctx.close()
 
 
-@pytest.fixture
-def page(context: BrowserContext, cluster: Cluster) -> Page:
-    """A signed-in page (the /login?token= link sets the session cookie)."""
+def sign_in(context: BrowserContext, token: str) -> Page:
+    """A new page of ``context`` signed in with ``token`` (the /login?token= link sets the
+    session cookie); ``page.errors`` collects the page's JavaScript errors."""
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"/login?token={cluster.serve.admin}")
+    pg.goto(f"/login?token={token}")
     pg.wait_for_url("**/")
     pg.errors = errors  # type: ignore[attr-defined]
     return pg
+
+
+def signed_in(browser: Browser, url: str, token: str,
+              viewport: dict | None = None) -> tuple[BrowserContext, Page]:
+    """A fresh browser context on ``url`` and a page in it signed in with ``token``."""
+    ctx = browser.new_context(base_url=url, viewport=viewport or {"width": 1440, "height": 900})
+    ctx.set_default_timeout(15_000)
+    return ctx, sign_in(ctx, token)
+
+
+@pytest.fixture
+def page(context: BrowserContext, cluster: Cluster) -> Page:
+    """A signed-in page."""
+    return sign_in(context, cluster.serve.admin)
 
 
 def shot(page: Page, name: str, full: bool = True) -> None:

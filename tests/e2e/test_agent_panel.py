@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.agent.fake_openai import FakeOpenAI
 from tests.conftest import Daemon, Serve, start_daemon, start_serve, stop
 from tests.e2e.conftest import DIST, _admin_token, shot
+from tests.e2e.conftest import signed_in as signed_in_at
 
 pytestmark = pytest.mark.slow
 
@@ -118,15 +119,7 @@ def plain(node1: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 
 def signed_in(browser: Browser, serve: Serve, token: str) -> tuple[BrowserContext, Page]:
-    ctx = browser.new_context(base_url=serve.url, viewport={"width": 1440, "height": 900})
-    ctx.set_default_timeout(15_000)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"/login?token={token}")
-    page.wait_for_url("**/")
-    page.errors = errors  # type: ignore[attr-defined]
-    return ctx, page
+    return signed_in_at(browser, serve.url, token)
 
 
 def ask(page: Page) -> str:

@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions
 from tests.conftest import Daemon, Serve, start_daemon, start_serve, stop
 from tests.e2e.conftest import DIST, _admin_token, eventually, shot
+from tests.e2e.conftest import signed_in as signed_in_at
 from tests.slurm.conftest import wait_until  # slurm_cluster comes from tests/conftest.py
 
 pytestmark = pytest.mark.slow
@@ -139,15 +140,7 @@ def ops(slurm_cluster: LocalSlurmCluster,
 
 def signed_in(browser: Browser, ops: Ops, token: str, viewport: dict = DESKTOP,
               ) -> tuple[BrowserContext, Page]:
-    ctx = browser.new_context(base_url=ops.serve.url, viewport=viewport)
-    ctx.set_default_timeout(15_000)
-    page = ctx.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"/login?token={token}")
-    page.wait_for_url("**/")
-    page.errors = errors  # type: ignore[attr-defined]
-    return ctx, page
+    return signed_in_at(browser, ops.serve.url, token, viewport)
 
 
 WIDEST = """() => [...document.querySelectorAll('body *')]
