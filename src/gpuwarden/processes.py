@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 MARKER = "GPUWARDEN_PROVIDER_TAG"
+_EXITS: dict[int, int] = {}  # wait statuses of children reaped by ``alive``/``_reap``
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], tag: str, log_file: Path,
@@ -27,6 +28,12 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], tag: str, log_file: Path,
         proc = subprocess.Popen(list(argv), env={**env, MARKER: tag}, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
+    # Popen returns once the child's exec has closed its close-on-exec pipe, which the
+    # kernel does before it sets the new program's environment up: until then
+    # /proc/PID/environ reads empty and the child does not look tagged.  Wait for the tag.
+    deadline = time.monotonic() + 5.0
+    while tag_of(proc.pid) != tag and alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.001)
     pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 
@@ -43,8 +50,7 @@ def alive(pid: int | None) -> bool:
     """Running and not a zombie (a zombie child is reaped on the way)."""
     if pid is None:
         return False
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    _collect(pid, os.WNOHANG)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -143,8 +149,29 @@ def terminate_all(pids: Sequence[int], timeout_s: float = 10.0) -> None:
 
 def _reap(pid: int) -> None:
     """Collect a child that turned zombie after ``alive`` last looked, so no pid is left."""
+    _collect(pid, 0)
+
+
+def _collect(pid: int, flags: int) -> None:
     with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, 0)
+        done, status = os.waitpid(pid, flags)
+        if done == pid:
+            _EXITS[pid] = status
+
+
+def how_it_ended(pid: int) -> str | None:
+    """"exit code 1" or "killed by SIGKILL" for a child of this process that ended (and
+    was reaped here), None when that is not known (not our child, or still running)."""
+    _collect(pid, os.WNOHANG)
+    status = _EXITS.get(pid)
+    if status is None:
+        return None
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(sig).name}"
+        return f"killed by signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
 def free_port() -> int:

@@ -206,10 +206,7 @@ class LocalProvider:
             records = self.observe(spec)
             dead = [r for r in records if r.status != RUNNING]
             if dead:
-                log = self._node_dir(spec, dead[0].index) / "node.log"
-                tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
-                raise ProviderError(f"node daemon {dead[0].name} exited"
-                                    f"{': ' + tail[0] if tail else ''} (log: {log})")
+                raise ProviderError(self._why_dead(spec, dead[0]))
             if all(r.healthy for r in records):
                 return records
             if self.clock.monotonic() > deadline:
@@ -217,6 +214,21 @@ class LocalProvider:
                 raise ProviderError(f"node daemons {slow} did not answer /healthz within "
                                     f"{self.start_timeout_s:.0f}s (logs in {self._dir(spec)})")
             self.clock.sleep(0.2)
+
+
+    def _why_dead(self, spec: ClusterDescription, record: NodeRecord) -> str:
+        """One line on a daemon that is not running: how it ended, its log's last line."""
+        log = self._node_dir(spec, record.index) / "node.log"
+        tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+        pid = processes.read_pid(self._node_dir(spec, record.index) / "pid")
+        if pid is None:
+            how = "has no pid file"
+        elif processes.alive(pid):  # running, but without this cluster's tag
+            how = f"pid {pid} is not this cluster's (tag {processes.tag_of(pid)!r})"
+        else:
+            how = f"exited ({processes.how_it_ended(pid) or 'not our child'})"
+        return (f"node daemon {record.name} {how}{': ' + tail[0] if tail else ''} "
+                f"(log: {log})")
 
 
 def _sim_model(gpu_type: str) -> str | None:
