@@ -6,6 +6,7 @@ Errors name the key and the fix: ``gpuwarden.yaml: nodes[1].url: ...``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -105,6 +106,68 @@ class WatchdogConfig(_Strict):
         return urls
 
 
+_SLURM_USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,63}$")
+
+
+class OwnersConfig(_Strict):
+    """Who a Slurm job's owner is to Apprise: ``notify`` is a template (``{user}`` is the
+    Slurm user name), ``users`` overrides it per user, ``users_file`` (YAML ``user: URL``
+    lines, kept out of the main file because URLs hold secrets) likewise.  Used by the
+    end-of-job report and by reclaim's warnings.  A user with no URL gets no message."""
+
+    notify: str | None = None  # e.g. "mailto://{user}@example.org"
+    users: dict[str, str] = Field(default_factory=dict)
+    users_file: Path | None = None
+
+    @field_validator("notify")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            value.format(user="alice")
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("may hold only the placeholder {user}, e.g. "
+                             "mailto://{user}@example.org (write {{ and }} for braces)") from None
+        return value
+
+    @model_validator(mode="after")
+    def _readable(self) -> OwnersConfig:
+        try:
+            self._file_users()
+        except GpuwardenError as exc:
+            raise ValueError(str(exc).removeprefix("owners.users_file ")) from None
+        return self
+
+    def url_for(self, user: str) -> str | None:
+        """The Apprise URL for ``user``, or None.  A name that is not a plain Unix/Slurm
+        user name never reaches the template (it would be spliced into a URL)."""
+        if not user or not _SLURM_USER.match(user):
+            return None
+        if user in self.users:
+            return self.users[user]
+        listed = self._file_users()
+        if user in listed:
+            return listed[user]
+        return self.notify.format(user=user) if self.notify else None
+
+    def _file_users(self) -> dict[str, str]:
+        if self.users_file is None:
+            return {}
+        try:
+            data = yaml.safe_load(self.users_file.read_text()) or {}
+        except OSError as exc:
+            raise GpuwardenError(f"owners.users_file {self.users_file}: cannot read it "
+                                 f"({exc.strerror})") from None
+        except yaml.YAMLError:
+            raise GpuwardenError(f"owners.users_file {self.users_file}: not valid YAML; "
+                                 "write one `user: URL` a line") from None
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise GpuwardenError(f"owners.users_file {self.users_file}: must map user names "
+                                 "to Apprise URLs, one `user: URL` a line")
+        return {str(k): v for k, v in data.items()}
+
+
 class AgentConfig(_Strict):
     """The ops agent's model.  Without ``model`` the agent answers from its deterministic
     analyzers only."""
@@ -144,6 +207,7 @@ class ServeConfig(_Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     idle_utilization_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    owners: OwnersConfig = Field(default_factory=OwnersConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")

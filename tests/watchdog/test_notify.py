@@ -135,3 +135,39 @@ def test_target_urls_never_stored(tmp_path, receiver):
     db.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
     assert b"s3cr3t" not in raw
+
+
+def test_an_owner_gets_their_message_and_the_url_is_never_stored(tmp_path):
+    from gpuwarden.config import OwnersConfig
+
+    alice, admins = Receiver(), Receiver()
+    try:
+        owners = OwnersConfig(notify="json://127.0.0.1:9/nobody-{user}",
+                              users={"alice": alice.url + "?token=0wn3r"})
+        db = StateDB(tmp_path / "state.db")
+        n = Notifier(db, [admins.url], owners=owners.url_for)
+        assert n.message("job 7 ended", "report", "info", 0.0, users=["alice", "alice"]) == 2
+        assert n.message("to alice only", "x", "info", 1.0, users=["alice"], admins=False) == 1
+        assert n.message("nobody", "x", "info", 1.0, users=["bad/../user"], admins=False) == 0
+        assert n.deliver(2.0) == 3
+        assert [m["title"] for m in alice.received] == ["job 7 ended", "to alice only"]
+        assert [m["title"] for m in admins.received] == ["job 7 ended"]
+        db.close()
+        raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+        assert b"0wn3r" not in raw and b"owner:alice" in raw
+    finally:
+        alice.close()
+        admins.close()
+
+
+def test_the_owner_template_names_the_user_and_refuses_other_placeholders():
+    from pydantic import ValidationError
+
+    from gpuwarden.config import OwnersConfig
+
+    o = OwnersConfig(notify="mailto://{user}@example.org", users={"bob": "ntfy://bob"})
+    assert o.url_for("carol") == "mailto://carol@example.org"
+    assert o.url_for("bob") == "ntfy://bob"
+    assert o.url_for("x@y/../z") is None and o.url_for("") is None
+    with pytest.raises(ValidationError, match=r"only the placeholder \{user\}"):
+        OwnersConfig(notify="mailto://{name}@example.org")

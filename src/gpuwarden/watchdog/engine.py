@@ -44,6 +44,7 @@ class Watchdog:
         self.alerts = AlertBook(db)
         self.audit = AuditLog(db)
         self.notifier = Notifier(db, wd.notify_urls(), sender=sender,
+                                 owners=config.owners.url_for,
                                  rate_limit_per_minute=wd.rate_limit_per_minute)
         self.policies = Policies(db, wd.policies, self.alerts, self.audit, clock)
         self._states = states

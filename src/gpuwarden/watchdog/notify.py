@@ -5,6 +5,11 @@ database first; delivery then works the outbox: rate-limited per target, a faile
 is retried with backoff and counted, and nothing leaves the outbox until it is delivered.
 Target URLs hold secrets: they are never stored, logged or shown; a target is known by its
 position and a short hash of its URL.
+
+Two kinds of recipient: the admins (``watchdog.notify``/``notify_file``, every alert) and a
+job's owner (``owners``: the end-of-job report, reclaim's warnings).  An owner's outbox rows
+are addressed ``owner:<user>`` and the URL is looked up from the configuration when the
+message is delivered, so it is never stored either.
 """
 
 from __future__ import annotations
@@ -64,11 +69,16 @@ class NotifyStats:
     by_target: dict[str, int] = field(default_factory=dict)
 
 
+OWNER = "owner:"
+
+
 class Notifier:
     def __init__(self, db: StateDB, urls: Sequence[str], *, sender: Sender = apprise_sender,
+                 owners: Callable[[str], str | None] | None = None,
                  rate_limit_per_minute: int = 20, max_backoff: float = 300.0) -> None:
         self._db = db
         self._targets = {target_id(i, u): u for i, u in enumerate(urls)}
+        self._owners = owners
         self._send = sender
         self._rate = rate_limit_per_minute
         self._max_backoff = max_backoff
@@ -84,21 +94,56 @@ class Notifier:
         if not audible or not self._targets:
             return 0
         title, body, kind = format_message(audible)
+        return self.message(title, body, kind, now)
+
+    def _owner_url(self, user: str) -> str | None:
+        if self._owners is None:
+            return None
+        try:
+            return self._owners(user)
+        except Exception as exc:  # an unreadable users_file must not stop the watchdog
+            log.warning("owner %s: no notification URL (%s)", user, exc)
+            return None
+
+    def owner_reachable(self, user: str) -> bool:
+        return bool(user) and self._owner_url(user) is not None
+
+    def message(self, title: str, body: str, kind: str, now: float, *,
+                users: Sequence[str] = (), admins: bool = True) -> int:
+        """Queue one message for the admins (when ``admins``) and for each of ``users``
+        that the owners mapping reaches; returns how many outbox rows were written."""
+        targets = list(self._targets) if admins else []
+        targets += [f"{OWNER}{u}" for u in dict.fromkeys(users) if self.owner_reachable(u)]
+        if not targets:
+            return 0
         with self._db.write() as conn:
-            for target in self._targets:
+            for target in targets:
                 conn.execute(
                     "INSERT INTO notifications(target, title, body, kind, created_at, status, "
                     "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
                     (target, title, body, kind, now, now))
-        self.stats.enqueued += len(self._targets)
-        return len(self._targets)
+        self.stats.enqueued += len(targets)
+        return len(targets)
+
+    def _due_targets(self) -> dict[str, str]:
+        """The admin targets plus every owner with a pending message whose URL the
+        configuration still gives."""
+        targets = dict(self._targets)
+        rows = self._db.connect().execute(
+            "SELECT DISTINCT target FROM notifications WHERE status = 'pending' "
+            "AND target LIKE 'owner:%'").fetchall()
+        for (target,) in rows:
+            url = self._owner_url(target[len(OWNER):])
+            if url is not None:
+                targets[target] = url
+        return targets
 
     def deliver(self, now: float) -> int:
         """Try every due message; returns how many were delivered.  Blocking (network): the
         watchdog runs it in a thread."""
         conn = self._db.connect()
         delivered = 0
-        for target, url in self._targets.items():
+        for target, url in self._due_targets().items():
             sent_last_minute = conn.execute(
                 "SELECT count(*) FROM notifications WHERE target = ? AND status = 'sent' "
                 "AND sent_at > ?", (target, now - 60)).fetchone()[0]
