@@ -4,6 +4,11 @@ every response is validated against ``openapi-v2.json`` (a request the spec reje
 
 It moves pods PROVISIONING -> STARTING -> RUNNING on its own clock, and can inject
 no-capacity errors, 429 rate limits and 5xx (optionally after the create took effect).
+``podAction`` follows the spec: ``stop`` moves a pod to EXITED (compute released, ``cost``
+0.0, disk kept), ``start`` boots an EXITED or ERROR pod back through PROVISIONING, an
+action the pod's ``actions`` do not list is a 409, as is one on a cluster member or a
+locked pod.  Billing accrues compute only while a pod is not stopped, and its disk (at
+``disk_per_gb_hour``, 0 unless a test sets it) for as long as it exists, stopped or not.
 """
 
 from __future__ import annotations
@@ -133,6 +138,7 @@ class FakeRunPod:
     starting_s: float = 0.3
     bootstrap_s: float = 0.2
     terminate_linger_s: float = 0.2
+    disk_per_gb_hour: float = 0.0
     quota: int = 10_000
     window_s: int = 60
     clock: Callable[[], float] = time.monotonic
@@ -144,6 +150,7 @@ class FakeRunPod:
     statuses: list[tuple[str, int]] = field(default_factory=list)
     invalid_requests: list[str] = field(default_factory=list)
     invalid_responses: list[str] = field(default_factory=list)
+    actions: list[tuple[str, str]] = field(default_factory=list)  # (pod id, action) received
     rate_limited: int = 0
     url: str = ""
 
@@ -179,7 +186,7 @@ class FakeRunPod:
         now = self.clock()
         if meta.get("terminated_at") is not None:
             status = "TERMINATED"
-        elif meta.get("stopped"):
+        elif "stopped" in meta:
             status = "EXITED"
         elif now - meta["started"] < self.provisioning_s:
             status = "PROVISIONING"
@@ -224,8 +231,21 @@ class FakeRunPod:
         if cluster is not None:
             pod["cluster"] = {"id": cluster[0], "rank": cluster[1]}
         self.pods[pod_id] = pod
-        self._meta[pod_id] = {"started": self.clock()}
+        self._meta[pod_id] = {"started": self.clock(), "created": self.clock()}
         return pod
+
+    def _compute_s(self, meta: dict[str, float]) -> float:
+        """Seconds of compute billed so far: earlier runs, plus the current one."""
+        seconds = meta.get("billed_s", 0.0)
+        if "stopped" not in meta and meta.get("terminated_at") is None:
+            seconds += self.clock() - meta["started"]
+        return seconds
+
+    def _halt(self, pod_id: str, how: str) -> None:
+        """Stop (``stopped``) or terminate (``terminated_at``) a pod's compute billing."""
+        meta = self._meta[pod_id]
+        meta["billed_s"] = self._compute_s(meta)
+        meta[how] = self.clock()
 
     def _no_capacity(self, gpu_id: str, count: int) -> bool:
         left = self.capacity.get(gpu_id)
@@ -375,7 +395,7 @@ class FakeRunPod:
             return 404, ("Not Found", "no such pod")
         if "cluster" in pod:
             return 409, ("Conflict", "cluster member pods are managed through the cluster")
-        self._meta[pod["id"]]["terminated_at"] = self.clock()
+        self._halt(pod["id"], "terminated_at")
         return 204, None
 
     def pod_action(self, request: Request, body: dict[str, Any]) -> tuple[int, Any]:
@@ -383,15 +403,22 @@ class FakeRunPod:
         if pod is None:
             return 404, ("Not Found", "no such pod")
         view = self._view(pod)
-        if body["action"] not in view["actions"]:
-            return 409, ("Conflict", f"cannot {body['action']} a {view['status']} pod")
+        action = body["action"]
+        self.actions.append((pod["id"], action))
+        if "cluster" in pod:
+            return 409, ("Conflict", "cluster member pods are managed through the cluster")
+        if action not in view["actions"]:
+            return 409, ("Conflict", f"cannot {action} a {view['status']} pod")
+        if pod["locked"] and action in ("stop", "restart"):
+            return 409, ("Conflict", "the pod is locked; unlock it before stopping it")
         meta = self._meta[pod["id"]]
-        if body["action"] == "terminate":
-            meta["terminated_at"] = self.clock()
+        if action == "terminate":
+            self._halt(pod["id"], "terminated_at")
             return 204, None
-        if body["action"] == "stop":
-            meta["stopped"] = 1
-        else:
+        if action == "stop":
+            self._halt(pod["id"], "stopped")
+        else:  # start, restart: a new run from PROVISIONING
+            meta["billed_s"] = self._compute_s(meta)
             meta.pop("stopped", None)
             meta["started"] = self.clock()
         return 200, self._view(pod)
@@ -428,7 +455,7 @@ class FakeRunPod:
         if cluster is None:
             return 404, ("Not Found", "no such cluster")
         for pod_id in cluster["_pods"]:
-            self._meta[pod_id]["terminated_at"] = self.clock()
+            self._halt(pod_id, "terminated_at")
         return 204, None
 
     def cluster_pods(self, request: Request, _: Any) -> tuple[int, Any]:
@@ -461,19 +488,20 @@ class FakeRunPod:
         records = []
         for pod in self.pods.values():
             meta = self._meta[pod["id"]]
-            end = meta.get("terminated_at") or now
-            amount = round(pod["cost"] * (end - meta["started"]) / 3600, 6)
+            gpu = round(pod["cost"] * self._compute_s(meta) / 3600, 6)
+            gb = pod["disk"] + (pod["mounts"].get("persistent") or {}).get("size", 0)
+            lived = (meta.get("terminated_at") or now) - meta["created"]
+            disk = round(self.disk_per_gb_hour * gb * lived / 3600, 6)
             records.append({"startTime": "2026-06-01T00:00:00Z",
                             "endTime": "2026-06-02T00:00:00Z", "podId": pod["id"],
-                            "totalAmount": amount, "gpuAmount": amount, "cpuAmount": 0,
-                            "diskAmount": 0})
-        total = round(sum(r["totalAmount"] for r in records), 6)
+                            "totalAmount": round(gpu + disk, 6), "gpuAmount": gpu,
+                            "cpuAmount": 0, "diskAmount": disk})
+        totals = {key: round(sum(r[key] for r in records), 6)
+                  for key in ("totalAmount", "gpuAmount", "cpuAmount", "diskAmount")}
         return 200, {"records": records, "metadata": {
             "query": {"startTime": "2026-06-01T00:00:00Z", "endTime": "2026-06-02T00:00:00Z",
                       "bucketSize": "day"},
-            "recordCount": len(records), "uniquePodCount": len(records),
-            "totals": {"totalAmount": total, "gpuAmount": total, "cpuAmount": 0,
-                       "diskAmount": 0}}}
+            "recordCount": len(records), "uniquePodCount": len(records), "totals": totals}}
 
     async def proxy_health(self, request: Request) -> Response:
         pod_id = request.path_params["target"].rsplit("-", 1)[0]

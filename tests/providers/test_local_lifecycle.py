@@ -3,11 +3,26 @@ real local Slurm cluster when Slurm is installed and we are root."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
-from gpuwarden.providers import Runtime, down, parse_description, status, up
-from gpuwarden.providers.local import slurm_available
+from gpuwarden import processes
+from gpuwarden.errors import ConflictError, GpuwardenError
+from gpuwarden.providers import (
+    STOP_REASON,
+    STOPPED,
+    Runtime,
+    down,
+    parse_description,
+    start_node,
+    status,
+    stop_node,
+    up,
+)
+from gpuwarden.providers.local import LocalProvider, slurm_available
+from gpuwarden.slurm import SlurmActions, SubmitOptions
 from gpuwarden.state.inventory import Inventory
 
 pytestmark = pytest.mark.slow
@@ -41,6 +56,9 @@ def test_local_up_status_down(db, tmp_path):
         st = status("loc", db, rt)
         assert [n.status for n in st.nodes] == ["RUNNING", "RUNNING"] and st.cost_so_far == 0
 
+        stop_and_start(spec, db, rt)  # on the same cluster: one Slurm start for both tests
+        pids = [n.provider_id for n in status("loc", db, rt).nodes]
+
         result = down("loc", db, runtime=rt)
         assert sorted(result.terminated) == ["loc-node1", "loc-node2"]
         assert Inventory(db).nodes() == []
@@ -49,6 +67,65 @@ def test_local_up_status_down(db, tmp_path):
                 import os
 
                 os.kill(int(pid), 0)
+
+
+def stop_and_start(spec, db, rt) -> None:
+    """A node stopped for real (its daemon and slurmd end, Slurm drains it, status says
+    STOPPED at $0/hr), refused while a job runs on it, started again by `up` and by
+    `start_node` (Slurm resumes it)."""
+    home = db.path.parent
+    slurm = LocalProvider(home, rt.http)._slurm(spec) if slurm_available() else None
+
+    def slurm_node(name: str):
+        assert slurm is not None
+        return next(n for n in slurm.adapter().nodes().nodes if n.name == name)
+
+    def slurmd_alive(name: str) -> bool:
+        assert slurm is not None
+        return processes.alive(processes.read_pid(slurm.run_dir / f"slurmd.{name}.pid"))
+
+    if slurm is not None:  # a job on the node: it is not stopped, nor left drained
+        options = SubmitOptions(nodelist=("loc-node2",), time="5", output="/dev/null")
+        job = SlurmActions(slurm.adapter()).submit("#!/bin/sh\nsleep 60\n", options)
+        wait_for(lambda: slurm_node("loc-node2").state in ("allocated", "mixed"))
+        with pytest.raises(GpuwardenError, match="loc-node2 still runs Slurm jobs"):
+            stop_node("loc", "loc-node2", db, runtime=rt)
+        assert "DRAIN" not in slurm_node("loc-node2").flags and slurmd_alive("loc-node2")
+        SlurmActions(slurm.adapter()).cancel(job)
+        wait_for(lambda: slurm_node("loc-node2").state == "idle")
+
+    with pytest.raises(ConflictError, match="loc-node1 is the Slurm controller"):
+        stop_node("loc", "loc-node1", db, runtime=rt)  # while loc-node2 runs
+    before = {n.name: n for n in status("loc", db, rt).nodes}
+    record = stop_node("loc", "loc-node2", db, runtime=rt)
+    assert (record.status, record.cost_per_hour, record.healthy) == (STOPPED, 0.0, False)
+    assert not processes.alive(int(before["loc-node2"].provider_id))
+    st = status("loc", db, rt)
+    assert [n.status for n in st.nodes] == ["RUNNING", STOPPED] and not st.problems
+    assert stop_node("loc", "loc-node2", db, runtime=rt).status == STOPPED  # idempotent
+    if slurm is not None:
+        assert not slurmd_alive("loc-node2") and slurmd_alive("loc-node1")
+        node = slurm_node("loc-node2")
+        assert "DRAIN" in node.flags and node.reason.startswith(STOP_REASON)
+
+    report = up(spec, db, runtime=rt)  # `up` starts the stopped node again
+    assert report.ready and report.nodes[0].provider_id == before["loc-node1"].provider_id
+    if slurm is not None:
+        node = slurm_node("loc-node2")
+        assert node.state == "idle" and not node.flags, node  # resumed, responding
+    stop_node("loc", "loc-node2", db, runtime=rt)
+    started = start_node("loc", "loc-node2", db, runtime=rt)
+    assert (started.status, started.healthy) == ("RUNNING", True)
+    assert Inventory(db).nodes()[1].url == started.url
+    if slurm is not None:
+        assert slurm_node("loc-node2").state == "idle" and slurmd_alive("loc-node2")
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def test_local_budget_uses_the_price_status_shows(db, tmp_path):

@@ -1,5 +1,6 @@
-"""Providers and the cluster lifecycle: ``up``, ``status``, ``down`` on ``local``,
-``static`` and ``runpod`` (REST API v2), plus the node bootstrap script.
+"""Providers and the cluster lifecycle: ``up``, ``status``, ``down`` (and one node's
+``stop_node`` / ``start_node``) on ``local``, ``static`` and ``runpod`` (REST API v2), plus
+the node bootstrap script.
 
 Names are loaded on first use, so the ``gpuwarden`` command (and the node daemon it runs)
 does not load pydantic models and HTTP clients it does not need."""
@@ -12,9 +13,12 @@ from typing import Any
 _EXPORTS = {
     "Clock": "base", "ClusterReport": "base", "DownReport": "base", "NodeRecord": "base",
     "Progress": "base", "Provider": "base", "ProviderError": "base", "SystemClock": "base",
+    "STOPPED": "base", "STOP_REASON": "base",
     "Runtime": "lifecycle", "down": "lifecycle", "list_clusters": "lifecycle",
-    "open_provider": "lifecycle", "status": "lifecycle", "up": "lifecycle",
-    "ClusterDescription": "spec", "load_description": "spec", "parse_description": "spec",
+    "open_provider": "lifecycle", "start_node": "lifecycle", "status": "lifecycle",
+    "stop_node": "lifecycle", "up": "lifecycle",
+    "ClusterDescription": "spec", "cannot_stop": "spec", "load_description": "spec",
+    "parse_description": "spec",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,20 +1,25 @@
-"""``up``, ``status`` and ``down``: drive a provider and record the result in the control
-plane's state database.  Usable by the CLI, the API and the watchdog alike."""
+"""``up``, ``status`` and ``down``, and ``stop_node`` / ``start_node`` for one node: drive a
+provider and record the result in the control plane's state database.  Usable by the CLI,
+the API, the watchdog and the reclaim engine alike."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
-from gpuwarden.errors import GpuwardenError
+from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
 from gpuwarden.providers.base import (
+    GONE_STATES,
+    RUNNING,
     Clock,
     ClusterReport,
     DownReport,
+    NodeRecord,
     Progress,
     Provider,
     ProviderError,
@@ -32,8 +37,11 @@ from gpuwarden.providers.registry import (
     saved_clusters,
     upsert_provider_nodes,
 )
-from gpuwarden.providers.spec import ClusterDescription
+from gpuwarden.providers.spec import ClusterDescription, cannot_stop
 from gpuwarden.state.db import StateDB
+
+# a node in one of these states runs (or is about to): a controller stop waits for them
+_UP_STATES = frozenset({RUNNING, "PROVISIONING", "STARTING"})
 
 
 @dataclass
@@ -123,7 +131,7 @@ def status(name: str, state_db: StateDB, runtime: Runtime | None = None,
             spent, problems = None, [f"cost so far unavailable: {exc}"]
     except ProviderError as exc:
         raise _provider_error(exc) from None
-    missing = spec.node_count - len(nodes)
+    missing = spec.node_count - sum(1 for n in nodes if n.status not in GONE_STATES)
     if missing > 0:
         problems.append(f"{missing} node(s) missing; `gpuwarden up` creates them")
     problems += [n.detail for n in nodes if n.detail]
@@ -146,6 +154,89 @@ def down(name: str, state_db: StateDB, progress: Progress = no_progress,
     gone = remove_provider_cluster(state_db, name)
     forget(Workspace(home, name))
     return DownReport(name, report.terminated, report.orphans, tuple(gone))
+
+
+def stop_node(cluster_name: str, node_name: str, state_db: StateDB,
+              progress: Progress = no_progress, runtime: Runtime | None = None,
+              provider: Provider | None = None, *,
+              action: Literal["stop", "terminate"] = "stop") -> NodeRecord:
+    """Stop one node of a cluster ``up`` recorded, and re-record the cluster's nodes in the
+    inventory.  ``action="stop"``: its GPUs are no longer billed and its disk is kept (still
+    billed on RunPod); the node reads STOPPED at $0/hr, stays registered, and ``up`` or
+    :func:`start_node` starts it again.  ``action="terminate"``: the node is removed (``down``
+    for one node, disk included) and unregistered; ``up`` creates it anew.
+
+    The Slurm controller (node 1) is stopped only once every other node is (ConflictError
+    otherwise): the rest of the cluster's Slurm depends on it.  Static clusters refuse (the
+    message says so).  Slurm jobs still running on a node are the caller's to check; the
+    local provider refuses such a node, RunPod cannot tell."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    spec = load_saved(home, cluster_name)
+    index = _index(spec, node_name)
+    provider = provider or open_provider(spec, home, rt)
+    try:
+        if (why := cannot_stop(spec)) is not None:
+            raise ProviderError(f"node {node_name}: {why}")
+        if index == 1 and spec.slurm:
+            up_still = [n.name for n in provider.observe(spec)
+                        if n.index != 1 and n.status in _UP_STATES]
+            if up_still:
+                raise ConflictError(
+                    f"node {node_name} is the Slurm controller and {', '.join(up_still)} "
+                    f"still run on it; stop those first (or `gpuwarden down {spec.name}`)")
+        act = provider.terminate if action == "terminate" else provider.stop
+        record = act(spec, node_name, progress)
+        nodes = provider.observe(spec)
+    except ProviderError as exc:
+        raise _provider_error(exc) from None
+    _register(state_db, spec, nodes)
+    return record
+
+
+def start_node(cluster_name: str, node_name: str, state_db: StateDB,
+               progress: Progress = no_progress, runtime: Runtime | None = None,
+               provider: Provider | None = None) -> NodeRecord:
+    """Start one stopped (or terminated) node again, wait until it is RUNNING, answering
+    /healthz and (local Slurm) back in service, and re-record the cluster's nodes in the
+    inventory.  A worker needs the Slurm controller (node 1) running: ConflictError names it
+    otherwise.  Already running: only waits for it to be healthy."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    spec = load_saved(home, cluster_name)
+    index = _index(spec, node_name)
+    provider = provider or open_provider(spec, home, rt)
+    try:
+        if (why := cannot_stop(spec)) is not None:
+            raise ProviderError(f"node {node_name}: {why}")
+        if index != 1 and spec.slurm:
+            controller = next((n for n in provider.observe(spec) if n.index == 1), None)
+            if controller is None or controller.status != RUNNING:
+                state = controller.status if controller else "missing"
+                raise ConflictError(
+                    f"node {node_name}: its Slurm controller {spec.node_names[0]} is {state}; "
+                    f"start it first (`gpuwarden up` starts every node)")
+        record = provider.start(spec, node_name, progress)
+        nodes = provider.observe(spec)
+    except ProviderError as exc:
+        raise _provider_error(exc) from None
+    _register(state_db, spec, nodes)
+    return record
+
+
+def _index(spec: ClusterDescription, node_name: str) -> int:
+    if node_name not in spec.node_names:
+        raise NotFoundError(f"node {node_name!r} is not a node of cluster {spec.name} (its "
+                            f"nodes: {', '.join(spec.node_names)})")
+    return spec.node_names.index(node_name) + 1
+
+
+def _register(state_db: StateDB, spec: ClusterDescription,
+              nodes: Sequence[NodeRecord]) -> None:
+    """The cluster's inventory rows as ``up`` writes them: stopped nodes stay (at their
+    $0/hr), terminated and missing ones go."""
+    upsert_provider_nodes(state_db, spec.name, spec.provider,
+                          [n for n in nodes if n.status not in GONE_STATES])
 
 
 def list_clusters(state_db: StateDB) -> list[str]:

@@ -1,6 +1,11 @@
 """``provider: local``: nodes are ``gpuwarden node`` processes on this machine with
 simulated GPUs, joined into a real local Slurm cluster when Slurm is installed and we are
-root (node 1 is the controller)."""
+root (node 1 is the controller).
+
+Stopping a node stops it for real: its Slurm node is drained, its node daemon and its
+``slurmd`` are terminated, and a ``stopped`` file in its directory tells ``observe`` it was
+stopped on purpose (STOPPED, $0/hr), not crashed (EXITED).  ``start`` (and ``up``) starts
+both again and resumes the Slurm node."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import httpx
 from gpuwarden import processes
 from gpuwarden.providers.base import (
     RUNNING,
+    STOP_REASON,
+    STOPPED,
     Clock,
     DownReport,
     NodeRecord,
@@ -23,11 +30,16 @@ from gpuwarden.providers.base import (
     ProviderError,
     SystemClock,
     Workspace,
+    node_index,
 )
 from gpuwarden.providers.health import healthy
 from gpuwarden.providers.secrets import ensure_token
 from gpuwarden.providers.spec import ClusterDescription
-from gpuwarden.slurm import LocalSlurmCluster, SlurmError
+from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmError
+from gpuwarden.slurm.model import SlurmNode
+
+STOPPED_FILE = "stopped"  # in a node's directory: stopped on purpose (by stop), not crashed
+_BUSY = frozenset({"allocated", "mixed", "completing", "draining"})
 
 
 def slurm_unavailable() -> str | None:
@@ -88,21 +100,13 @@ class LocalProvider:
         return spec.price_per_gpu_hour * spec.gpus_per_node
 
     def provision(self, spec: ClusterDescription, progress: Progress) -> list[NodeRecord]:
-        slurm = None
-        if spec.slurm and self.use_slurm():
-            slurm = self._slurm(spec)
-            if not slurm.status().running:
-                progress("starting the local Slurm cluster")
-                slurm.progress = progress
-                try:
-                    slurm.up()
-                except (SlurmError, OSError) as exc:
-                    raise ProviderError(f"local Slurm cluster: {exc}") from None
-        elif spec.slurm:
-            progress("Slurm is not installed or we are not root: nodes run without Slurm")
+        slurm = self._ensure_slurm(spec, progress)
         for index in range(1, spec.nodes + 1):
-            self._ensure_daemon(spec, index, slurm, progress)
-        return self._wait_healthy(spec, progress)
+            self._start_node(spec, index, slurm, progress)
+        records = self._wait_healthy(spec, progress)
+        if slurm is not None:
+            self._rejoin(slurm, spec.node_names, progress)
+        return records
 
     def observe(self, spec: ClusterDescription) -> list[NodeRecord]:
         return [self._record(spec, i) for i in range(1, spec.nodes + 1)]
@@ -142,6 +146,52 @@ class LocalProvider:
             raise ProviderError(f"processes of cluster {spec.name} still running: {left}")
         return DownReport(spec.name, tuple(stopped), tuple(f"pid {p}" for p in orphans))
 
+    def stop(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        """Drain the node in Slurm (unless it is drained already), then stop its node daemon
+        and its slurmd; the node reads STOPPED at $0/hr until :meth:`start`.  Refused while
+        Slurm jobs still run on it (a drain this call made is undone then)."""
+        index = node_index(spec, node_name)
+        record = self._record(spec, index, check=False)
+        if record.status in (STOPPED, "MISSING"):
+            return record
+        slurm = self._configured_slurm(spec)
+        if slurm is not None and processes.alive(_slurmctld_pid(slurm)):
+            self._drain_for_stop(slurm, node_name, progress)
+        node_dir = self._node_dir(spec, index)
+        (node_dir / STOPPED_FILE).write_text(f"{self.clock.time():.0f}\n")
+        pid = processes.read_pid(node_dir / "pid")
+        if pid is not None and processes.alive(pid) and self._ours(spec, pid):
+            progress(f"stopping the node daemon of {node_name}")
+            processes.terminate(pid)
+        if slurm is not None:
+            progress(f"stopping slurmd of {node_name}")
+            try:
+                slurm.stop_node(node_name)
+            except (SlurmError, OSError) as exc:
+                raise ProviderError(f"local Slurm cluster: {exc}") from None
+        return self._record(spec, index, check=False)
+
+    def start(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        """Start the node's slurmd and daemon again, wait for /healthz, and put the node
+        back in service in Slurm (resumed if drained by a stop or DOWN while stopped)."""
+        index = node_index(spec, node_name)
+        slurm = self._ensure_slurm(spec, progress)
+        self._start_node(spec, index, slurm, progress)
+        record = self._wait_healthy(spec, progress, [index])[0]
+        if slurm is not None:
+            self._rejoin(slurm, [node_name], progress)
+        return record
+
+    def terminate(self, spec: ClusterDescription, node_name: str,
+                  progress: Progress) -> NodeRecord:
+        """:meth:`stop`, then forget the node's process files: it reads MISSING, and ``up``
+        starts it anew (its Slurm node stays defined, drained, until then)."""
+        index = node_index(spec, node_name)
+        self.stop(spec, node_name, progress)
+        for leftover in (STOPPED_FILE, "pid", "port"):
+            (self._node_dir(spec, index) / leftover).unlink(missing_ok=True)
+        return self._record(spec, index, check=False)
+
     # ---- helpers ----------------------------------------------------------------------
     def _node_dir(self, spec: ClusterDescription, index: int) -> Path:
         return self._dir(spec) / f"node{index}"
@@ -157,6 +207,103 @@ class LocalProvider:
         port_file.parent.mkdir(parents=True, exist_ok=True)
         port_file.write_text(f"{port}\n")
         return port
+
+    def _configured_slurm(self, spec: ClusterDescription) -> LocalSlurmCluster | None:
+        """The cluster's local Slurm cluster when it has one written (running or not)."""
+        if not (spec.slurm and self.use_slurm()):
+            return None
+        slurm = self._slurm(spec)
+        return slurm if slurm.conf_path.exists() else None
+
+    def _ensure_slurm(self, spec: ClusterDescription,
+                      progress: Progress) -> LocalSlurmCluster | None:
+        """The running local Slurm cluster (started when its controller is not running; a
+        stopped node's slurmd is left to :meth:`_start_node`), or None without Slurm."""
+        if not spec.slurm:
+            return None
+        if not self.use_slurm():
+            progress("Slurm is not installed or we are not root: nodes run without Slurm")
+            return None
+        slurm = self._slurm(spec)
+        state = slurm.status()
+        core = [p for p in state.processes if not p.name.startswith("slurmd.")]
+        if state.running or (state.configured and core and all(p.alive for p in core)):
+            return slurm
+        progress("starting the local Slurm cluster")
+        slurm.progress = progress
+        try:
+            slurm.up()
+        except (SlurmError, OSError) as exc:
+            raise ProviderError(f"local Slurm cluster: {exc}") from None
+        return slurm
+
+    def _start_node(self, spec: ClusterDescription, index: int,
+                    slurm: LocalSlurmCluster | None, progress: Progress) -> None:
+        """The node's slurmd and daemon running (each started only when it is not)."""
+        if slurm is not None:
+            try:
+                slurm.start_node(self.node_name(spec, index))
+            except (SlurmError, OSError) as exc:
+                raise ProviderError(f"local Slurm cluster: {exc}") from None
+        self._ensure_daemon(spec, index, slurm, progress)
+        (self._node_dir(spec, index) / STOPPED_FILE).unlink(missing_ok=True)
+
+    def _drain_for_stop(self, slurm: LocalSlurmCluster, name: str, progress: Progress) -> None:
+        """Drain ``name`` so nothing is scheduled onto it while it is stopped (slurmctld
+        does not notice a stopped slurmd for SlurmdTimeout); refuse while jobs run on it."""
+        actions = SlurmActions(slurm.adapter(timeout=10.0))
+        try:
+            node = _slurm_node(slurm, name)
+            ours = node is not None and "DRAIN" not in node.flags
+            if ours:
+                progress(f"draining Slurm node {name}")
+                actions.drain(name, f"{STOP_REASON} stopped by gpuwarden")
+                node = _slurm_node(slurm, name)
+            if node is not None and (node.cpus_alloc > 0 or node.state in _BUSY):
+                if ours:
+                    actions.resume(name)
+                raise ProviderError(f"node {name} still runs Slurm jobs (state {node.state}); "
+                                    "it was not stopped: cancel them or stop it once they end")
+        except SlurmError as exc:
+            raise ProviderError(f"local Slurm cluster: {exc}") from None
+
+    def _rejoin(self, slurm: LocalSlurmCluster, names: list[str], progress: Progress) -> None:
+        """Wait until Slurm hears from each node again, resuming one drained by a stop
+        (reason ``STOP_REASON``) or marked DOWN for not responding while it was stopped; a
+        node drained or downed for another reason (a failed health check, an admin) stays
+        so.  Slurm 22.05 keeps a restarted slurmd's node drained, and shows a resumed one
+        ``idle*`` (not responding) for about a second before ``idle``."""
+        actions = SlurmActions(slurm.adapter(timeout=10.0))
+        deadline = self.clock.monotonic() + self.start_timeout_s
+        resumed: set[str] = set()
+        while True:
+            try:
+                nodes = {n.name: n for n in slurm.adapter(timeout=5.0).nodes().nodes}
+                waiting = []
+                for name in names:
+                    node = nodes.get(name)
+                    if node is None:
+                        waiting.append(name)
+                        continue
+                    stopped_by_us = "DRAIN" in node.flags and node.reason.startswith(STOP_REASON)
+                    lost = node.state == "down" and node.reason == "Not responding"
+                    if (stopped_by_us or lost) and name not in resumed:
+                        progress(f"resuming Slurm node {name}")
+                        actions.resume(name)
+                        resumed.add(name)
+                        waiting.append(name)
+                    elif "NOT_RESPONDING" in node.flags:  # its slurmd has not registered
+                        waiting.append(name)
+            except SlurmError as exc:
+                raise ProviderError(f"local Slurm cluster: {exc}") from None
+            if not waiting:
+                return
+            if self.clock.monotonic() > deadline:
+                states = {n: nodes[n].state_raw for n in waiting if n in nodes}
+                raise ProviderError(f"Slurm nodes {waiting} did not rejoin within "
+                                    f"{self.start_timeout_s:.0f}s ({states}; logs in "
+                                    f"{slurm.directory / 'log'})")
+            self.clock.sleep(0.2)
 
     def _ensure_daemon(self, spec: ClusterDescription, index: int,
                        slurm: LocalSlurmCluster | None, progress: Progress) -> None:
@@ -190,20 +337,27 @@ class LocalProvider:
         running = pid is not None and processes.alive(pid) and self._ours(spec, pid)
         port_file = node_dir / "port"
         url = f"http://127.0.0.1:{port_file.read_text().strip()}" if port_file.exists() else None
-        status = RUNNING if running else ("EXITED" if pid is not None else "MISSING")
+        if running:
+            status = RUNNING
+        elif (node_dir / STOPPED_FILE).exists():
+            status = STOPPED
+        else:
+            status = "EXITED" if pid is not None else "MISSING"
         return NodeRecord(
             name=name, index=index, role="controller" if index == 1 else "worker",
             status=status, url=url, token_file=Workspace(self.home, spec.name).token_file(name),
             gpus=spec.gpus_per_node, provider_id=str(pid) if pid else None,
-            cost_per_hour=self._node_cost(spec),
+            cost_per_hour=0.0 if status == STOPPED else self._node_cost(spec),
             healthy=bool(running and url and check and healthy(self.http, url)),
         )
 
-    def _wait_healthy(self, spec: ClusterDescription, progress: Progress) -> list[NodeRecord]:
+    def _wait_healthy(self, spec: ClusterDescription, progress: Progress,
+                      indices: list[int] | None = None) -> list[NodeRecord]:
         deadline = self.clock.monotonic() + self.start_timeout_s
         progress("waiting for the node daemons' /healthz")
         while True:
-            records = self.observe(spec)
+            records = [self._record(spec, i)
+                       for i in (indices or range(1, spec.nodes + 1))]
             dead = [r for r in records if r.status != RUNNING]
             if dead:
                 raise ProviderError(self._why_dead(spec, dead[0]))
@@ -214,7 +368,6 @@ class LocalProvider:
                 raise ProviderError(f"node daemons {slow} did not answer /healthz within "
                                     f"{self.start_timeout_s:.0f}s (logs in {self._dir(spec)})")
             self.clock.sleep(0.2)
-
 
     def _why_dead(self, spec: ClusterDescription, record: NodeRecord) -> str:
         """One line on a daemon that is not running: how it ended, its log's last line."""
@@ -229,6 +382,14 @@ class LocalProvider:
             how = f"exited ({processes.how_it_ended(pid) or 'not our child'})"
         return (f"node daemon {record.name} {how}{': ' + tail[0] if tail else ''} "
                 f"(log: {log})")
+
+
+def _slurmctld_pid(slurm: LocalSlurmCluster) -> int | None:
+    return processes.read_pid(slurm.run_dir / "slurmctld.pid")
+
+
+def _slurm_node(slurm: LocalSlurmCluster, name: str) -> SlurmNode | None:
+    return next((n for n in slurm.adapter(timeout=5.0).nodes().nodes if n.name == name), None)
 
 
 def _sim_model(gpu_type: str) -> str | None:

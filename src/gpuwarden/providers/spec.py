@@ -16,9 +16,18 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gpuwarden.config import format_validation_error
+from gpuwarden.durations import Duration, parse_duration
 from gpuwarden.errors import GpuwardenError
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
@@ -28,11 +37,51 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Autostop(_Strict):
-    """Stop (or terminate) the cluster after its GPUs have been idle this long."""
+def _minutes(value: object) -> object:
+    """``idle_minutes``: a number of minutes (``60``, ``"60"``) or a duration with its unit
+    (``"90s"``, ``"30m"``, ``"2h"``), so tests can use seconds."""
+    if isinstance(value, str) and value.strip() and not value.strip().replace(".", "", 1
+                                                                              ).isdigit():
+        return parse_duration(value) / 60
+    return value
 
-    idle_minutes: Annotated[int, Field(ge=5, le=7 * 24 * 60)] = 60
+
+class Autostop(_Strict):
+    """Stop (or terminate) a node after all its GPUs have been idle (and, with Slurm, no job
+    has run on it) this long.  Enforced by ``gpuwarden serve``'s reclaim engine through
+    ``lifecycle.stop_node``.  ``stop`` ends GPU billing and keeps the disk (``gpuwarden up``
+    starts the node again); ``terminate`` removes the node, disk included."""
+
+    idle_minutes: Annotated[float, BeforeValidator(_minutes),
+                            Field(gt=0, le=7 * 24 * 60)] = 60.0
     action: Literal["stop", "terminate"] = "stop"
+    # dry-run (the default) records what would be stopped; approve waits for an operator;
+    # auto stops.  The admins are told warn_before the stop (capped at half the idle time).
+    mode: Literal["dry-run", "approve", "auto"] = "dry-run"
+    warn_before: Duration = 600.0
+
+    @property
+    def idle_s(self) -> float:
+        return self.idle_minutes * 60
+
+    @property
+    def warn_at_s(self) -> float:
+        """Idle seconds at which the warning goes out."""
+        return self.idle_s - min(self.warn_before, self.idle_s / 2)
+
+
+def cannot_stop(spec: ClusterDescription) -> str | None:
+    """Why the nodes of ``spec`` cannot be stopped or removed one by one (None: they can).
+    The one wording for the cluster file's ``autostop`` check and the providers' refusal."""
+    if spec.provider == "static":
+        return ("the static provider cannot stop machines (they are yours, not rented through "
+                "gpuwarden); set autostop only for local or runpod clusters, and stop a "
+                "static machine yourself")
+    if spec.provider == "runpod" and spec.runpod.mode == "cluster":
+        return ("runpod.mode cluster: RunPod manages an Instant Cluster's pods through the "
+                "cluster and cannot stop or remove them one by one; use runpod.mode: pods for "
+                "autostop, or `gpuwarden down` the whole cluster")
+    return None
 
 
 class Machine(_Strict):
@@ -120,15 +169,26 @@ class ClusterDescription(_Strict):
     def node_count(self) -> int:
         return len(self.machines) if self.provider == "static" else self.nodes
 
+    @property
+    def node_names(self) -> list[str]:
+        """The nodes' inventory names, node 1 first: ``<name>-node<i>``, or the machines'."""
+        if self.provider == "static":
+            return [m.name for m in self.machines]
+        return [f"{self.name}-node{i}" for i in range(1, self.nodes + 1)]
+
 
 def parse_description(data: object, source: str = "cluster description") -> ClusterDescription:
     if not isinstance(data, dict):
         raise GpuwardenError(f"{source}: the top level must be a mapping "
                              "(keys like name:, provider:, nodes:)")
     try:
-        return ClusterDescription.model_validate(data)
+        spec = ClusterDescription.model_validate(data)
     except ValidationError as exc:
         raise GpuwardenError(format_validation_error(source, exc)) from None
+    # here, not in the model: a description saved before this check still loads for `down`
+    if spec.autostop is not None and (why := cannot_stop(spec)):
+        raise GpuwardenError(f"{source}: autostop: {why}")
+    return spec
 
 
 def load_description(path: Path) -> ClusterDescription:

@@ -1,6 +1,7 @@
 """``provider: static``: machines the user already has.  ``up`` registers them (after
 checking each answers /healthz), ``down`` unregisters them; nothing is created or
-destroyed."""
+destroyed, and nothing is stopped: ``stop``/``start``/``terminate`` refuse, and a cluster
+file with ``autostop`` is refused when it is loaded."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from gpuwarden.providers.base import (
     SystemClock,
 )
 from gpuwarden.providers.health import healthy
-from gpuwarden.providers.spec import ClusterDescription
+from gpuwarden.providers.spec import ClusterDescription, cannot_stop
 
 
 @dataclass
@@ -62,3 +63,17 @@ class StaticProvider:
     def teardown(self, spec: ClusterDescription, progress: Progress) -> DownReport:
         progress("static machines are left running; only unregistering them")
         return DownReport(spec.name, ())
+
+    def stop(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        raise self._cannot(spec, node_name)
+
+    def start(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        raise self._cannot(spec, node_name)
+
+    def terminate(self, spec: ClusterDescription, node_name: str,
+                  progress: Progress) -> NodeRecord:
+        raise self._cannot(spec, node_name)
+
+    @staticmethod
+    def _cannot(spec: ClusterDescription, node_name: str) -> ProviderError:
+        return ProviderError(f"node {node_name}: {cannot_stop(spec)}")

@@ -272,6 +272,19 @@ class LocalSlurmCluster:
         return self._spawn(["slurmd", "-N", name], self._daemon_env(),
                            self.run_dir / f"slurmd.{name}.pid")
 
+    def stop_node(self, name: str, timeout_s: float = 10.0) -> bool:
+        """Stop the slurmd of node ``name`` cleanly (SIGTERM, SIGKILL after ``timeout_s``);
+        False when it was not running.  slurmctld is not told: it keeps the node's state
+        (drain it first, or jobs are scheduled onto it) until SlurmdTimeout, then marks it
+        DOWN "Not responding"; :meth:`start_node` brings it back."""
+        if name not in self.node_names_on_disk():
+            raise LocalClusterError(f"no node {name!r} in {self.conf_path}")
+        pid = self._read_pid(f"slurmd.{name}")
+        if pid is None or not processes.alive(pid) or not self._is_ours(pid):
+            return False
+        processes.terminate(pid, timeout_s)
+        return True
+
     def kill_node(self, name: str) -> None:
         """SIGKILL the slurmd of node ``name`` (simulates a crashed node)."""
         pid = self._read_pid(f"slurmd.{name}")

@@ -111,7 +111,19 @@ class RunPodClient:
         """Terminate a pod; False when it was already gone."""
         return self._delete(f"/v2/pods/{pod_id}", "deletePod")
 
+    def get_pod(self, pod_id: str) -> dict[str, Any] | None:
+        """The pod, or None when it is gone."""
+        try:
+            return self._json("GET", f"/v2/pods/{pod_id}", "getPod")
+        except RunPodProblem as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     def pod_action(self, pod_id: str, action: str) -> dict[str, Any] | None:
+        """``POST /v2/pods/{id}/action`` with ``start``, ``stop``, ``restart`` or
+        ``terminate``: the updated pod (200), or None for ``terminate`` (204).  An action the
+        pod's status does not allow is a 409 :class:`RunPodProblem`."""
         response = self._request("POST", f"/v2/pods/{pod_id}/action", "podAction",
                                  body={"action": action})
         return response.json() if response.status_code == 200 else None

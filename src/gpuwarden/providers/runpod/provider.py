@@ -1,7 +1,13 @@
 """``provider: runpod``: pods with global networking (``runpod.mode: pods``) or one
 Instant Cluster (``runpod.mode: cluster``), each bootstrapping itself into a Slurm
 cluster.  Pods are named ``gw-<cluster>-<index>`` (the tag): ``up`` twice creates nothing
-new, and ``down`` finds every pod of the cluster, orphans included, by that name."""
+new, and ``down`` finds every pod of the cluster, orphans included, by that name.
+
+One node stops through RunPod's ``POST /v2/pods/{id}/action`` (``stop``, ``start``); by the
+v2 spec a stopped pod releases its GPU/CPU compute, keeps its disk and machine, reads
+EXITED (reported here as STOPPED) with ``cost`` 0.0, while its billing records still carry
+a ``diskAmount``: only deleting the pod (``terminate``, ``down``) ends every charge.  An
+Instant Cluster's member pods cannot be stopped or removed one by one."""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import httpx
 from gpuwarden import __version__
 from gpuwarden.providers.base import (
     RUNNING,
+    STOPPED,
     Clock,
     DownReport,
     NodeRecord,
@@ -23,12 +30,13 @@ from gpuwarden.providers.base import (
     ProviderError,
     SystemClock,
     Workspace,
+    node_index,
 )
 from gpuwarden.providers.bootstrap import render_script
 from gpuwarden.providers.health import healthy
 from gpuwarden.providers.runpod.client import AmbiguousCreate, RunPodClient, RunPodProblem
 from gpuwarden.providers.secrets import ensure_munge_key, ensure_token
-from gpuwarden.providers.spec import ClusterDescription
+from gpuwarden.providers.spec import ClusterDescription, cannot_stop
 
 PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
 _CAPACITY = re.compile(r"no longer any instances|no .*available|capacity|not available",
@@ -131,7 +139,7 @@ class RunPodProvider:
             if pods:
                 if pods[0]["status"] in ("EXITED", "ERROR"):
                     progress(f"starting stopped pod {pods[0]['name']}")
-                    self.client.pod_action(pods[0]["id"], "start")
+                    self._action(pods[0], "start", _STARTED)
                 continue
             controller = mine.get(1, [None])[0]
             body = self._pod_body(spec, index, controller["id"] if controller else None)
@@ -263,22 +271,27 @@ class RunPodProvider:
         ok = None
         if check and pod["status"] == RUNNING:
             ok = healthy(self.http, url)
+        # EXITED is where RunPod's stop action moves a pod: compute released, `cost` 0.0
+        status = STOPPED if pod["status"] == "EXITED" else pod["status"]
         return NodeRecord(
             name=f"{spec.name}-node{index}", index=index,
-            role="controller" if index == 1 else "worker", status=pod["status"], url=url,
+            role="controller" if index == 1 else "worker", status=status, url=url,
             token_file=Workspace(self.home, spec.name).token_file(spec.name),
-            cost_per_hour=float(pod.get("cost") or 0.0), gpus=gpus, provider_id=pod["id"],
-            healthy=ok, detail=detail)
+            cost_per_hour=0.0 if status == STOPPED else float(pod.get("cost") or 0.0),
+            gpus=gpus, provider_id=pod["id"], healthy=ok, detail=detail)
 
     def observe(self, spec: ClusterDescription) -> list[NodeRecord]:
         mine = self._my_pods(spec)
         return [self._record(spec, i, pods[0], check=True) for i, pods in sorted(mine.items())]
 
-    def _wait_running(self, spec: ClusterDescription,
-                      progress: Progress) -> dict[int, dict[str, Any]]:
+    def _wait_running(self, spec: ClusterDescription, progress: Progress,
+                      indices: list[int] | None = None) -> dict[int, dict[str, Any]]:
+        """Wait until every pod (or those of ``indices``) is RUNNING with all its GPUs."""
         deadline = self.clock.monotonic() + self.start_timeout_s
+        expected = spec.nodes if indices is None else len(indices)
         while True:
-            mine = {i: pods[0] for i, pods in self._my_pods(spec).items()}
+            mine = {i: pods[0] for i, pods in self._my_pods(spec).items()
+                    if indices is None or i in indices}
             states = {i: p["status"] for i, p in mine.items()}
             broken = [p for p in mine.values() if p["status"] == "ERROR"]
             if broken:
@@ -286,8 +299,8 @@ class RunPodProvider:
                                     "ERROR; see its logs in the RunPod console, then "
                                     f"`gpuwarden down {spec.name}`")
             running = sum(1 for s in states.values() if s == RUNNING)
-            progress(f"{running}/{spec.nodes} pods running")
-            if len(mine) >= spec.nodes and running == len(mine):
+            progress(f"{running}/{expected} pods running")
+            if len(mine) >= expected and running == len(mine):
                 for i, pod in mine.items():
                     record = self._record(spec, i, pod)
                     if record.detail:
@@ -331,17 +344,113 @@ class RunPodProvider:
             pods = [p for group in self._my_pods(spec).values() for p in group]
             if not pods:
                 return DownReport(spec.name, tuple(terminated))
-            for pod in pods:
-                if pod.get("cluster"):
-                    continue  # members go with their cluster
-                progress(f"terminating pod {pod['name']} ({pod['id']})")
-                self.client.delete_pod(pod["id"])
-                terminated.append(pod["name"])
+            terminated += self._delete_pods(pods, progress)
             if self.clock.monotonic() > deadline:
                 left = ", ".join(p["name"] for p in pods)
                 raise ProviderError(f"pods still listed after terminating: {left}; run "
                                     f"`gpuwarden down {spec.name}` again")
             self.clock.sleep(self.poll_interval_s)
+
+
+    def _delete_pods(self, pods: list[dict[str, Any]], progress: Progress) -> list[str]:
+        """Delete each pod (stopped ones included: a stopped pod still bills its disk);
+        Instant Cluster members go with their cluster instead."""
+        deleted = []
+        for pod in pods:
+            if pod.get("cluster"):
+                continue
+            progress(f"terminating pod {pod['name']} ({pod['id']})")
+            self.client.delete_pod(pod["id"])
+            deleted.append(pod["name"])
+        return deleted
+
+    # ---- one node -----------------------------------------------------------------------
+    def stop(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        """``{"action": "stop"}`` on the node's pod, then wait until it reads EXITED: GPU
+        billing ends (``cost_per_hour`` 0), the disk is kept (and still billed) until the
+        pod is started again or terminated.  A node without a pod is returned MISSING."""
+        index, pods = self._node_pods(spec, node_name)
+        if not pods:
+            return self._missing(spec, index)
+        pod = pods[0]
+        if pod["status"] == "ERROR":
+            raise ProviderError(f"pod {pod['name']} ({pod['id']}) is in ERROR and RunPod cannot "
+                                "stop it; terminate it instead (autostop action: terminate, "
+                                f"or `gpuwarden down {spec.name}`)")
+        if pod["status"] != "EXITED":
+            progress(f"stopping pod {pod['name']} ({pod['id']})")
+            self._action(pod, "stop", frozenset({"EXITED"}))
+        return self._record(spec, index, self._wait_for(spec, index, "EXITED"))
+
+    def start(self, spec: ClusterDescription, node_name: str, progress: Progress) -> NodeRecord:
+        """``{"action": "start"}`` on the node's stopped pod (a terminated node gets a new
+        pod), then wait until it is RUNNING with all its GPUs and answering /healthz."""
+        index, pods = self._node_pods(spec, node_name)
+        if not pods:
+            controller = self._my_pods(spec).get(1, [None])[0]
+            body = self._pod_body(spec, index, controller["id"] if controller else None)
+            progress(f"creating pod {body['name']}")
+            self._create_once(spec, body)
+        elif pods[0]["status"] in ("EXITED", "ERROR"):
+            progress(f"starting stopped pod {pods[0]['name']} ({pods[0]['id']})")
+            self._action(pods[0], "start", _STARTED)
+        running = self._wait_running(spec, progress, [index])
+        return self._wait_healthy(spec, running, progress)[0]
+
+    def terminate(self, spec: ClusterDescription, node_name: str,
+                  progress: Progress) -> NodeRecord:
+        """Delete the node's pod (``down`` for one node: its disk goes too) and wait until
+        RunPod no longer lists it; ``up`` creates a new one."""
+        index, _ = self._node_pods(spec, node_name)
+        deadline = self.clock.monotonic() + self.start_timeout_s
+        while True:
+            pods = self._my_pods(spec).get(index, [])
+            if not pods:
+                return self._missing(spec, index, "TERMINATED")
+            self._delete_pods(pods, progress)
+            if self.clock.monotonic() > deadline:
+                raise ProviderError(f"pod of {node_name} still listed after terminating; run "
+                                    "it again")
+            self.clock.sleep(self.poll_interval_s)
+
+    def _node_pods(self, spec: ClusterDescription,
+                   node_name: str) -> tuple[int, list[dict[str, Any]]]:
+        if why := cannot_stop(spec):
+            raise ProviderError(why)
+        index = node_index(spec, node_name)
+        return index, self._my_pods(spec).get(index, [])
+
+    def _missing(self, spec: ClusterDescription, index: int,
+                 status: str = "MISSING") -> NodeRecord:
+        return NodeRecord(name=f"{spec.name}-node{index}", index=index,
+                          role="controller" if index == 1 else "worker", status=status,
+                          token_file=Workspace(self.home, spec.name).token_file(spec.name))
+
+    def _action(self, pod: dict[str, Any], action: str, done: frozenset[str]) -> None:
+        """A pod action; a 409 (the status no longer allows it: a retried action that took
+        effect, or a concurrent one) is fine when the pod is now where the action leads."""
+        try:
+            self.client.pod_action(pod["id"], action)
+        except RunPodProblem as exc:
+            now = self.client.get_pod(pod["id"]) if exc.status == 409 else None
+            if now is None or now["status"] not in done:
+                raise ProviderError(f"{action} pod {pod['name']} ({pod['id']}): {exc}"
+                                    ) from None
+
+    def _wait_for(self, spec: ClusterDescription, index: int, status: str) -> dict[str, Any]:
+        deadline = self.clock.monotonic() + self.start_timeout_s
+        while True:
+            pods = self._my_pods(spec).get(index, [])
+            if pods and pods[0]["status"] == status:
+                return pods[0]
+            if self.clock.monotonic() > deadline:
+                seen = pods[0]["status"] if pods else "gone"
+                raise ProviderError(f"pod {pod_name(spec.name, index)} not {status} after "
+                                    f"{self.start_timeout_s:.0f}s (it is {seen})")
+            self.clock.sleep(self.poll_interval_s)
+
+
+_STARTED = frozenset({"PROVISIONING", "STARTING", "RUNNING"})
 
 
 def _gpus_seen(pod: dict[str, Any]) -> int | None:
