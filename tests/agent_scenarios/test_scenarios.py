@@ -32,8 +32,9 @@ import yaml
 from gpuwarden.agent import analyzers, router
 from gpuwarden.agent.service import AgentService
 from gpuwarden.config import AgentConfig
+from gpuwarden.services import cluster
 from gpuwarden.state.audit import AuditLog
-from tests.agent.live import node
+from tests.agent.live import _wait, node
 from tests.agent.scripted import ANSWER, Script, gullible
 
 pytestmark = pytest.mark.slow
@@ -211,7 +212,11 @@ def truth_pending(live, job_id: int, spec: dict[str, Any]) -> None:
 def truth_start(live, job_id: int) -> None:
     """The earliest start agrees with Slurm's own estimate (squeue --start) to the
     minute."""
-    estimate = live.slurm("squeue", "-h", "--start", "-j", str(job_id), "-o", "%S").strip()
+    # Slurm estimates a pending job's start on a backfill pass (every 30 s by default): it
+    # says N/A until the first one after the job was submitted
+    estimate = _wait(f"Slurm's start estimate for job {job_id}", lambda: (
+        (s := live.slurm("squeue", "-h", "--start", "-j", str(job_id), "-o", "%S").strip())
+        not in ("", "N/A") and s), 90)
     a = analyzers.explain_pending(live.cp, job_id)
     ours = a.data.get("slurm_estimate") or a.data["earliest_by_time_limits"]
     slurm_ts = dt.datetime.fromisoformat(estimate).timestamp()
@@ -259,7 +264,13 @@ def truth_xids(live, name: str, spec: dict[str, Any]) -> None:
         assert time.monotonic() < deadline, f"no hardware XID on {name} in 90 s"
         time.sleep(1)
     before = _xids(live, name)
-    time.sleep(3)  # a scrape or two: gpuwarden's view is at least as new as `before`
+    read = time.time()
+    # gpuwarden's view at least as new as `before`: the scrape after the first one to end
+    # after `before` was read began after it (a node's scrapes run one after another)
+    ended = _wait("a scrape ending after that", lambda: (
+        (s := cluster.get_node(live.cp, name).last_success) is not None and s > read and s), 30)
+    _wait("the scrape after it", lambda: (cluster.get_node(live.cp, name).last_success
+                                          or 0.0) > ended, 30)
     a = asyncio.run(router.route(live.cp, spec["prompt"]))
     after = _xids(live, name)
     seen = {(g["gpu"], int(x)): c for g in a.data["gpus"] for x, c in g["xids"].items()}

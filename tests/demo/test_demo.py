@@ -2,7 +2,13 @@
 module's tests in order: its API shows the local cluster, jobs of several users across
 nodes, example questions that name its own jobs and nodes, alerts that fire and resolve; a
 second demo on the same home refuses, one with its own home and port runs beside it (and
-SIGTERM stops that one cleanly); the first ends by itself and leaves nothing running."""
+SIGTERM stops that one cleanly); the first ends by itself and leaves nothing running.
+
+Every other way a demo ends stops everything it started: Ctrl-C sent to the whole process
+group of a demo whose stdout is a pipe, SIGHUP, and the reader of its stdout going away.
+Each of those runs is small (2 nodes x 2 GPUs), beside the first one (while its alerts come
+and go: the module lasts the first demo's 90 s, not that plus these), and is stopped while
+a Slurm job of another user is running, so the job's processes are part of what must go."""
 
 from __future__ import annotations
 
@@ -161,6 +167,40 @@ def test_a_demo_beside_it_runs_and_sigterm_stops_it_cleanly(demo, api, tmp_path)
     # its Slurm cluster and the first one's did not collide
     nodes = api.get("/slurm/nodes").json()
     assert len(nodes) == 3 and all("down" not in n["state"].lower() for n in nodes), nodes
+
+
+def _stop_by(how: str, run: demo_run.DemoRun) -> None:
+    if how == "ctrl-c to the process group":
+        os.killpg(run.proc.pid, signal.SIGINT)
+    elif how == "sighup":
+        run.proc.send_signal(signal.SIGHUP)
+    else:
+        run.close_stdout()
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("how", ["ctrl-c to the process group", "sighup", "closed stdout"])
+def test_the_demo_stops_everything_it_started(tmp_path, how):
+    run = demo_run.start(tmp_path / "gwhome", free_port(), "--nodes", "2",
+                         "--gpus-per-node", "2")
+    try:
+        run.started()
+        run.wait_for(r"job \d+ llm-pretrain submitted as alice")
+        deadline = time.monotonic() + 30
+        while not demo_run.job_processes(run.home) and time.monotonic() < deadline:
+            run.read(0.2)
+        assert demo_run.job_processes(run.home), "no job process to stop\n" + run.log()
+        _stop_by(how, run)
+        code = run.finish(timeout=60)
+        if how != "closed stdout":  # nobody reads its last words then
+            assert "stopped; nothing is left running" in run.out, run.log()
+            assert code == 0, run.log()
+            # quiet: one line per step, none per job process
+            assert "orphan" not in run.out and "leftover" not in run.out, run.out
+        assert "Traceback" not in run.stderr.read_text(), run.log()
+        demo_run.assert_nothing_left(run)
+    finally:
+        run.kill()
 
 
 @pytest.mark.timeout(DURATION + 60)

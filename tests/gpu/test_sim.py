@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from gpuwarden.gpu.sim import MODELS, PROFILES, SimSource, find_model, parse_profiles
+from gpuwarden.gpu.sim import (
+    MODELS,
+    PROFILES,
+    THERMAL_LAG_ENV,
+    SimSource,
+    find_model,
+    parse_profiles,
+    thermal_lag_s,
+)
 
 
 class Clock:
@@ -70,6 +78,32 @@ def test_thermal_throttle_profile_throttles():
     assert g.fields["DCGM_FI_DEV_SM_CLOCK"] < spec.sm_clock_max * 0.7
     assert g.fields["DCGM_FI_DEV_THERMAL_VIOLATION"] > 0
     assert not polls[-1].gpus[1].clock_events["hw_thermal_slowdown"]
+
+
+def _seconds_to_throttle(source: SimSource, clock: Clock) -> int:
+    """An idle GPU starts a thermal-throttle job: seconds (1 s polls) to its slowdown."""
+    source.poll()  # settled: idle
+    source.set_profiles({0: "thermal-throttle"})
+    for second in range(1, 600):
+        clock.t += 1
+        if source.poll().gpus[0].clock_events["hw_thermal_slowdown"]:
+            return second
+    raise AssertionError("never throttled")
+
+
+def test_the_temperature_lags_by_30_s_or_what_the_environment_says(monkeypatch):
+    monkeypatch.delenv(THERMAL_LAG_ENV, raising=False)
+    clock = Clock()
+    assert 45 <= _seconds_to_throttle(SimSource(1, seed=3, clock=clock), clock) <= 90
+    monkeypatch.setenv(THERMAL_LAG_ENV, "2")
+    clock = Clock()
+    assert _seconds_to_throttle(SimSource(1, seed=3, clock=clock), clock) <= 6
+    assert thermal_lag_s({THERMAL_LAG_ENV: " 0.5 "}) == 0.5 and thermal_lag_s({}) == 30.0
+    for bad in ("0", "-1", "fast", "nan", "inf"):
+        with pytest.raises(ValueError, match=THERMAL_LAG_ENV):
+            thermal_lag_s({THERMAL_LAG_ENV: bad})
+    with pytest.raises(ValueError, match="thermal_lag"):
+        SimSource(1, thermal_lag=0)
 
 
 def test_xid_storm_counts_xids_monotonically():

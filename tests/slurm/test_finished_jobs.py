@@ -2,7 +2,9 @@
 complete, fail, die by a signal, hit their time limit or are cancelled show with Slurm's
 own state, exit code and times (as ``sacct -j`` prints them) in the collector's snapshot
 and through the node daemon's /api/v1/slurm; without accounting, from ``squeue
---states=all`` with ``source: squeue``."""
+--states=all`` with ``source: squeue``. The job that hits its time limit runs on a cluster
+of its own, submitted as the session begins (``time_limited_job``, tests/slurm/conftest.py):
+Slurm takes a minute or more to end it."""
 
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from gpuwarden.slurm import (
     SubmitOptions,
 )
 from gpuwarden.slurm.parsers.sacct import gpus_in_alloc_tres, parse_exit_code, split_state
+from tests.slurm.conftest import TIME_LIMIT_MIN, TimeLimitedJob
 
 pytestmark = pytest.mark.slow
 Wait = Callable[..., object]
@@ -78,8 +81,6 @@ def test_finished_jobs_match_sacct(slurm_cluster: LocalSlurmCluster, adapter: Sl
                                    wait: Wait, clean_queue: None, tmp_path: Path) -> None:
     if not slurm_cluster.has_accounting:
         pytest.skip("no accounting: apt-get install -y mariadb-server slurmdbd")
-    # the time limit first: Slurm counts it in minutes, so it takes a minute or more
-    slow = actions.submit(SLEEP, SubmitOptions(name="slow", time="1"))
     out = str(tmp_path / "%j.out")
     jobs = {
         "ok": actions.submit("#!/bin/sh\ntrue\n",
@@ -169,16 +170,6 @@ def test_finished_jobs_match_sacct(slurm_cluster: LocalSlurmCluster, adapter: Sl
     gone = serve.get("/api/v1/slurm/jobs/999999")
     assert gone.status_code == 404 and "accounting" in gone.text
 
-    # the time limit: TIMEOUT, as sacct says, in the collector and through the API
-    row = wait("the slow job timed out", lambda: sacct_says(adapter, slow), timeout=150)
-    assert isinstance(row, dict) and split_state(row["State"]) == "TIMEOUT"
-    job = wait("TIMEOUT in the snapshot", lambda: (
-        (j := collector.collect_once().job(slow)) is not None and j.source == "sacct" and j))
-    assert matches(as_dict(job), expected(row)) and job.time_limit_s == 60  # type: ignore[union-attr]
-    got = wait("TIMEOUT through the API", lambda: (
-        (r := api(f"/api/v1/slurm/jobs/{slow}")).json().get("source") == "sacct" and r.json()))
-    assert isinstance(got, dict) and matches(got, expected(row))
-
 
 def test_without_accounting_finished_jobs_come_from_squeue(tmp_path: Path,
                                                           wait: Wait) -> None:
@@ -215,6 +206,30 @@ def test_without_accounting_finished_jobs_come_from_squeue(tmp_path: Path,
     finally:
         cluster.down()
     assert cluster.leftover_pids() == []
+
+
+def test_a_time_limit_ends_in_timeout(time_limited_job: TimeLimitedJob, daemon_factory,
+                                      wait: Wait) -> None:
+    """TIMEOUT, as sacct says, in the collector and through the API."""
+    cluster, slow = time_limited_job.cluster, time_limited_job.job_id
+    assert slow is not None
+    adapter = cluster.adapter()
+    row = wait("the slow job timed out", lambda: sacct_says(adapter, slow), timeout=150)
+    assert isinstance(row, dict) and split_state(row["State"]) == "TIMEOUT", row
+    assert int(row["ElapsedRaw"]) >= 60 * TIME_LIMIT_MIN, row  # ended by its limit
+    collector = SlurmCollector(adapter, interval=1, accounting_interval=1)
+    job = wait("TIMEOUT in the snapshot", lambda: (
+        (j := collector.collect_once().job(slow)) is not None and j.source == "sacct" and j))
+    assert matches(as_dict(job), expected(row)) and job.time_limit_s == 60  # type: ignore[union-attr]
+    ctl = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "1", "--interval", "0.5",
+                          "--slurm", "--slurm-controller", "--slurm-node", "node1",
+                          "--hostname", "node1", "--slurm-interval", "1", "--no-auth"],
+                         env=cluster.env())
+    got = wait("TIMEOUT through the API", lambda: (
+        (r := httpx.get(f"{ctl.url}/api/v1/slurm/jobs/{slow}", timeout=10)).status_code == 200
+        and r.json().get("source") == "sacct" and r.json()))
+    assert isinstance(got, dict) and matches(got, expected(row)), (got, row)
+    assert got["finished"]
 
 
 def _user(name: str) -> str | None:

@@ -8,11 +8,17 @@ energy counter.  Each GPU runs a load profile that can change while the source r
 
 Simulated GPUs say so: their identity has ``simulated=True`` (exported as
 ``gpuwarden_gpu_info{simulated="true"}``) and their UUIDs start with ``GPU-5111``.
+
+The temperature lags its target with a time constant of 30 s, so a GPU that starts a
+``thermal-throttle`` job reaches its slowdown temperature about a minute later.
+``GPUWARDEN_SIM_THERMAL_LAG_S`` (seconds, > 0) sets another time constant for the sources a
+process creates: the tests' live clusters use a few seconds, so as not to wait for the heat.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
 import threading
 import time
@@ -126,6 +132,23 @@ _MEMORY = {"idle": 0.0, "train": 0.86, "inference": 0.55, "thermal-throttle": 0.
            "xid-storm": 0.5, "lost": 0.0}
 _XID_STORM = (13, 31, 43, 13, 43, 79)  # mostly application faults, now and then a hardware one
 _AMBIENT_C = 30.0
+THERMAL_LAG_ENV = "GPUWARDEN_SIM_THERMAL_LAG_S"
+THERMAL_LAG_S = 30.0  # the temperature's time constant, unless THERMAL_LAG_ENV says otherwise
+
+
+def thermal_lag_s(environ: Mapping[str, str] | None = None) -> float:
+    """The temperature's time constant: ``GPUWARDEN_SIM_THERMAL_LAG_S`` when set, else 30 s."""
+    text = (os.environ if environ is None else environ).get(THERMAL_LAG_ENV, "").strip()
+    if not text:
+        return THERMAL_LAG_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < math.inf:
+        raise ValueError(f"{THERMAL_LAG_ENV}={text!r}: write a number of seconds above 0, "
+                         f"e.g. {THERMAL_LAG_S:g}")
+    return value
 
 
 class SimSource:
@@ -142,11 +165,15 @@ class SimSource:
         hostname: str = "localhost",
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
+        thermal_lag: float | None = None,
     ) -> None:
         if gpus < 1:
             raise ValueError("--sim-gpus must be at least 1")
         self.model = find_model(model) if isinstance(model, str) else model
         self._clock = clock
+        self._thermal_lag = thermal_lag_s() if thermal_lag is None else thermal_lag
+        if not 0 < self._thermal_lag < math.inf:
+            raise ValueError(f"thermal_lag: {thermal_lag!r} is not a number of seconds above 0")
         self._lock = threading.Lock()
         base_seed = seed if seed is not None else random.randrange(1 << 30)
         wanted = dict(profiles or {})
@@ -234,7 +261,8 @@ class SimSource:
         else:
             resistance = (m.slowdown_temp_c - 17 - _AMBIENT_C) / m.power_limit_w
         temp_target = _AMBIENT_C + resistance * power
-        g.temp = temp_target if dt == 0 else g.temp + (temp_target - g.temp) * min(1.0, dt / 30.0)
+        g.temp = temp_target if dt == 0 else g.temp + (temp_target - g.temp) * min(
+            1.0, dt / self._thermal_lag)
 
         thermal = g.temp >= m.slowdown_temp_c
         power_capped = power >= m.power_limit_w * 0.98 and not thermal
