@@ -251,7 +251,8 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> None:
 
     hist_names = names[:min(args.history_nodes, args.nodes)]
     print(f"loading {args.history_hours:g} h of history of {len(hist_names)} nodes "
-          f"(all snapshot fields, every {INTERVAL:g} s) into a fresh store", flush=True)
+          f"(every series of their /metrics, every {INTERVAL:g} s) into a fresh store",
+          flush=True)
     history = load_history(home, hist_names, args.history_hours, INTERVAL,
                            lambda i, g: PROFILE_MIX[(i + g) % len(PROFILE_MIX)],
                            lambda line: print(line, flush=True))
@@ -433,9 +434,9 @@ def report(args: argparse.Namespace, ticks: list[Tick], m: dict) -> None:
         "behind its schedule (CPU-starved) still shows a small, steady lag: 'keeps up' needs "
         ">= 95 % of the schedule as well.",
         f"CPU per sample: CPU seconds over the steady window / samples stored in it. serve "
-        f"stores {per_scrape:.0f} samples per node scrape (snapshot fields, up, scrape "
-        "duration); Prometheus appends ~396 (the whole /metrics exposition plus its 5 scrape "
-        "series).",
+        f"stores {per_scrape:.0f} samples per node scrape (the node's /metrics series, up, "
+        "scrape duration); Prometheus appends ~396 (the whole /metrics exposition plus its 5 "
+        "scrape series).",
         "bytes/sample, serve live: growth of metrics.db and its SQLite -wal file during the "
         "run / samples ingested: at this age the 'wal' table of compressed batches (plus "
         "chunks if a 10-minute boundary passed) and SQLite's own uncheckpointed WAL pages.",

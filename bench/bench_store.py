@@ -76,7 +76,8 @@ class Fleet:
         for n, src in enumerate(self.sources):
             poll = src.poll()
             snap = {"timestamp": t + random.uniform(0, 0.05), "node": {"hostname": f"node{n}"},
-                    "gpus": [{"index": s.identity.index, "uuid": s.identity.uuid, "up": s.up,
+                    "gpus": [{"index": s.identity.index, "uuid": s.identity.uuid,
+                              "name": s.identity.name, "up": s.up,
                               "fields": dict(s.fields), "processes": []} for s in poll.gpus]}
             out.extend(snapshot_samples(f"node{n}", snap))
         return out

@@ -21,6 +21,8 @@ import orjson
 from gpuwarden.gpu.sim import SimSource
 from gpuwarden.node.app import snapshot_to_dict
 from gpuwarden.node.poller import GpuPoller
+from gpuwarden.node.slurm import snapshot_json
+from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmPartition, SlurmSnapshot
 
 Snapshot = dict[str, Any]
 
@@ -146,13 +148,16 @@ class HostileServer:
         writer.close()
 
     def _slurm(self, behaviour: str, writer: asyncio.StreamWriter) -> None:
-        """A controller's Slurm summary: the shape its readers index, or (``slurm_*``)
-        not."""
-        doc: Any = {"collected_at": time.time(), "up": True, "queue": {"running": 1},
-                    "jobs": [{"job_id": "7", "user": "ana", "state": "RUNNING"}],
-                    "nodes": [{"name": "n1"}], "partitions": [{"name": "gpu"}]}
+        """A controller's Slurm summary (what its daemon serves), or (``slurm_*``) not."""
+        doc: Any = snapshot_json(SlurmSnapshot(
+            collected_at=time.time(), duration_s=0.1, up=True,
+            jobs=(SlurmJob(7, "train", "ana", "gpu", "RUNNING", nodes=("n1",), num_cpus=4),),
+            nodes=(SlurmNode("n1", "mixed", cpus_alloc=4, cpus_total=8),),
+            partitions=(SlurmPartition("gpu", nodes=("n1",)),)))
         if behaviour == "slurm_queue":
             doc["queue"] = {"running": "many"}
+        elif behaviour == "slurm_job":  # the right shape, a field of the wrong type
+            doc["jobs"][0]["num_cpus"] = "four"
         elif behaviour == "slurm_list":
             doc = [doc]
         body = orjson.dumps(doc)

@@ -45,38 +45,42 @@ def open_store(path: Path, clock: Clock) -> SqliteStore:
 
 def snapshot(ts: float, gpus: int = 2, **extra_fields: object) -> dict:
     return {"timestamp": ts, "node": {"hostname": "h1"}, "gpus": [
-        {"index": i, "uuid": f"GPU-{i}", "up": i != 1 or gpus == 1, "processes": [{}] * i,
+        {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA H100 80GB HBM3",
+         "up": i != 1 or gpus == 1, "processes": [{"pid": p} for p in range(i)],
          "fields": {"DCGM_FI_DEV_GPU_UTIL": 10 * i, "DCGM_FI_DEV_POWER_USAGE": 100.5 + i,
                     **extra_fields}}
         for i in range(gpus)]}
 
 
 def test_snapshot_groups_hold_the_samples_snapshot_samples_made() -> None:
-    snap = snapshot(T0, gpus=3, BAD=math.nan, HOT=math.inf)
+    snap = snapshot(T0, gpus=3)
     samples = snapshot_samples("n1", snap)
+
+    def gpu(i: int) -> dict[str, str]:  # the snapshot's empty pci_bus_id etc.: no label
+        return {"node": "n1", "gpu": str(i), "UUID": f"GPU-{i}",
+                "modelName": "NVIDIA H100 80GB HBM3", "Hostname": "h1"}
+
+    def info(i: int) -> dict[str, str]:
+        return {**gpu(i), "simulated": "false"}
+
     assert [(s.metric, dict(s.labels), s.value, s.timestamp) for s in samples] == [
-        ("gpuwarden_gpu_up", {"node": "n1", "gpu": "0", "UUID": "GPU-0", "Hostname": "h1"},
-         1.0, T0),
-        ("DCGM_FI_DEV_GPU_UTIL", {"node": "n1", "gpu": "0", "UUID": "GPU-0", "Hostname": "h1"},
-         0.0, T0),
-        ("DCGM_FI_DEV_POWER_USAGE",
-         {"node": "n1", "gpu": "0", "UUID": "GPU-0", "Hostname": "h1"}, 100.5, T0),
-        ("gpuwarden_gpu_processes",
-         {"node": "n1", "gpu": "0", "UUID": "GPU-0", "Hostname": "h1"}, 0.0, T0),
-        ("gpuwarden_gpu_up", {"node": "n1", "gpu": "1", "UUID": "GPU-1", "Hostname": "h1"},
-         0.0, T0),  # a GPU that is down: its up sample only
-        ("gpuwarden_gpu_up", {"node": "n1", "gpu": "2", "UUID": "GPU-2", "Hostname": "h1"},
-         1.0, T0),
-        ("DCGM_FI_DEV_GPU_UTIL", {"node": "n1", "gpu": "2", "UUID": "GPU-2", "Hostname": "h1"},
-         20.0, T0),
-        ("DCGM_FI_DEV_POWER_USAGE",
-         {"node": "n1", "gpu": "2", "UUID": "GPU-2", "Hostname": "h1"}, 102.5, T0),
-        ("gpuwarden_gpu_processes",
-         {"node": "n1", "gpu": "2", "UUID": "GPU-2", "Hostname": "h1"}, 2.0, T0),
+        ("gpuwarden_build_info", {"node": "n1"}, 1.0, T0),
+        ("gpuwarden_gpu_up", gpu(0), 1.0, T0),
+        ("DCGM_FI_DEV_GPU_UTIL", gpu(0), 0.0, T0),
+        ("DCGM_FI_DEV_POWER_USAGE", gpu(0), 100.5, T0),
+        ("gpuwarden_gpu_processes", gpu(0), 0.0, T0),
+        ("gpuwarden_gpu_info", info(0), 1.0, T0),
+        ("gpuwarden_gpu_up", gpu(1), 0.0, T0),  # a GPU that is down: no readings
+        ("gpuwarden_gpu_info", info(1), 1.0, T0),
+        ("gpuwarden_gpu_up", gpu(2), 1.0, T0),
+        ("DCGM_FI_DEV_GPU_UTIL", gpu(2), 20.0, T0),
+        ("DCGM_FI_DEV_POWER_USAGE", gpu(2), 102.5, T0),
+        ("gpuwarden_gpu_processes", gpu(2), 2.0, T0),
+        ("gpuwarden_gpu_info", info(2), 1.0, T0),
     ]
     assert all(type(s.value) is float for s in samples)
     groups = snapshot_groups("n1", snap)
-    assert len(groups) == 3 and groups[0].labels is not groups[2].labels
+    assert len(groups) == 7 and groups[1].labels is not groups[5].labels
     assert groups_to_samples(groups) == samples
 
 
@@ -88,6 +92,9 @@ def test_snapshot_groups_hold_the_samples_snapshot_samples_made() -> None:
     snapshot(T0, WORD="high"),
     snapshot(T0, FLAG=True),
     snapshot(T0, NONE=None),
+    snapshot(T0, BAD=math.nan),  # what the scraper refuses is never stored either
+    snapshot(T0, HOT=math.inf),
+    snapshot(T0, DCGM_FI_DEV_GPU_UTIL=1e308),
 ])
 def test_garbage_snapshots_raise(bad: dict) -> None:
     with pytest.raises(SnapshotError):

@@ -147,7 +147,7 @@ def test_a_controllers_slurm_summary_is_checked_too(server: HostileServer, tmp_p
                                                     fast: bool) -> None:
     store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
     targets = [Target(name, server.url(name), role="controller")
-               for name in ("good", "slurm_queue", "slurm_list")]
+               for name in ("good", "slurm_queue", "slurm_job", "slurm_list")]
 
     async def main() -> dict[str, tuple[bool, Any, str | None]]:
         async with httpx.AsyncClient() as client:
@@ -156,12 +156,19 @@ def test_a_controllers_slurm_summary_is_checked_too(server: HostileServer, tmp_p
             for t in targets:
                 state = await scraper.scrape_once(t)
                 out[t.name] = (state.up, state.slurm, state.slurm_error)
+            await scraper.flush()
             return out
 
     got = asyncio.run(main())
-    assert got["good"][0] and got["good"][1]["queue"] == {"running": 1}
+    assert got["good"][0] and got["good"][1]["queue"]["running"] == 1
     assert got["good"][2] is None
+    # the summary decodes into the controller's Slurm snapshot: its slurm_* series stored
+    assert [s.labels for s in store.latest(parse_selector("slurm_node_cpu_alloc"))] == [
+        {"node": "n1"}]
+    assert store.latest(parse_selector("slurm_up"))[0].labels == {"node": "good"}
     assert got["slurm_queue"] == (True, None, "bad data: queue: not an object of counts")
+    assert got["slurm_job"] == (True, None,
+                                'bad data: jobs[0].num_cpus: "four" is not an integer')
     assert got["slurm_list"] == (True, None, "bad data: the Slurm summary is not an object")
     store.close()
 

@@ -22,9 +22,13 @@ bench machine):
   parse ~32 µs, checks ~80 µs, groups of the checked snapshot ~20 µs (unchecked, testing
   types themselves, ~33 µs): ~135 µs in all against ~65 µs unchecked, +0.5 % of one core
   at 1,000 nodes every 15 s.
-* Samples: :func:`~gpuwarden.metrics.ingest.snapshot_groups` (one group per GPU, no object
-  per sample) into ``append_groups`` of a store that has it: ~0.15 ms + ~0.4 ms to store,
+* Samples: :func:`~gpuwarden.metrics.ingest.snapshot_groups` (the series of the node's own
+  ``/metrics``, by the same function: most of a GPU's readings in one group, no object per
+  sample) into ``append_groups`` of a store that has it: ~0.15 ms + ~0.4 ms to store,
   against ~1.0 ms + ~1.5 ms as Sample objects through ``append``.
+* Slurm: the controller's summary (``/api/v1/slurm``) is kept as the document services
+  read, and decoded (:func:`~gpuwarden.slurm.wire.decode_summary`, in a thread: tens of ms
+  for a queue of 10,000 jobs) into the controller's ``slurm_*`` series once per Slurm cycle.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 import httpx
 import orjson
 
+from gpuwarden.gpu.series import SeriesGroup
 from gpuwarden.gpu.wire import LIMITS, Limits, SnapshotRefused, decode_snapshot
 from gpuwarden.metrics.http import (
     FastHttpClient,
@@ -52,8 +57,14 @@ from gpuwarden.metrics.http import (
     ResponseTooLarge,
     parse_origin,
 )
-from gpuwarden.metrics.ingest import SampleGroup, groups_to_samples, snapshot_groups
+from gpuwarden.metrics.ingest import (
+    SampleGroup,
+    groups_to_samples,
+    slurm_groups,
+    snapshot_groups,
+)
 from gpuwarden.metrics.model import MetricsStore
+from gpuwarden.slurm.wire import decode_summary
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +170,11 @@ class Scraper:
         self.schedule = ScheduleStats()
         self.version = 0  # bumped after every scrape: the SSE stream watches it
         self.changed = asyncio.Event()
-        self._queue: list[tuple[float, list[SampleGroup]]] = []
+        self._queue: list[tuple[float, list[SeriesGroup]]] = []
         self._fast: FastHttpClient | None = None
         self._origins: dict[str, Origin | None] = {}
         self._node_labels: dict[str, dict[str, str]] = {}
+        self._slurm_stored: dict[str, float] = {}  # controller -> cycle whose series are queued
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._sem = asyncio.Semaphore(self.concurrency)
         self._tokens = _TokenCache()
@@ -262,7 +274,7 @@ class Scraper:
             began = time.perf_counter()
             error: str | None = None
             bad: str | None = None
-            groups: list[SampleGroup] = []
+            groups: list[SeriesGroup] = []
             snapshot: dict[str, Any] | None = None
             try:
                 status, body = await self._get(target, "/api/v1/snapshot",
@@ -292,7 +304,7 @@ class Scraper:
                 error = f"bad data: {bad}"[:500]
             duration = time.perf_counter() - began
             if error is None and target.role == "controller":
-                await self._scrape_slurm(target, state)
+                groups += await self._scrape_slurm(target, state)
         now = self.clock()
         state.scrapes_total += 1
         state.last_scrape = now
@@ -350,11 +362,20 @@ class Scraper:
                 chunks.append(chunk)
             return 200, b"".join(chunks)
 
-    async def _scrape_slurm(self, target: Target, state: TargetState) -> None:
+    async def _scrape_slurm(self, target: Target, state: TargetState) -> list[SeriesGroup]:
+        """Reads the controller's Slurm summary into ``state.slurm``; returns the ``slurm_*``
+        series of a Slurm cycle not stored before (none when the summary is refused)."""
+        groups: list[SeriesGroup] = []
         try:
             status, body = await self._get(target, "/api/v1/slurm", SLURM_MAX_BYTES)
             if status == 200:
-                state.slurm = check_slurm_summary(orjson.loads(body))
+                doc = check_slurm_summary(orjson.loads(body))
+                if doc.get("collected_at") != self._slurm_stored.get(target.name):
+                    # a queue of 10,000 jobs takes tens of ms to decode: not on the loop
+                    groups = await asyncio.to_thread(
+                        lambda: slurm_groups(target.name, decode_summary(doc)))
+                    self._slurm_stored[target.name] = doc["collected_at"]
+                state.slurm = doc
                 state.slurm_error = None
             elif status == 404:
                 state.slurm, state.slurm_error = None, "the node runs no Slurm collector"
@@ -366,6 +387,7 @@ class Scraper:
             state.slurm_error = f"timeout after {self.timeout:g} s"
         except (httpx.HTTPError, HttpError, ValueError, OSError) as exc:
             state.slurm_error = f"{type(exc).__name__}: {exc}"[:300]
+        return groups
 
     def _origin(self, target: Target) -> Origin | None:
         """Where the fast client sends this target's requests; None: httpx does."""

@@ -8,7 +8,7 @@ Routes (all behind the node token):
   them), scheduler stats, collector health, ``accounting`` (what the control plane scrapes);
 * ``GET /api/v1/slurm/jobs[?state=&user=&partition=]``, ``/jobs/{id}``, ``/nodes``,
   ``/partitions``;
-* ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release``,
+* ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release|requeue|requeuehold``,
   ``/nodes/{name}/drain`` (``{"reason": ...}``), ``/nodes/{name}/resume``.
 """
 
@@ -76,6 +76,8 @@ def node_json(node: Any) -> dict[str, Any]:
 
 
 def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
+    """The ``/api/v1/slurm`` document: every field of the snapshot (``gpuwarden.slurm.wire``
+    decodes it back into a :class:`SlurmSnapshot`) plus counts its readers index."""
     queue = {key: 0 for key in QUEUE_KEYS.values()}
     for job in snap.jobs:
         key = QUEUE_KEYS.get(job.state)
@@ -86,6 +88,8 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
         "duration_s": snap.duration_s,
         "up": snap.up,
         "errors": dict(snap.errors),
+        "error_counts": dict(snap.error_counts),
+        "command_durations": dict(snap.command_durations),
         "last_success": snap.last_success,
         "queue": queue,
         "pending_reasons": dict(Counter(j.reason for j in snap.jobs if j.is_pending)),
@@ -98,6 +102,7 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
         "stats": _plain(snap.stats) if snap.stats else None,
         "accounting": {"available": snap.accounting, "finished_source": snap.finished_source,
                        "window_s": snap.accounting_window_s},
+        "listed": sorted(snap.listed),
     }
 
 
@@ -218,10 +223,11 @@ class SlurmBridge:
     async def _job_action(self, request: Request) -> Response:
         action = request.path_params["action"]
         fn = {"cancel": self.actions.cancel, "hold": self.actions.hold,
-              "release": self.actions.release}.get(action)
+              "release": self.actions.release, "requeue": self.actions.requeue,
+              "requeuehold": self.actions.requeuehold}.get(action)
         if fn is None:
-            return problem(404, "Not Found", f"no job action {action!r}; use cancel, hold or "
-                                             "release")
+            return problem(404, "Not Found", f"no job action {action!r}; use cancel, hold, "
+                                             "release, requeue or requeuehold")
         job_id = request.path_params["job_id"]
         return await self._run(lambda: fn(job_id), refresh=True)
 

@@ -1,4 +1,4 @@
-"""Slurm actions (submit, cancel, hold, release, drain, resume), validated before anything
+"""Slurm actions (submit, cancel, hold, release, requeue, drain, resume), validated before anything
 runs. Arguments travel as single argv elements (``--name=value``); the job script goes to
 sbatch on stdin; nothing reaches a shell."""
 
@@ -184,6 +184,14 @@ class SlurmActions:
 
     def release(self, job_id: int | str) -> None:
         self.adapter.run("scontrol", ["release", validate_job_id(job_id)])
+
+    def requeue(self, job_id: int | str) -> None:
+        """Stop a running job and put it back in the queue (its GPUs are freed)."""
+        self.adapter.run("scontrol", ["requeue", validate_job_id(job_id)])
+
+    def requeuehold(self, job_id: int | str) -> None:
+        """Requeue and hold: it waits for ``release`` instead of starting again."""
+        self.adapter.run("scontrol", ["requeuehold", validate_job_id(job_id)])
 
     # ---- nodes ------------------------------------------------------------------------
     def drain(self, node: str, reason: str) -> None:

@@ -1,5 +1,7 @@
-"""Prometheus exposition of a :class:`SlurmSnapshot` (a custom collector: families are
-computed from the latest snapshot on each scrape; no global registry is touched).
+"""The ``slurm_*`` series of a :class:`SlurmSnapshot`: :func:`slurm_series`, the one
+mapping the controller's ``/metrics`` (:class:`SlurmMetricsCollector`, a custom collector:
+families are computed from the latest snapshot on each scrape; no global registry is
+touched) and the control plane's embedded store (``gpuwarden.metrics.ingest``) share.
 
 Names follow vpenso/prometheus-slurm-exporter where it has one, so existing Slurm
 dashboards work; the rest is gpuwarden's (per-node state and GPUs, pending reason codes,
@@ -9,11 +11,18 @@ collector health).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from gpuwarden.gpu.series import (
+    NO_LABELS,
+    MetricSpec,
+    SeriesGroup,
+    catalogue,
+    metric_families,
+)
 from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmSnapshot
 
 # Node base state -> vpenso's slurm_nodes_<suffix>.
@@ -74,12 +83,86 @@ SCHEDULER_METRICS = (
 )
 
 
-def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, value=value)
+# (per-node metric suffix, SlurmNode attribute, help)
+PER_NODE_METRICS = (
+    ("gpus_alloc", "gpus_alloc", "GPUs allocated on the node"),
+    ("gpus_idle", "gpus_idle", "Unallocated GPUs on the node, if it accepts jobs"),
+    ("gpus_other", "gpus_other", "Unallocated GPUs on the node, if it is down or drained"),
+    ("gpus_total", "gpus_total", "GPUs configured on the node"),
+    ("cpu_alloc", "cpus_alloc", "CPUs allocated on the node"),
+    ("cpu_idle", "cpus_idle", "CPUs idle on the node"),
+    ("cpu_other", "cpus_other", "CPUs neither allocated nor idle on the node"),
+    ("cpu_total", "cpus_total", "CPUs on the node"),
+)
+# (per-partition metric suffix, SlurmNode attribute summed over members, help)
+PARTITION_METRICS = (
+    ("cpus_allocated", "cpus_alloc", "CPUs allocated in the partition"),
+    ("cpus_idle", "cpus_idle", "CPUs idle in the partition"),
+    ("cpus_other", "cpus_other", "CPUs neither allocated nor idle in the partition"),
+    ("cpus_total", "cpus_total", "CPUs in the partition"),
+    ("gpus_alloc", "gpus_alloc", "GPUs allocated in the partition"),
+    ("gpus_idle", "gpus_idle", "Unallocated GPUs in the partition on nodes that accept jobs"),
+    ("gpus_other", "gpus_other", "Unallocated GPUs in the partition on down or drained nodes"),
+    ("gpus_total", "gpus_total", "GPUs in the partition"),
+)
+COMMANDS = ("squeue", "sinfo", "sdiag", "scontrol", "sacct")  # errors counted for each
+
+
+def _g(name: str, help_: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", help_)
+
+
+SLURM_METRICS: dict[str, MetricSpec] = catalogue(
+    _g("slurm_up", "1 when every Slurm command of the last cycle succeeded"),
+    _g("slurm_collector_duration_seconds", "Duration of the last collector cycle"),
+    _g("slurm_collector_timestamp_seconds", "When the last cycle ran (unix time)"),
+    _g("slurm_collector_last_success_timestamp_seconds",
+       "When a cycle last succeeded completely (unix time)"),
+    MetricSpec("slurm_collector_errors_total", "counter", "Failed Slurm commands by command"),
+    _g("slurm_collector_command_duration_seconds",
+       "Time spent in each Slurm command in the last cycle"),
+    *(_g(f"slurm_nodes_{group}", f"Nodes in state {group}") for group in NODE_GROUPS),
+    _g("slurm_nodes_other", "Nodes in no other slurm_nodes_* state"),
+    _g("slurm_nodes_total", "Nodes"),
+    *(_g(f"slurm_cpus_{attr}", f"CPUs {attr}") for attr in ("alloc", "idle", "other", "total")),
+    _g("slurm_gpus_alloc", "GPUs allocated to jobs"),
+    _g("slurm_gpus_idle", "Unallocated GPUs on nodes that accept jobs"),
+    _g("slurm_gpus_other", "Unallocated GPUs on down, drained or failed nodes"),
+    _g("slurm_gpus_total", "GPUs configured"),
+    _g("slurm_gpus_utilization", "Allocated / total GPUs"),
+    _g("slurm_node_state", "Node state and reason (value 1)"),
+    _g("slurm_node_reason_timestamp_seconds", "When the node's reason was set (unix time)"),
+    *(_g(f"slurm_node_{key}", help_) for key, _, help_ in PER_NODE_METRICS),
+    *(_g(f"slurm_partition_{key}", help_) for key, _, help_ in PARTITION_METRICS),
+    _g("slurm_partition_nodes", "Nodes in the partition"),
+    *(_g(f"slurm_queue_{name}", f"Jobs in state {name}") for name in QUEUE_NAMES),
+    _g("slurm_pending_reason_total", "Pending jobs by reason code"),
+    _g("slurm_jobs", "Jobs by state, partition and user"),
+    _g("slurm_user_jobs_pending", "Pending jobs of the user"),
+    _g("slurm_user_jobs_running", "Running jobs of the user"),
+    _g("slurm_user_jobs_suspended", "Suspended jobs of the user"),
+    _g("slurm_user_cpus_running", "CPUs of the user's running jobs"),
+    _g("slurm_user_gpus_running", "GPUs of the user's running jobs"),
+    _g("slurm_partition_jobs_pending", "Pending jobs in the partition"),
+    _g("slurm_partition_jobs_running", "Running jobs in the partition"),
+    *(_g(name, help_) for name, _, help_ in SCHEDULER_METRICS),
+)
+
+_NODE_NAMES = tuple(f"slurm_node_{key}" for key, _, _ in PER_NODE_METRICS)
+_NODE_REASON_TS = "slurm_node_reason_timestamp_seconds"
+_PARTITION_NAMES = (*(f"slurm_partition_{key}" for key, _, _ in PARTITION_METRICS),
+                    "slurm_partition_nodes")
+_STATE, _ONE = ("slurm_node_state",), (1.0,)
+_REASON = ("slurm_pending_reason_total",)
+_JOBS = ("slurm_jobs",)
+_USER_NAMES = ("slurm_user_jobs_pending", "slurm_user_jobs_running",
+               "slurm_user_jobs_suspended", "slurm_user_cpus_running",
+               "slurm_user_gpus_running")
 
 
 class SlurmMetricsCollector(Collector):
-    """``registry.register(SlurmMetricsCollector(collector.latest))``."""
+    """``registry.register(SlurmMetricsCollector(collector.latest))``: the families of
+    :func:`slurm_series`, the mapping the control plane's ingest uses too."""
 
     def __init__(self, snapshot_source: Callable[[], SlurmSnapshot | None]) -> None:
         self._source = snapshot_source
@@ -91,132 +174,91 @@ class SlurmMetricsCollector(Collector):
         snapshot = self._source()
         if snapshot is None:
             return
-        yield from collector_health(snapshot)
-        if snapshot.has_nodes:
-            yield from node_metrics(snapshot.nodes)
-            yield from partition_node_metrics(snapshot)
-        if snapshot.has_jobs:
-            yield from job_metrics(snapshot.queue_jobs)
-            yield from partition_job_metrics(snapshot.queue_jobs)
-        if snapshot.stats is not None:
-            for name, attr, doc in SCHEDULER_METRICS:
-                yield _gauge(name, doc, float(getattr(snapshot.stats, attr)))
+        yield from metric_families(slurm_series(snapshot), SLURM_METRICS)
 
 
-def collector_health(snapshot: SlurmSnapshot) -> Iterator[Metric]:
-    yield _gauge("slurm_up", "1 when every Slurm command of the last cycle succeeded",
-                 1.0 if snapshot.up else 0.0)
-    yield _gauge("slurm_collector_duration_seconds", "Duration of the last collector cycle",
-                 snapshot.duration_s)
-    yield _gauge("slurm_collector_timestamp_seconds", "When the last cycle ran (unix time)",
-                 snapshot.collected_at)
+def slurm_series(snapshot: SlurmSnapshot,
+                 base: Mapping[str, str] = NO_LABELS) -> list[SeriesGroup]:
+    """Every ``slurm_*`` series of a snapshot, at the time of its cycle, one group per label
+    set; ``base`` labels go on every series that has no label of that name itself (the
+    scraper's ``node``: ``slurm_node_state{node=...}`` keeps the Slurm node's name, as a
+    Prometheus with ``honor_labels`` keeps it)."""
+    ts = snapshot.collected_at
+    names: list[str] = ["slurm_up", "slurm_collector_duration_seconds",
+                        "slurm_collector_timestamp_seconds"]
+    values: list[float] = [1.0 if snapshot.up else 0.0, snapshot.duration_s,
+                           snapshot.collected_at]
     if snapshot.last_success is not None:
-        yield _gauge("slurm_collector_last_success_timestamp_seconds",
-                     "When a cycle last succeeded completely (unix time)", snapshot.last_success)
-    errors = CounterMetricFamily("slurm_collector_errors", "Failed Slurm commands by command",
-                                 labels=["command"])
-    for command in ("squeue", "sinfo", "sdiag", "scontrol", "sacct"):
-        errors.add_metric([command], float(snapshot.error_counts.get(command, 0)))
-    yield errors
-    durations = GaugeMetricFamily("slurm_collector_command_duration_seconds",
-                                  "Time spent in each Slurm command in the last cycle",
-                                  labels=["command"])
-    for command, seconds in sorted(snapshot.command_durations.items()):
-        durations.add_metric([command], seconds)
-    yield durations
+        names.append("slurm_collector_last_success_timestamp_seconds")
+        values.append(snapshot.last_success)
+    out = [SeriesGroup(dict(base), ts, names, values)]
+    append = out.append
+    durations = snapshot.command_durations
+    for command in sorted({*COMMANDS, *durations}):
+        cnames, cvalues = [], []
+        if command in COMMANDS:
+            cnames.append("slurm_collector_errors_total")
+            cvalues.append(float(snapshot.error_counts.get(command, 0)))
+        if command in durations:
+            cnames.append("slurm_collector_command_duration_seconds")
+            cvalues.append(durations[command])
+        append(SeriesGroup({**base, "command": command}, ts, cnames, cvalues))
+    by_partition: dict[str, tuple[list[str], list[float]]] = {}
+    if snapshot.has_nodes:
+        _node_series(snapshot, base, ts, names, values, out, by_partition)
+    if snapshot.has_jobs:
+        _job_series(snapshot.queue_jobs, base, ts, names, values, out, by_partition)
+    for part, (pnames, pvalues) in by_partition.items():
+        append(SeriesGroup({**base, "partition": part}, ts, pnames, pvalues))
+    if snapshot.stats is not None:
+        for name, attr, _ in SCHEDULER_METRICS:
+            names.append(name)
+            values.append(float(getattr(snapshot.stats, attr)))
+    return out
+
+
+def _node_series(snapshot: SlurmSnapshot, base: Mapping[str, str], ts: float,
+                 names: list[str], values: list[float], out: list[SeriesGroup],
+                 by_partition: dict[str, tuple[list[str], list[float]]]) -> None:
+    nodes = snapshot.nodes
+    groups = Counter(node_group(n) for n in nodes)
+    for group in NODE_GROUPS:
+        names.append(f"slurm_nodes_{group}")
+        values.append(groups.get(group, 0))
+    names += ["slurm_nodes_other", "slurm_nodes_total"]
+    values += [sum(v for k, v in groups.items() if k is None), len(nodes)]
+    for attr in ("alloc", "idle", "other", "total"):
+        names.append(f"slurm_cpus_{attr}")
+        values.append(sum(getattr(n, f"cpus_{attr}") for n in nodes))
+    total = sum(n.gpus_total for n in nodes)
+    alloc = sum(n.gpus_alloc for n in nodes)
+    names += ["slurm_gpus_alloc", "slurm_gpus_idle", "slurm_gpus_other", "slurm_gpus_total",
+              "slurm_gpus_utilization"]
+    values += [alloc, sum(n.gpus_idle for n in nodes), sum(n.gpus_other for n in nodes), total,
+               alloc / total if total else 0.0]
+    append = out.append
+    for node in nodes:
+        labels = {**base, "node": node.name}
+        append(SeriesGroup({**labels, "state": node.state, "reason": node.reason}, ts,
+                           _STATE, _ONE))
+        nnames: Sequence[str] = _NODE_NAMES
+        nvalues = [float(getattr(node, attr)) for _, attr, _ in PER_NODE_METRICS]
+        if node.reason_time is not None:
+            nnames = (_NODE_REASON_TS, *_NODE_NAMES)
+            nvalues.insert(0, node.reason_time)
+        append(SeriesGroup(labels, ts, nnames, nvalues))
+    by_name = {n.name: n for n in nodes}
+    for part in snapshot.partitions:
+        members = [by_name[n] for n in part.nodes if n in by_name]
+        pnames, pvalues = by_partition.setdefault(part.name, ([], []))
+        pnames += _PARTITION_NAMES
+        pvalues += [float(sum(getattr(n, attr) for n in members))
+                    for _, attr, _ in PARTITION_METRICS]
+        pvalues.append(float(len(members)))
 
 
 def node_group(node: SlurmNode) -> str | None:
     return NODE_STATE_GROUPS.get(node.state)
-
-
-def node_metrics(nodes: tuple[SlurmNode, ...]) -> Iterator[Metric]:
-    groups = Counter(node_group(n) for n in nodes)
-    for group in NODE_GROUPS:
-        yield _gauge(f"slurm_nodes_{group}", f"Nodes in state {group}", groups.get(group, 0))
-    yield _gauge("slurm_nodes_other", "Nodes in no other slurm_nodes_* state",
-                 sum(v for k, v in groups.items() if k is None))
-    yield _gauge("slurm_nodes_total", "Nodes", len(nodes))
-    for attr in ("alloc", "idle", "other", "total"):
-        yield _gauge(f"slurm_cpus_{attr}", f"CPUs {attr}",
-                     sum(getattr(n, f"cpus_{attr}") for n in nodes))
-    total = sum(n.gpus_total for n in nodes)
-    alloc = sum(n.gpus_alloc for n in nodes)
-    yield _gauge("slurm_gpus_alloc", "GPUs allocated to jobs", alloc)
-    yield _gauge("slurm_gpus_idle", "Unallocated GPUs on nodes that accept jobs",
-                 sum(n.gpus_idle for n in nodes))
-    yield _gauge("slurm_gpus_other", "Unallocated GPUs on down, drained or failed nodes",
-                 sum(n.gpus_other for n in nodes))
-    yield _gauge("slurm_gpus_total", "GPUs configured", total)
-    yield _gauge("slurm_gpus_utilization", "Allocated / total GPUs",
-                 alloc / total if total else 0.0)
-
-    state = GaugeMetricFamily("slurm_node_state", "Node state and reason (value 1)",
-                              labels=["node", "state", "reason"])
-    reason_ts = GaugeMetricFamily("slurm_node_reason_timestamp_seconds",
-                                  "When the node's reason was set (unix time)", labels=["node"])
-    per_node = {
-        name: GaugeMetricFamily(f"slurm_node_{name}", doc, labels=["node"])
-        for name, doc in (
-            ("gpus_alloc", "GPUs allocated on the node"),
-            ("gpus_idle", "Unallocated GPUs on the node, if it accepts jobs"),
-            ("gpus_other", "Unallocated GPUs on the node, if it is down or drained"),
-            ("gpus_total", "GPUs configured on the node"),
-            ("cpu_alloc", "CPUs allocated on the node"),
-            ("cpu_idle", "CPUs idle on the node"),
-            ("cpu_other", "CPUs neither allocated nor idle on the node"),
-            ("cpu_total", "CPUs on the node"),
-        )
-    }
-    for node in nodes:
-        state.add_metric([node.name, node.state, node.reason], 1.0)
-        if node.reason_time is not None:
-            reason_ts.add_metric([node.name], node.reason_time)
-        for key, value in (
-            ("gpus_alloc", node.gpus_alloc), ("gpus_idle", node.gpus_idle),
-            ("gpus_other", node.gpus_other),
-            ("gpus_total", node.gpus_total), ("cpu_alloc", node.cpus_alloc),
-            ("cpu_idle", node.cpus_idle), ("cpu_other", node.cpus_other),
-            ("cpu_total", node.cpus_total),
-        ):
-            per_node[key].add_metric([node.name], float(value))
-    yield state
-    yield reason_ts
-    yield from per_node.values()
-
-
-def partition_node_metrics(snapshot: SlurmSnapshot) -> Iterator[Metric]:
-    by_name = {n.name: n for n in snapshot.nodes}
-    fams = {
-        key: GaugeMetricFamily(f"slurm_partition_{key}", doc, labels=["partition"])
-        for key, doc in (
-            ("cpus_allocated", "CPUs allocated in the partition"),
-            ("cpus_idle", "CPUs idle in the partition"),
-            ("cpus_other", "CPUs neither allocated nor idle in the partition"),
-            ("cpus_total", "CPUs in the partition"),
-            ("gpus_alloc", "GPUs allocated in the partition"),
-            ("gpus_idle", "Unallocated GPUs in the partition on nodes that accept jobs"),
-            ("gpus_other", "Unallocated GPUs in the partition on down or drained nodes"),
-            ("gpus_total", "GPUs in the partition"),
-            ("nodes", "Nodes in the partition"),
-        )
-    }
-    for part in snapshot.partitions:
-        members = [by_name[n] for n in part.nodes if n in by_name]
-        values = {
-            "cpus_allocated": sum(n.cpus_alloc for n in members),
-            "cpus_idle": sum(n.cpus_idle for n in members),
-            "cpus_other": sum(n.cpus_other for n in members),
-            "cpus_total": sum(n.cpus_total for n in members),
-            "gpus_alloc": sum(n.gpus_alloc for n in members),
-            "gpus_idle": sum(n.gpus_idle for n in members),
-            "gpus_other": sum(n.gpus_other for n in members),
-            "gpus_total": sum(n.gpus_total for n in members),
-            "nodes": len(members),
-        }
-        for key, value in values.items():
-            fams[key].add_metric([part.name], float(value))
-    yield from fams.values()
 
 
 def queue_name(job: SlurmJob) -> str | None:
@@ -225,58 +267,39 @@ def queue_name(job: SlurmJob) -> str | None:
     return QUEUE_STATES.get(job.state)
 
 
-def job_metrics(jobs: tuple[SlurmJob, ...]) -> Iterator[Metric]:
+def _job_series(jobs: tuple[SlurmJob, ...], base: Mapping[str, str], ts: float,
+                names: list[str], values: list[float], out: list[SeriesGroup],
+                by_partition: dict[str, tuple[list[str], list[float]]]) -> None:
     queue = Counter(queue_name(j) for j in jobs)
     for name in QUEUE_NAMES:
-        yield _gauge(f"slurm_queue_{name}", f"Jobs in state {name}", queue.get(name, 0))
-
+        names.append(f"slurm_queue_{name}")
+        values.append(queue.get(name, 0))
+    append = out.append
     reasons = Counter(j.reason for j in jobs if j.is_pending)
-    fam = GaugeMetricFamily("slurm_pending_reason_total", "Pending jobs by reason code",
-                            labels=["reason"])
     for reason, count in sorted(reasons.items()):
-        fam.add_metric([reason], float(count))
-    yield fam
-
+        append(SeriesGroup({**base, "reason": reason}, ts, _REASON, (float(count),)))
     by_spu = Counter((j.state.lower(), j.partition, j.user) for j in jobs)
-    fam = GaugeMetricFamily("slurm_jobs", "Jobs by state, partition and user",
-                            labels=["state", "partition", "user"])
     for (state, part, user), count in sorted(by_spu.items()):
-        fam.add_metric([state, part, user], float(count))
-    yield fam
-
-    users = sorted({j.user for j in jobs})
-    for key, doc, pick in (
-        ("jobs_pending", "Pending jobs of the user", lambda j: j.is_pending),
-        ("jobs_running", "Running jobs of the user", lambda j: j.is_running),
-        ("jobs_suspended", "Suspended jobs of the user", lambda j: j.state == "SUSPENDED"),
-    ):
-        fam = GaugeMetricFamily(f"slurm_user_{key}", doc, labels=["user"])
-        counts = Counter(j.user for j in jobs if pick(j))
-        for user in users:
-            fam.add_metric([user], float(counts.get(user, 0)))
-        yield fam
-    fam = GaugeMetricFamily("slurm_user_cpus_running", "CPUs of the user's running jobs",
-                            labels=["user"])
-    gpus = GaugeMetricFamily("slurm_user_gpus_running", "GPUs of the user's running jobs",
-                             labels=["user"])
-    for user in users:
-        mine = [j for j in jobs if j.user == user and j.is_running]
-        fam.add_metric([user], float(sum(j.num_cpus for j in mine)))
-        gpus.add_metric([user], float(sum(j.gpus_allocated for j in mine)))
-    yield fam
-    yield gpus
-
-
-def partition_job_metrics(jobs: tuple[SlurmJob, ...]) -> Iterator[Metric]:
-    pending = GaugeMetricFamily("slurm_partition_jobs_pending", "Pending jobs in the partition",
-                                labels=["partition"])
-    running = GaugeMetricFamily("slurm_partition_jobs_running", "Running jobs in the partition",
-                                labels=["partition"])
-    parts = sorted({p for j in jobs for p in j.partition.split(",") if p})
+        append(SeriesGroup({**base, "state": state, "partition": part, "user": user}, ts,
+                           _JOBS, (float(count),)))
+    per_user: dict[str, list[float]] = {}
+    for j in jobs:
+        row = per_user.get(j.user)
+        if row is None:
+            row = per_user[j.user] = [0.0, 0.0, 0.0, 0.0, 0.0]
+        if j.is_pending:
+            row[0] += 1
+        elif j.is_running:
+            row[1] += 1
+            row[3] += j.num_cpus
+            row[4] += j.gpus_allocated
+        elif j.state == "SUSPENDED":
+            row[2] += 1
+    for user in sorted(per_user):
+        append(SeriesGroup({**base, "user": user}, ts, _USER_NAMES, per_user[user]))
     pend = Counter(p for j in jobs if j.is_pending for p in j.partition.split(","))
     run = Counter(j.partition for j in jobs if j.is_running)
-    for part in parts:
-        pending.add_metric([part], float(pend.get(part, 0)))
-        running.add_metric([part], float(run.get(part, 0)))
-    yield pending
-    yield running
+    for part in sorted({p for j in jobs for p in j.partition.split(",") if p}):
+        pnames, pvalues = by_partition.setdefault(part, ([], []))
+        pnames += ("slurm_partition_jobs_pending", "slurm_partition_jobs_running")
+        pvalues += (float(pend.get(part, 0)), float(run.get(part, 0)))
