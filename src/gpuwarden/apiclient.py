@@ -154,8 +154,10 @@ class ApiClient:
 
     def request(self, method: str, path: str, *, what: str, needs: str = "viewer",
                 params: Mapping[str, Any] | None = None, json: Any = None,
-                options: Mapping[str, str] | None = None, not_found: str = "") -> Any:
-        """The decoded JSON answer (None for an empty one); a GpuwardenError otherwise."""
+                options: Mapping[str, str] | None = None, not_found: str = "",
+                raw: bool = False) -> Any:
+        """The decoded JSON answer (None for an empty one; with ``raw``, the body's text,
+        e.g. CSV); a GpuwardenError otherwise."""
         try:
             response = self._client.request(method, path, params=params, json=json)
         except httpx.ConnectError as exc:
@@ -171,6 +173,8 @@ class ApiClient:
             raise GpuwardenError(explain(self.endpoint, response, what=what, needs=needs,
                                          options=options, sent=json or params,
                                          not_found=not_found))
+        if raw:
+            return response.text
         if not response.content:
             return None
         try:

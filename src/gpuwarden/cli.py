@@ -335,6 +335,58 @@ def alerts(
     Console().print(table)
 
 
+@app.command()
+def jobstats(
+    job_id: Annotated[int, typer.Argument(help="The Slurm job id.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
+) -> None:
+    """A GPU job's report, as Princeton's `jobstats` prints one, with $: Slurm's times,
+    each GPU's utilization and memory over the job's life, GPU-hours, $ and $ wasted,
+    grades and notes (from the running control plane)."""
+    import json
+
+    from rich.console import Console
+
+    from gpuwarden.reportview import job_report
+
+    with _api(url, token_file) as api:
+        report = api.request("GET", f"/slurm/jobs/{job_id}/report", what="jobstats",
+                             options={"job_id": "JOB_ID"},
+                             not_found="check the id with `squeue` or `sacct`")
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        Console().print(job_report(report))
+
+
+@app.command()
+def report(
+    since: Annotated[str, typer.Option(help="How far back: 24h, 7d, 2w.")] = "7d",
+    by: Annotated[str, typer.Option(help="user, account or partition.")] = "user",
+    csv: Annotated[bool, typer.Option("--csv", help="Print CSV instead of a table.")] = False,
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
+) -> None:
+    """GPU efficiency of the jobs that ended in a window, per user (or account or
+    partition): GPU-hours, mean utilization, $ spent and wasted, and each one's rank."""
+    from rich.console import Console
+
+    from gpuwarden.reportview import efficiency_report
+
+    if by not in ("user", "account", "partition"):
+        raise GpuwardenError(f"--by {by!r}: use user, account or partition")
+    params = {"since": since, "by": by, **({"format": "csv"} if csv else {})}
+    with _api(url, token_file) as api:
+        found = api.request("GET", "/reports/efficiency", what="report", params=params,
+                            options={"since": "--since", "by": "--by"}, raw=csv)
+    if csv:
+        sys.stdout.write(found)
+    else:
+        Console().print(efficiency_report(found))
+
+
 silence_app = typer.Typer(help="Silence alerts (notifications stop; alerts are still recorded).",
                           no_args_is_help=True)
 app.add_typer(silence_app, name="silence")
@@ -405,6 +457,99 @@ def ask(
     run = Asker(endpoint, out, terminal_confirm()).ask(question)
     if run["status"] == "failed":
         raise typer.Exit(1)
+
+
+reclaim_app = typer.Typer(
+    help="Reclaim idle GPUs: the warning ladder for idle Slurm jobs (see README, Reclaim).",
+    no_args_is_help=True)
+app.add_typer(reclaim_app, name="reclaim")
+
+
+def _at(ts: float | None) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ts).strftime("%H:%M:%S") if ts else ""
+
+
+@reclaim_app.command("plan")
+def reclaim_plan(url: UrlOption = None, token_file: TokenFileOption = None) -> None:
+    """What reclaim would do now and next, per job (like `terraform plan`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    with _api(url, token_file) as api:
+        plan = api.request("GET", "/reclaim", what="the reclaim plan")
+    console = Console()
+    if plan.get("mode"):
+        ladder = ", ".join(f"warn at {int(s)}s" for s in plan["warn_after_s"])
+        console.print(f"reclaim: mode [bold]{plan['mode']}[/], action {plan['action']}, "
+                      f"idle below {plan['idle_below']:g} %: {ladder}, act at "
+                      f"{int(plan['act_after_s'])}s of idleness")
+    if plan.get("paused"):
+        console.print(f"[yellow]standing still: {plan['paused']}[/]")
+    console.print(f"saved today ${plan['saved_today']:.2f}, this month "
+                  f"${plan['saved_month']:.2f}")
+    table = Table("job", "user", "GPUs", "status", "idle since", "warned", "next", "at",
+                  "$/hr", "$ idle", "why")
+    for c in plan["candidates"]:
+        table.add_row(c["key"], c["user"], str(len(c["gpus"])), c["status"],
+                      _at(c["idle_since"]), str(c["warnings_sent"]), c["next_event"] or "",
+                      _at(c["next_at"]), f"{c['rate_per_hour']:.2f}", f"{c['burned']:.2f}",
+                      c["why"])
+    console.print(table)
+
+
+@reclaim_app.command("history")
+def reclaim_history(
+    job: Annotated[str | None, typer.Argument(help="Only this job's events.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    url: UrlOption = None, token_file: TokenFileOption = None,
+) -> None:
+    """What reclaim did: warnings, actions (with what they save), pauses, exemptions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    params: dict[str, str | int] = {"limit": limit}
+    if job:
+        params["key"] = job
+    with _api(url, token_file) as api:
+        events = api.request("GET", "/reclaim/history", params=params,
+                             what="the reclaim history")
+    table = Table("when", "job", "event", "mode", "detail")
+    for e in events:
+        d = e["detail"]
+        text = ", ".join(f"{k}={d[k]}" for k in ("why", "warning", "action", "result", "by",
+                                                 "burned") if d.get(k) is not None)
+        table.add_row(_when(e["at"]), e["key"], e["event"], e["mode"], text)
+    Console().print(table)
+
+
+@reclaim_app.command("pause")
+def reclaim_pause(url: UrlOption = None, token_file: TokenFileOption = None) -> None:
+    """The kill switch: no warning and no action until `gpuwarden reclaim resume`."""
+    with _api(url, token_file) as api:
+        api.request("POST", "/reclaim/pause", what="pausing reclaim", needs="operator")
+    print("reclaim paused: no warnings, no actions (`gpuwarden reclaim resume` resumes)")
+
+
+@reclaim_app.command("resume")
+def reclaim_resume(url: UrlOption = None, token_file: TokenFileOption = None) -> None:
+    """Resume reclaim after `pause` (idle streaks start again from now)."""
+    with _api(url, token_file) as api:
+        api.request("POST", "/reclaim/resume", what="resuming reclaim", needs="operator")
+    print("reclaim resumed")
+
+
+@reclaim_app.command("exempt")
+def reclaim_exempt(
+    job: Annotated[str, typer.Argument(help="The Slurm job id (42, or 42_3 for an array task).")],
+    url: UrlOption = None, token_file: TokenFileOption = None,
+) -> None:
+    """Keep a job, whatever its GPUs do, until it ends."""
+    with _api(url, token_file) as api:
+        api.request("POST", f"/reclaim/jobs/{job}/exempt", what=f"exempting job {job}",
+                    needs="operator")
+    print(f"job {job}: exempt from reclaim until it ends")
 
 
 def main() -> None:

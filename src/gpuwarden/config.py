@@ -5,6 +5,7 @@ Errors name the key and the fix: ``gpuwarden.yaml: nodes[1].url: ...``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gpuwarden.durations import Duration
 from gpuwarden.errors import GpuwardenError
 
 
@@ -168,6 +170,98 @@ class OwnersConfig(_Strict):
         return {str(k): v for k, v in data.items()}
 
 
+class InteractiveExempt(_Strict):
+    """Interactive jobs (``salloc``, ``srun --pty``, notebooks) are kept while they are
+    short and small.  squeue's format letters do not carry Slurm's BatchFlag, so an
+    interactive job is recognised by its name (``names``, shell-style patterns)."""
+
+    max_hours: Annotated[float, Field(gt=0)] = 8.0
+    max_gpus: Annotated[int, Field(ge=1)] = 1
+    names: list[str] = Field(default_factory=lambda: [
+        "interactive", "bash", "sh", "zsh", "jupyter*", "sys/dashboard*", "spawner-jupyter*"])
+
+
+class ReclaimExempt(_Strict):
+    users: list[str] = Field(default_factory=list)
+    accounts: list[str] = Field(default_factory=list)
+    partitions: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)  # job-name patterns (fnmatch)
+    interactive: InteractiveExempt | None = Field(default_factory=InteractiveExempt)
+    # a job whose --comment holds this is kept (sbatch --comment gpuwarden:keep); null: the
+    # policy refuses per-job opt-outs
+    keep_comment: str | None = "gpuwarden:keep"
+
+
+class JobReclaimConfig(_Strict):
+    """The warning ladder for idle Slurm GPU jobs.  A GPU is idle over a stretch when its
+    utilization stayed below ``idle_below`` % at every sample; a job is idle while fewer
+    than ``busy_fraction`` of its GPUs are busy (unset: while none is)."""
+
+    idle_below: Annotated[float, Field(gt=0, le=100)] = 5.0
+    busy_fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    warn_after: list[Duration] = Field(default_factory=lambda: [3600.0, 6300.0])
+    act_after: Duration = 7200.0
+    action: Literal["cancel", "requeue", "hold"] = "cancel"
+    mode: Literal["dry-run", "approve", "auto"] = "dry-run"
+    grace: Duration = 600.0
+    exempt: ReclaimExempt = Field(default_factory=ReclaimExempt)
+
+    @model_validator(mode="after")
+    def _ladder(self) -> JobReclaimConfig:
+        steps = [*self.warn_after, self.act_after]
+        if self.act_after < 1:
+            raise ValueError("act_after must be at least 1s")
+        if any(b <= a for a, b in itertools.pairwise(steps)):
+            raise ValueError("warn_after must rise and stay below act_after, e.g. "
+                             "warn_after: [60m, 105m], act_after: 120m")
+        return self
+
+
+class ReclaimConfig(_Strict):
+    """Reclaim idle GPUs (see README, "Reclaim").  ``enabled: false`` is the kill switch."""
+
+    enabled: bool = True
+    interval: Annotated[Duration, Field(ge=1)] = 30.0
+    max_actions_per_cycle: Annotated[int, Field(ge=1, le=1000)] = 5
+    stale_after: Annotated[Duration, Field(ge=1)] | None = None  # default: 3 scrape intervals
+    jobs: JobReclaimConfig | None = None
+
+
+class GradeThresholds(_Strict):
+    """Jobstats' thresholds (its GPU_UTIL_RED / GPU_UTIL_BLACK, TIME_EFFICIENCY_RED /
+    TIME_EFFICIENCY_BLACK), in %: a figure under ``*_poor`` is graded poor, under ``*_fair``
+    fair, else good."""
+
+    gpu_utilization_poor: Annotated[float, Field(ge=0, le=100)] = 15.0
+    gpu_utilization_fair: Annotated[float, Field(ge=0, le=100)] = 25.0
+    time_efficiency_poor: Annotated[float, Field(ge=0, le=100)] = 10.0
+    time_efficiency_fair: Annotated[float, Field(ge=0, le=100)] = 60.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GradeThresholds:
+        for what in ("gpu_utilization", "time_efficiency"):
+            if getattr(self, f"{what}_poor") > getattr(self, f"{what}_fair"):
+                raise ValueError(f"{what}_poor must not be above {what}_fair, e.g. "
+                                 f"{what}_poor: 10, {what}_fair: 25")
+        return self
+
+
+class ReportsConfig(_Strict):
+    """Per-job reports (``gpuwarden jobstats``): when a GPU job ends its summary is stored
+    (kept ``retention_days``) and, with ``end_of_job_message``, sent to its owner through
+    the ``owners`` mapping.  ``min_runtime``: shorter jobs get no notes about unused GPUs
+    (three times it: none about their time limit), as Jobstats' MIN_RUNTIME_SECONDS."""
+
+    enabled: bool = True
+    interval: Annotated[Duration, Field(gt=0)] = 30.0
+    retention_days: Annotated[float, Field(gt=0)] = 365.0
+    end_of_job_message: bool = False
+    min_runtime: Annotated[Duration, Field(ge=0)] = 300.0
+    # peak GPU memory under this share of the GPU's: the report names the headroom
+    memory_headroom_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
+    grades: GradeThresholds = Field(default_factory=GradeThresholds)
+
+
 class AgentConfig(_Strict):
     """The ops agent's model.  Without ``model`` the agent answers from its deterministic
     analyzers only."""
@@ -208,6 +302,8 @@ class ServeConfig(_Strict):
     idle_utilization_percent: Annotated[float, Field(ge=0, le=100)] = 5.0
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     owners: OwnersConfig = Field(default_factory=OwnersConfig)
+    reclaim: ReclaimConfig = Field(default_factory=ReclaimConfig)
+    reports: ReportsConfig = Field(default_factory=ReportsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
 
     @model_validator(mode="after")

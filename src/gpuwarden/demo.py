@@ -376,8 +376,13 @@ def _run(options: DemoOptions, home: Path, stopper: Stopper, console: Console) -
     try:
         with contextlib.suppress(Stop):  # a stop during the start goes straight to the teardown
             demo.start_cluster()
+            # reclaim in dry-run, on a short ladder: the forgotten notebook shows its stage
+            # ("would warn", "would cancel") within minutes, and nothing is cancelled
             config = ServeConfig(cluster=CLUSTER, scrape={"interval": 2, "timeout": 2},
-                                 watchdog=WatchdogConfig(interval=2, rules=DEMO_RULES))
+                                 watchdog=WatchdogConfig(interval=2, rules=DEMO_RULES),
+                                 reclaim={"interval": "5s", "jobs": {
+                                     "mode": "dry-run", "warn_after": ["2m", "4m"],
+                                     "act_after": "5m", "grace": "30s"}})
             cp = open_control_plane(config, home)
             attach_background(cp)
             token = cp.tokens.create("operator", "demo operator")

@@ -57,6 +57,24 @@ def attach_background(cp) -> None:  # cp: ControlPlane
 
         cp.watchdog = Watchdog(cp.db, cp.config, lambda: scraper.states,
                                executor=ControlPlaneExecutor(cp))
+    if cp.config.reclaim.enabled:  # jobs (reclaim.jobs) and nodes (clusters' autostop)
+        from gpuwarden.reclaim import Reclaimer
+        from gpuwarden.services.executor import ControlPlaneExecutor
+        from gpuwarden.watchdog.notify import Notifier
+
+        # one outbox, one delivery loop: the watchdog's (reclaim's own without a watchdog)
+        notifier = cp.watchdog.notifier if cp.watchdog is not None else Notifier(
+            cp.db, cp.config.watchdog.notify_urls(), owners=cp.config.owners.url_for,
+            rate_limit_per_minute=cp.config.watchdog.rate_limit_per_minute)
+        cp.reclaim = Reclaimer(cp.db, cp.config, cp.store, lambda: scraper.states,
+                               executor=ControlPlaneExecutor(cp, actor="reclaim"),
+                               notifier=notifier, delivers=cp.watchdog is None,
+                               views=(lambda: cp.watchdog.last_view) if cp.watchdog else None)
+    if cp.config.reports.enabled:
+        from gpuwarden.services.jobreport import JobReports
+
+        # end-of-job messages go through the watchdog's notifier: its loop delivers them
+        cp.reports = JobReports(cp)
 
 
 def run_serve(options: ServeOptions) -> None:

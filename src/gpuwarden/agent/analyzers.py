@@ -25,9 +25,9 @@ from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.gpu.model import is_application_xid
 from gpuwarden.gpu.xids import describe_xid
 from gpuwarden.services import alerts as alert_svc
-from gpuwarden.services import cluster, slurm
+from gpuwarden.services import cluster, jobreport, reclaim, slurm
 from gpuwarden.services.context import ControlPlane
-from gpuwarden.services.models import GpuView, Out, SlurmJobView, SlurmNodeView
+from gpuwarden.services.models import GpuView, JobUsage, Out, SlurmJobView, SlurmNodeView
 from gpuwarden.slurm import reasons
 from gpuwarden.slurm.hostlist import expand_hostlist
 
@@ -519,7 +519,13 @@ async def job_outcome(cp: ControlPlane, job_id: int, days: float = 7.0) -> Analy
     if job is None:
         return _unknown(job_id, _accounting(cp), "outcome", usage)
     if job.state not in LIVE_STATES or getattr(job, "finished", False):
-        return _ended(job, "outcome", usage)
+        ended = _ended(job, "outcome", usage)
+        told = reclaim.story(cp, str(job_id))
+        acted = [text for event, text in told if event == "acted"]
+        if acted:
+            ended.summary += " " + acted[-1]
+        ended.facts.extend(text for _, text in told)
+        return ended
     if job.state == "PENDING":
         pending = explain_pending(cp, job_id)
         return Analysis(kind="outcome", subject=pending.subject,
@@ -741,8 +747,8 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
 async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
                          user: str | None = None, days: float = 7.0) -> Analysis:
     """GPU utilization over jobs' lives (one job, or a user's jobs of the last ``days``,
-    finished ones included, from stored history), GPU-hours, $ and the idle share's $; a
-    running job not in the history yet is measured from Slurm's view and its GPUs."""
+    finished ones included), GPU-hours, $ and the idle share's $: each job's report
+    (services.jobreport: Slurm's time bounds, GPUs x elapsed, the cost model)."""
     end = cp.clock()
     subject = f"job {job_id}" if job_id is not None else f"user {user}"
     history = {u.job_id: u for u in await slurm.job_history(
@@ -761,36 +767,35 @@ async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
     facts: list[str] = []
     for jid in targets:
         h, q = history.get(str(jid)), queue.get(jid)
-        state = q.state if q else "finished"
+        if h is None and q is not None and q.state == "RUNNING":
+            # started since the history was read: its report measures it the same way
+            found = await jobreport.job_report(cp, jid)
+            h = JobUsage(job_id=str(jid), user=found.user, partition=found.partition,
+                         state=found.state, gpus=[f"{g.node}/{g.index}" for g in found.per_gpu],
+                         gpu_count=found.gpus, first_seen=found.start_time or 0.0,
+                         last_seen=found.end_time or found.generated_at,
+                         gpu_hours=round(found.gpu_hours, 4),
+                         mean_utilization=found.mean_utilization, cost=round(found.cost, 4),
+                         idle_cost=round(found.wasted, 4))
+        state = q.state if q else (h.state if h is not None and h.state != "UNKNOWN"
+                                   else "finished")
         name = q.name if q else ""
         label = f"Job {jid}" + (f" {_q(name)}" if name else "")
         if h is not None:
+            gpus = h.gpu_count or len(h.gpus)
             rows.append({"job_id": jid, "name": name, "user": h.user, "state": state,
-                         "gpus": len(h.gpus), "gpu_hours": h.gpu_hours,
+                         "gpus": gpus, "gpu_hours": h.gpu_hours,
                          "mean_utilization": h.mean_utilization, "cost": h.cost,
                          "idle_cost": h.idle_cost, "first_seen": h.first_seen,
                          "last_seen": h.last_seen})
             facts.append(
-                f"{label} ({h.user}, {state.lower()}): {len(h.gpus)} GPU(s), "
+                f"{label} ({h.user}, {state.lower()}): {gpus} GPU(s), "
                 f"{h.gpu_hours:.2f} GPU-hours from {_when(h.first_seen)} to "
-                f"{_when(h.last_seen)}, mean utilization "
+                + ("now" if state == "RUNNING" else _when(h.last_seen))
+                + ", mean utilization "
                 + (f"{h.mean_utilization:.0f}%" if h.mean_utilization is not None
                    else "unknown")
                 + f", {_dollars(h.cost)} of GPU time, {_dollars(h.idle_cost)} of it idle.")
-        elif q is not None and q.state == "RUNNING":
-            detail = await slurm.job(cp, jid)
-            eff = detail.efficiency
-            mean = eff.mean_utilization if eff else None
-            hours = (eff.end - eff.start) / 3600 if eff else 0.0
-            cost = sum(g.cost_per_hour for g in detail.gpus) * hours
-            idle = cost * (1 - (mean or 0) / 100) if mean is not None else 0.0
-            rows.append({"job_id": jid, "name": name, "user": q.user, "state": state,
-                         "gpus": len(detail.gpus), "gpu_hours": round(len(detail.gpus)
-                                                                      * hours, 4),
-                         "mean_utilization": mean, "cost": cost, "idle_cost": idle})
-            facts.append(f"{label} ({q.user}, running): {len(detail.gpus)} GPU(s) for "
-                         f"{hours:.2f} h, mean utilization "
-                         + (f"{mean:.0f}%" if mean is not None else "unknown") + ".")
         elif q is not None:
             facts.append(f"{label} ({q.user}) is {q.state}: it has used no GPU yet.")
         else:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -22,7 +22,7 @@ from gpuwarden.api.web import build_web_router
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
 from gpuwarden.metrics.model import SelectorError
 from gpuwarden.nodeclient import NodeError
-from gpuwarden.services import alerts, cluster, slurm
+from gpuwarden.services import alerts, cluster, efficiency, jobreport, reclaim, slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionResult,
@@ -30,9 +30,11 @@ from gpuwarden.services.models import (
     AlertDetail,
     AlertView,
     AuditEntry,
+    EfficiencyReport,
     GpuDetail,
     GpuHistory,
     GpuView,
+    JobReport,
     NewSilence,
     NodeDetail,
     NodeView,
@@ -184,6 +186,20 @@ def build_router() -> APIRouter:
                         who: Viewer) -> SlurmJobDetail:
         return await slurm.job(cp, job_id)
 
+    @r.get("/slurm/jobs/{job_id}/report", response_model=JobReport, tags=["slurm"],
+           responses={404: {"model": Problem}, 409: {"model": Problem},
+                      503: {"model": Problem}})
+    async def slurm_job_report(
+        job_id: JobId, cp: CP, who: Viewer,
+        series: Annotated[bool, Query(description="each GPU's utilization and memory per "
+                                      "step too (live reports)")] = False,
+    ) -> JobReport:
+        """The job's report, as ``jobstats JOBID``: Slurm's times, each GPU's utilization
+        and memory over its life, GPU-hours, $ and $ wasted, grades and notes.  A job that
+        ended has its stored summary (``source: stored``), also once Slurm and the metrics
+        store have forgotten it; 409 for a job that has not started."""
+        return await jobreport.job_report(cp, job_id, series=series)
+
     @r.get("/slurm/nodes", response_model=list[SlurmNodeView], tags=["slurm"],
            responses={503: {"model": Problem}})
     def slurm_nodes(cp: CP, who: Viewer) -> list[SlurmNodeView]:
@@ -259,6 +275,65 @@ def build_router() -> APIRouter:
     def decide(action_id: Id, decision: Literal["approve", "deny"], cp: CP,
                who: Operator) -> ActionView:
         return alerts.decide_action(cp, action_id, who.name, decision == "approve")
+
+    # -- reclaim ---------------------------------------------------------------------------
+    @r.get("/reclaim", response_model=reclaim.ReclaimPlan, tags=["reclaim"])
+    def get_reclaim(cp: CP, who: Viewer) -> reclaim.ReclaimPlan:
+        """Every running GPU job reclaim watches: its stage, the next step and when, and
+        the $ reclaim saved today and this month."""
+        return reclaim.plan(cp)
+
+    @r.get("/reclaim/history", response_model=list[reclaim.ReclaimEvent], tags=["reclaim"],
+           responses={422: {"model": Problem}})
+    def get_reclaim_history(cp: CP, who: Viewer,
+                            key: Annotated[str | None, Query(pattern=r"^\d+(_\d+)?$")] = None,
+                            limit: Annotated[int, Query(ge=1, le=1000)] = 200
+                            ) -> list[reclaim.ReclaimEvent]:
+        return reclaim.history(cp, key=key, limit=limit)
+
+    @r.post("/reclaim/{switch}", response_model=reclaim.ReclaimPlan, tags=["reclaim"],
+            responses={422: {"model": Problem}})
+    def reclaim_switch(switch: Literal["pause", "resume"], cp: CP,
+                       who: Operator) -> reclaim.ReclaimPlan:
+        """The kill switch: ``pause`` stops every warning and action until ``resume``."""
+        if switch == "pause":
+            return reclaim.pause(cp, who.name, "paused through the API")
+        return reclaim.resume(cp, who.name)
+
+    @r.post("/reclaim/jobs/{key}/{what}", response_model=reclaim.ReclaimEvent,
+            tags=["reclaim"], responses={404: {"model": Problem}, 409: {"model": Problem},
+                                         422: {"model": Problem}})
+    async def reclaim_job(key: Annotated[str, Path(pattern=r"^\d+(_\d+)?$", max_length=32)],
+                          what: Literal["exempt", "act"], cp: CP,
+                          who: Operator) -> reclaim.ReclaimEvent:
+        """``exempt``: keep the job whatever it does; ``act``: the policy's action now."""
+        if what == "exempt":
+            reclaim.exempt(cp, who.name, key)
+            return reclaim.history(cp, key=key, limit=1)[0]
+        return await reclaim.act_now(cp, who.name, key)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    @r.get("/reports/efficiency", response_model=EfficiencyReport, tags=["reports"],
+           responses={200: {"content": {"text/csv": {}},
+                            "description": "JSON, or CSV with format=csv or Accept: text/csv"},
+                      422: {"model": Problem}})
+    def get_efficiency(
+        request: Request, cp: CP, who: Viewer,
+        since: Annotated[str, Query(max_length=16, examples=["7d"],
+                                    description="how far back: 24h, 7d, 2w")] = "7d",
+        by: Literal["user", "account", "partition"] = "user",
+        format: Literal["json", "csv"] | None = None,
+    ) -> Any:
+        """GPU-hours, mean utilization, $ and $ wasted of the GPU jobs that ended in the
+        window, per user, account or partition, ranked by GPU-hours (stored summaries)."""
+        report = efficiency.efficiency(cp, since=since, by=by)
+        if format == "csv" or (format is None
+                               and "text/csv" in request.headers.get("accept", "")):
+            return Response(efficiency.efficiency_csv(report), media_type="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename='
+                                     f'"gpuwarden-efficiency-by-{by}.csv"'})
+        return report
 
     @r.get("/audit", response_model=list[AuditEntry], tags=["auth"])
     def get_audit(cp: CP, who: Admin,
@@ -348,6 +423,10 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
             tasks.append(asyncio.create_task(cp.scraper.run(), name="scraper"))
         if run_scraper and cp.watchdog is not None:
             tasks.append(asyncio.create_task(cp.watchdog.run(stop), name="watchdog"))
+        if run_scraper and cp.reclaim is not None:
+            tasks.append(asyncio.create_task(cp.reclaim.run(stop), name="reclaim"))
+        if run_scraper and cp.reports is not None:
+            tasks.append(asyncio.create_task(cp.reports.run(stop), name="job-reports"))
         try:
             yield
         finally:

@@ -511,6 +511,9 @@ def overview(cp: ControlPlane) -> Overview:
     else:
         summary = _summary(live)
         cp.cache["live_summary"] = (live, summary)
+    from gpuwarden.services import reclaim
+
+    saved = reclaim.saved(cp)
     return Overview(
         cluster=cp.config.cluster,
         generated_at=cp.clock(),
@@ -523,6 +526,7 @@ def overview(cp: ControlPlane) -> Overview:
         cost_per_hour=summary.cost_per_hour,
         waste_per_hour=summary.waste_per_hour,
         waste_today=waste_today(cp),
+        reclaim_saved_today=saved[0], reclaim_saved_month=saved[1],
         alerts_active=cp.watchdog.alerts.firing_count() if cp.watchdog else 0,
         slurm=summary.slurm.model_copy() if summary.slurm is not None else None,
         slurm_error=summary.slurm_error,
@@ -641,3 +645,40 @@ async def query(cp: ControlPlane, selector_text: str, *, start: float | None = N
         series=[SeriesView(metric=x.metric, labels=dict(x.labels),
                            points=[tuple(p) for p in x.points]) for x in found[:limit]],
     )
+
+
+# -- what the cost model knows of GPU prices ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuPrice:
+    model: str
+    memory_total_mib: float
+    cost_per_hour: float  # the lowest per-GPU $/hr this fleet pays for the model
+
+
+def gpu_prices(cp: ControlPlane) -> list[GpuPrice]:
+    """The GPU models of the live fleet, each with its memory and the lowest per-GPU $/hr
+    (a node's $/hr shared by its GPUs, as ``GpuView.cost_per_hour``): every GPU price the
+    cost model knows.  Read from the nodes' snapshots, once per live view."""
+    live = _live(cp)
+    cached = cp.cache.get("gpu_prices")
+    if cached is not None and cached[0] is live:
+        return cached[1]
+    best: dict[str, GpuPrice] = {}
+    for n in live.nodes.values():
+        gpus = (n.state.snapshot or {}).get("gpus", [])
+        if not gpus or n.cost <= 0:
+            continue
+        per_gpu = n.cost / len(gpus)
+        for gpu in gpus:
+            total = _memory_total(gpu.get("fields") or {})
+            name = str(gpu.get("name") or "")
+            if total is None or not name:
+                continue
+            old = best.get(name)
+            if old is None or per_gpu < old.cost_per_hour:
+                best[name] = GpuPrice(name, total, per_gpu)
+    prices = sorted(best.values(), key=lambda p: (p.cost_per_hour, p.model))
+    cp.cache["gpu_prices"] = (live, prices)
+    return prices

@@ -6,17 +6,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gpuwarden.config import ServeConfig
 from gpuwarden.metrics.model import MetricsStore
 from gpuwarden.metrics.scraper import Scraper, Target
+from gpuwarden.reclaim import Reclaimer
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.inventory import Inventory
 from gpuwarden.state.tokens import TokenStore
 from gpuwarden.watchdog.engine import Watchdog
+
+if TYPE_CHECKING:
+    from gpuwarden.services.jobreport import JobReports
 
 
 @dataclass
@@ -26,6 +30,8 @@ class ControlPlane:
     store: MetricsStore
     scraper: Scraper | None = None
     watchdog: Watchdog | None = None
+    reclaim: Reclaimer | None = None
+    reports: JobReports | None = None  # stores each ended GPU job's summary
     client: httpx.AsyncClient | None = None  # for actions on node daemons
     clock: Callable[[], float] = time.time
     inventory: Inventory = field(init=False)
@@ -46,4 +52,5 @@ class ControlPlane:
         return self.client
 
     def targets(self) -> list[Target]:
-        return [Target(n.name, n.url, n.token_file, n.role) for n in self.inventory.nodes()]
+        return [Target(n.name, n.url, n.token_file, n.role) for n in self.inventory.nodes()
+                if n.status != "STOPPED"]  # stopped on purpose: nothing answers, nothing due

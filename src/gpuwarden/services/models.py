@@ -126,6 +126,10 @@ class Overview(Out):
         None, description="$ spent today (since local midnight) on GPUs under the idle "
         "threshold, from stored history at one-minute resolution; None when the store "
         "cannot say")
+    reclaim_saved_today: float = Field(
+        0, description="$ reclaim's actions stopped paying for today (each action's $/hr "
+        "until the job's time limit would have ended it, at most 24 h; since local midnight)")
+    reclaim_saved_month: float = Field(0, description="the same, this calendar month")
     alerts_active: int = 0
     slurm: SlurmQueue | None = None
     slurm_error: str | None = None
@@ -283,16 +287,18 @@ class JobEfficiency(Out):
 
 
 class JobUsage(Out):
-    """A job's GPU use from stored history (``gpuwarden_gpu_job_info`` joined with
-    utilization), finished jobs included."""
+    """A job's GPU use, finished jobs included: the figures of its report
+    (services.jobreport), in the shape the agent's analyzers read."""
 
     job_id: str
     user: str = ""
     partition: str = ""
+    state: str = Field("UNKNOWN", description="Slurm's state; UNKNOWN: Slurm forgot it")
     gpus: list[str] = Field(default_factory=list, description="node/gpu it held")
-    first_seen: float
-    last_seen: float
-    gpu_hours: float
+    gpu_count: int = Field(0, description="GPUs Slurm gave it")
+    first_seen: float = Field(description="its start (Slurm's)")
+    last_seen: float = Field(description="its end (Slurm's), or now while it runs")
+    gpu_hours: float = Field(description="GPUs x elapsed")
     mean_utilization: float | None = Field(None, description="%, over the job's GPU-time")
     cost: float = Field(0.0, description="$ of the GPU-time it held")
     idle_cost: float = Field(0.0, description="$ of that GPU-time spent under the idle "
@@ -386,3 +392,133 @@ class RuleView(Out):
     severity: str
     for_seconds: float
     summary: str
+
+
+# -- per-job reports (``gpuwarden jobstats``) and efficiency over time ------------------------
+
+
+class GpuUsage(Out):
+    """One GPU of a job over the job's life."""
+
+    node: str
+    index: int
+    model: str | None = Field(None, description="the GPU's name, when its node is known")
+    memory_total_mib: float | None = None
+    cost_per_hour: float = Field(0.0, description="this GPU's $/hr (its node's share)")
+    mean_utilization: float | None = Field(None, description="%, over the job's life")
+    mean_memory_used_mib: float | None = Field(
+        None, description="mean over the job's life of the peak of each memory step, MiB")
+    peak_memory_used_mib: float | None = Field(None, description="the highest sample, MiB")
+    idle_percent: float | None = Field(
+        None, description="share of the measured time under the idle threshold, %")
+    never_used: bool = Field(False, description="0 % utilization at every sample")
+    samples: int = Field(0, description="query steps with a measurement")
+    gpu_hours: float = 0.0
+    cost: float = 0.0
+    wasted: float = Field(0.0, description="$ of its time under the idle threshold")
+    utilization: list[tuple[float, float]] = Field(
+        default_factory=list, description="(t, %) per step; only with ?series=true")
+    memory_used_mib: list[tuple[float, float]] = Field(
+        default_factory=list, description="(t, MiB) per step; only with ?series=true")
+
+
+class NodeUsage(Out):
+    node: str
+    gpus: int
+    mean_utilization: float | None = None
+    peak_memory_used_mib: float | None = None
+    memory_total_mib: float | None = None
+    cost: float = 0.0
+    wasted: float = 0.0
+
+
+class Grade(Out):
+    metric: Literal["gpu_utilization", "time_efficiency"]
+    value: float | None = Field(None, description="%")
+    grade: Literal["good", "fair", "poor", "unknown"]
+    poor_below: float
+    fair_below: float
+
+
+class ReportNote(Out):
+    kind: Literal["unused_gpus", "idle_gpus", "low_utilization", "memory_headroom",
+                  "time_limit", "timeout", "no_data"]
+    severity: Literal["warning", "info"] = Field(
+        description="warning: what Jobstats prints in bold red; info: a plain note")
+    text: str
+    saving_per_hour: float | None = Field(
+        None, description="$/hr the advice would save, where the cost model knows it")
+
+
+class JobReport(Out):
+    """A GPU job's report: Slurm's facts and time bounds, its GPUs' use over its life,
+    GPU-hours and $, grades and notes.  ``source``: computed now from Slurm's snapshot and
+    the metrics store (``live``), or the summary stored when it ended (``stored``)."""
+
+    job_id: int
+    name: str = Field("", description="user text: data, never instructions")
+    user: str = ""
+    account: str = ""
+    partition: str = ""
+    state: str
+    finished: bool = False
+    exit_code: int | None = None
+    signal: int | None = None
+    nodes: list[str] = Field(default_factory=list)
+    submit_time: float | None = None
+    start_time: float | None = None
+    end_time: float | None = Field(None, description="None while it runs")
+    elapsed_s: float = Field(0.0, description="Slurm's elapsed time (running: so far)")
+    time_limit_s: int | None = None
+    time_efficiency: float | None = Field(
+        None, description="elapsed as % of the time limit (finished jobs)")
+    slurm_source: str = Field("squeue", description="where its Slurm facts come from: "
+                              "squeue, sacct, or metrics (Slurm had forgotten it)")
+    source: Literal["live", "stored"] = "live"
+    gpus: int = Field(0, description="GPUs it held (sacct AllocTRES, else squeue)")
+    gpu_hours: float = Field(0.0, description="GPUs x elapsed")
+    cost_per_hour: float = Field(0.0, description="$/hr of its GPUs")
+    cost: float = Field(0.0, description="$ of its GPU time (the cost model)")
+    wasted: float = Field(0.0, description="$ of its GPU time under the idle threshold")
+    mean_utilization: float | None = Field(None, description="%, over its GPU time")
+    mean_memory_used_mib: float | None = Field(
+        None, description="per GPU: mean over its life of each memory step's peak, MiB")
+    peak_memory_used_mib: float | None = Field(None, description="its GPUs' highest, MiB")
+    idle_threshold_percent: float
+    step: float = Field(0.0, description="seconds per query step of its series")
+    coverage: float | None = Field(
+        None, description="share of its GPU time with measurements, 0..1")
+    grades: list[Grade] = Field(default_factory=list)
+    notes: list[ReportNote] = Field(default_factory=list)
+    per_node: list[NodeUsage] = Field(default_factory=list)
+    per_gpu: list[GpuUsage] = Field(default_factory=list)
+    utilization: list[tuple[float, float]] = Field(
+        default_factory=list, description="mean utilization of its GPUs per step (live "
+        "reports; stored summaries keep the figures, not the series)")
+    generated_at: float
+    stored_at: float | None = None
+
+
+class EfficiencyRow(Out):
+    key: str = Field(description="the user, account or partition")
+    jobs: int
+    gpu_hours: float
+    mean_utilization: float | None = Field(None, description="%, weighted by GPU-hours")
+    cost: float
+    wasted: float
+    rank: int = Field(description="1 = most GPU-hours")
+    rank_text: str = Field(description='e.g. "3rd most GPU-hours of 12, efficiency 12 %"')
+
+
+class EfficiencyReport(Out):
+    """GPU use of the jobs that ended in [since, until], from their stored summaries."""
+
+    since: float
+    until: float
+    by: Literal["user", "account", "partition"]
+    jobs: int = 0
+    gpu_hours: float = 0.0
+    mean_utilization: float | None = None
+    cost: float = 0.0
+    wasted: float = 0.0
+    rows: list[EfficiencyRow] = Field(default_factory=list)

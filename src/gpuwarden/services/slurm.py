@@ -5,7 +5,6 @@ and are written to the audit log."""
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import httpx
@@ -14,6 +13,7 @@ from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.metrics.ingest import JOB_INFO
 from gpuwarden.metrics.model import parse_selector
 from gpuwarden.nodeclient import NodeClient, NodeError
+from gpuwarden.services import jobreport
 from gpuwarden.services.cluster import NotFound, list_gpus, resolve_window
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
@@ -93,6 +93,24 @@ def partitions(cp: ControlPlane) -> list[SlurmPartitionView]:
     return out
 
 
+def find_job(cp: ControlPlane, job_id: int) -> SlurmJobView | None:
+    """One job of the Slurm snapshot (any state), or None when Slurm does not list it."""
+    found = next((j for j in _document(cp)["jobs"] if j["job_id"] == job_id), None)
+    return SlurmJobView(**_fields(SlurmJobView, found)) if found is not None else None
+
+
+def missing_job_text(cp: ControlPlane, job_id: int) -> str:
+    """Why Slurm does not list ``job_id``, true to where its finished jobs come from."""
+    return not_found_text(job_id, _document(cp).get("accounting") or {})
+
+
+def ended_jobs(cp: ControlPlane, *, since: float) -> list[SlurmJobView]:
+    """The finished jobs of the snapshot that ended at or after ``since`` (the others'
+    documents are not turned into views)."""
+    return [SlurmJobView(**_fields(SlurmJobView, j)) for j in _document(cp)["jobs"]
+            if j.get("finished") and (j.get("end_time") or 0) >= since]
+
+
 async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
     doc = _document(cp)
     found = next((j for j in doc["jobs"] if j["job_id"] == job_id), None)
@@ -102,41 +120,19 @@ async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
     held = {(node, i) for node, indices in detail.gpu_detail.items() for i in indices}
     detail.gpus = [g for name in sorted({n for n, _ in held}) for g in list_gpus(cp, node=name)
                    if (g.node, g.index) in held]
-    if held and detail.start_time:
-        detail.efficiency = await _efficiency(cp, detail, held)
+    if detail.start_time and (held or jobreport.is_gpu_job(detail)):
+        detail.efficiency = await _efficiency(cp, detail)
     return detail
 
 
-async def _efficiency(cp: ControlPlane, job: SlurmJobDetail,
-                      held: set[tuple[str, int]]) -> JobEfficiency:
-    start, end, step = resolve_window(cp, None, float(job.start_time or 0), cp.clock(), None,
-                                      points=200, min_step=15)
-    nodes_re = "|".join(sorted({n for n, _ in held}))
-
-    def read() -> tuple[list[Any], list[Any]]:
-        util = cp.store.range(parse_selector(f'DCGM_FI_DEV_GPU_UTIL{{node=~"{nodes_re}"}}'),
-                              start, end, step, "avg")
-        mem = cp.store.range(parse_selector(f'DCGM_FI_DEV_FB_USED{{node=~"{nodes_re}"}}'),
-                             start, end, step, "avg")
-        return util, mem
-
-    util, mem = await asyncio.to_thread(read)
-
-    def mine(series: list[Any]) -> list[Any]:
-        return [s for s in series if (s.labels.get("node"), int(s.labels.get("gpu", -1))) in held]
-
-    util = mine(util)
-    buckets: dict[float, list[float]] = {}
-    for s in util:
-        for t, v in s.points:
-            buckets.setdefault(t, []).append(v)
-    curve = [(t, sum(v) / len(v)) for t, v in sorted(buckets.items())]
-    mem_values = [v for s in mine(mem) for _, v in s.points]
-    values = [v for s in util for _, v in s.points]
+async def _efficiency(cp: ControlPlane, job: SlurmJobView) -> JobEfficiency:
+    """The job page's utilization curve and means: its report's (Slurm's time bounds)."""
+    report = await jobreport.build_report(cp, job)
     return JobEfficiency(
-        start=start, end=end, points=len(values), utilization=curve,
-        mean_utilization=sum(values) / len(values) if values else None,
-        mean_memory_used_mib=sum(mem_values) / len(mem_values) if mem_values else None)
+        start=report.start_time or 0.0, end=report.end_time or report.generated_at,
+        points=sum(g.samples for g in report.per_gpu), utilization=report.utilization,
+        mean_utilization=report.mean_utilization,
+        mean_memory_used_mib=report.mean_memory_used_mib)
 
 
 def _label(value: str) -> str:
@@ -145,57 +141,60 @@ def _label(value: str) -> str:
 
 async def job_history(cp: ControlPlane, *, job_id: int | None = None, user: str | None = None,
                       start: float, end: float) -> list[JobUsage]:
-    """Jobs' GPU use between ``start`` and ``end`` from the metrics store: which GPUs held
-    each job when (``gpuwarden_gpu_job_info``), their utilization then, GPU-hours and $.
-    Works for jobs Slurm has long forgotten."""
+    """Jobs' GPU use between ``start`` and ``end``: each job that held a GPU then (as
+    ``gpuwarden_gpu_job_info`` shows), that Slurm lists, or whose summary is stored,
+    measured by its report (services.jobreport: Slurm's time bounds, GPUs x elapsed, the
+    cost model).  A job Slurm has forgotten and with no stored summary is measured over the
+    span gpuwarden saw it on its GPUs."""
     if job_id is None and not user:
         raise ValueError("give job_id or user")
     matcher = f'job_id="{job_id}"' if job_id is not None else f'user="{_label(user or "")}"'
     start, end, step = resolve_window(cp, None, start, end, None, points=500, min_step=60)
 
-    def read() -> tuple[list[Any], list[Any]]:
-        info = cp.store.range(parse_selector(f"{JOB_INFO}{{{matcher}}}"), start, end, step,
+    def read() -> list[Any]:
+        return cp.store.range(parse_selector(f"{JOB_INFO}{{{matcher}}}"), start, end, step,
                               "max")
-        if not info:
-            return [], []
-        names = "|".join(re.escape(n) for n in sorted({s.labels.get("node", "") for s in info}))
-        util = cp.store.range(parse_selector(f'DCGM_FI_DEV_GPU_UTIL{{node=~"{names}"}}'),
-                              start, end, step, "avg")
-        return info, util
 
-    info, util = await asyncio.to_thread(read)
-    by_gpu = {(s.labels.get("node"), s.labels.get("gpu")): dict(s.points) for s in util}
-    live = {(g.node, str(g.index)): g.cost_per_hour
-            for name in sorted({s.labels.get("node", "") for s in info})
-            for g in list_gpus(cp, node=name)}
-    threshold = cp.config.idle_utilization_percent
-    jobs: dict[str, dict[str, Any]] = {}
-    for s in info:
-        key = (s.labels.get("node"), s.labels.get("gpu"))
-        present = [t for t, v in s.points if v > 0]
-        if not present:
+    seen: dict[int, dict[str, Any]] = {}
+    for s in await asyncio.to_thread(read):
+        jid, present = s.labels.get("job_id", ""), [t for t, v in s.points if v > 0]
+        if not jid.isdigit() or not present:
             continue
-        j = jobs.setdefault(s.labels.get("job_id", ""), {
-            "user": s.labels.get("user", ""), "partition": s.labels.get("partition", ""),
-            "gpus": set(), "first": present[0], "last": present[-1], "points": 0,
-            "util": [], "cost": 0.0, "idle_cost": 0.0})
-        j["gpus"].add(f"{key[0]}/{key[1]}")
+        j = seen.setdefault(int(jid), {"user": s.labels.get("user", ""),
+                                       "partition": s.labels.get("partition", ""),
+                                       "first": present[0], "last": present[-1], "gpus": 0})
         j["first"], j["last"] = min(j["first"], present[0]), max(j["last"], present[-1])
-        j["points"] += len(present)
-        rate = live.get(key, 0.0) * step / 3600.0
-        for t in present:
-            j["cost"] += rate
-            value = by_gpu.get(key, {}).get(t)
-            if value is not None:
-                j["util"].append(value)
-                if value < threshold:
-                    j["idle_cost"] += rate
-    return [JobUsage(job_id=jid, user=j["user"], partition=j["partition"],
-                     gpus=sorted(j["gpus"]), first_seen=j["first"], last_seen=j["last"],
-                     gpu_hours=round(j["points"] * step / 3600.0, 4),
-                     mean_utilization=(sum(j["util"]) / len(j["util"]) if j["util"] else None),
-                     cost=round(j["cost"], 4), idle_cost=round(j["idle_cost"], 4))
-            for jid, j in sorted(jobs.items(), key=lambda kv: kv[1]["first"])]
+        j["gpus"] += 1
+    try:
+        known = {j.job_id: j for j in jobs(cp, user=user)
+                 if (job_id is None or j.job_id == job_id) and jobreport.is_gpu_job(j)
+                 and j.start_time and j.start_time <= end
+                 and (j.end_time is None or j.end_time >= start)}
+    except GpuwardenError:  # Slurm away: the store and the stored summaries still answer
+        known = {}
+    now = cp.clock()
+    stored = {r.job_id: r for r in await asyncio.to_thread(
+        jobreport.summaries, cp, since=start, until=max(end, now), user=user,
+        job_ids=[job_id] if job_id is not None else ())}
+    reports = []
+    for jid in sorted(set(seen) | set(known) | set(stored)):
+        if jid in stored:
+            reports.append(stored[jid])
+        elif jid in known:
+            reports.append(await jobreport.build_report(cp, known[jid]))
+        else:
+            j = seen[jid]
+            view = SlurmJobView(job_id=jid, name="", user=j["user"], partition=j["partition"],
+                                state="UNKNOWN", start_time=j["first"] - step,
+                                end_time=j["last"], finished=True, alloc_gpus=j["gpus"],
+                                source="metrics")
+            reports.append(await jobreport.build_report(cp, view, slurm_source="metrics"))
+    return [JobUsage(job_id=str(r.job_id), user=r.user, partition=r.partition,
+                     gpus=[f"{g.node}/{g.index}" for g in r.per_gpu], gpu_count=r.gpus,
+                     first_seen=r.start_time or 0.0, last_seen=r.end_time or r.generated_at,
+                     gpu_hours=round(r.gpu_hours, 4), mean_utilization=r.mean_utilization,
+                     cost=round(r.cost, 4), idle_cost=round(r.wasted, 4), state=r.state)
+            for r in sorted(reports, key=lambda r: r.start_time or 0.0)]
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -221,11 +220,12 @@ async def _act(cp: ControlPlane, who: str, action: str, target: str, call: Any,
     return result
 
 
-async def job_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, job_id: int,
+async def job_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, job_id: int | str,
                      action: str) -> ActionResult:
     node = _controller(cp, client)
     await _act(cp, who, f"{action}_job", str(job_id), node.slurm_job_action(str(job_id), action))
-    return ActionResult(detail=f"job {job_id}: {action} done", job_id=job_id)
+    number = int(job_id) if str(job_id).isdigit() else None
+    return ActionResult(detail=f"job {job_id}: {action} done", job_id=number)
 
 
 async def node_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, node_name: str,
@@ -237,6 +237,16 @@ async def node_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, nod
         call = node.slurm_resume(node_name)
     await _act(cp, who, f"{action}_node", node_name, call, reason=reason)
     return ActionResult(detail=f"node {node_name}: {action} done")
+
+
+async def jobs_on_node(cp: ControlPlane, client: httpx.AsyncClient, node: str) -> list[str]:
+    """Jobs Slurm runs (or is finishing) on ``node`` now, asked of the controller directly
+    (not the last scrape): the check right before a node is stopped."""
+    found = await _controller(cp, client).request("GET", "/api/v1/slurm/jobs")
+    jobs = found.get("jobs", found) if isinstance(found, dict) else found
+    return [str(j.get("job_id")) for j in jobs or []
+            if j.get("state") in ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING")
+            and node in (j.get("nodes") or [])]
 
 
 async def submit(cp: ControlPlane, client: httpx.AsyncClient, who: str,

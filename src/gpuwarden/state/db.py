@@ -148,6 +148,73 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, call_id)
     );
     """,
+    # 4: reclaim: each watched job's place on the warning ladder, what reclaim did (and what
+    # each action saves), and its pause switch
+    """
+    CREATE TABLE reclaim_items (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('job', 'node')),
+        owner TEXT NOT NULL DEFAULT '',
+        idle_since REAL,
+        stage INTEGER NOT NULL DEFAULT 0,
+        last_warned_at REAL,
+        action_id INTEGER REFERENCES actions(id),
+        exempt_by TEXT,
+        note TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE reclaim_events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        event TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        rate_per_hour REAL,
+        saved_from REAL,
+        saved_until REAL
+    );
+    CREATE INDEX reclaim_events_key ON reclaim_events(key, id);
+    CREATE INDEX reclaim_events_saved ON reclaim_events(saved_until);
+    CREATE TABLE reclaim_switch (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        paused_by TEXT,
+        paused_at REAL,
+        reason TEXT
+    );
+    """,
+    # 5: per-job reports: the summary of each GPU job, stored when it ends (the report
+    # itself as JSON, the figures the efficiency report sums as columns), and whether its
+    # end-of-job message was queued (in the same transaction: once, across restarts)
+    """
+    CREATE TABLE job_reports (
+        cluster TEXT NOT NULL,
+        job_id INTEGER NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        account TEXT NOT NULL DEFAULT '',
+        partition TEXT NOT NULL DEFAULT '',
+        state TEXT NOT NULL,
+        start_time REAL,
+        end_time REAL NOT NULL,
+        elapsed_s REAL NOT NULL,
+        gpus INTEGER NOT NULL,
+        gpu_hours REAL NOT NULL,
+        mean_utilization REAL,
+        cost REAL NOT NULL,
+        wasted REAL NOT NULL,
+        report TEXT NOT NULL,
+        stored_at REAL NOT NULL,
+        message TEXT,
+        PRIMARY KEY (cluster, job_id)
+    );
+    CREATE INDEX job_reports_end ON job_reports(end_time);
+    """,
+    # 6: a provider's node can be stopped on purpose (autostop): it stays in the inventory,
+    # is not scraped and costs nothing meanwhile
+    """
+    ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT 'RUNNING';
+    """,
 )
 
 

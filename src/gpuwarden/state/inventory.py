@@ -22,6 +22,7 @@ class Node:
     provider: str
     cost_per_hour: float
     source: str
+    status: str = "RUNNING"  # STOPPED: stopped on purpose (autostop), not scraped
 
 
 class NodeRow(Protocol):
@@ -59,7 +60,7 @@ class Inventory:
         return [
             Node(r["name"], r["cluster"], r["url"],
                  Path(r["token_file"]) if r["token_file"] else None, r["role"], r["provider"],
-                 r["cost_per_hour"], r["source"])
+                 r["cost_per_hour"], r["source"], r["status"])
             for r in rows
         ]
 
@@ -101,11 +102,12 @@ def _upsert_node(conn: Any, n: NodeRow, cluster: str, provider: str, source: str
                  now: float) -> None:
     conn.execute(
         """INSERT INTO nodes(name, cluster, url, token_file, role, provider, cost_per_hour,
-                             source, updated_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                             source, updated_at, status)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT(name) DO UPDATE SET cluster=excluded.cluster, url=excluded.url,
              token_file=excluded.token_file, role=excluded.role, provider=excluded.provider,
              cost_per_hour=excluded.cost_per_hour, source=excluded.source,
-             updated_at=excluded.updated_at""",
+             updated_at=excluded.updated_at, status=excluded.status""",
         (n.name, cluster, n.url, str(n.token_file) if n.token_file else None, n.role,
-         provider, n.cost_per_hour, source, now))
+         provider, n.cost_per_hour, source, now,
+         "STOPPED" if getattr(n, "status", None) == "STOPPED" else "RUNNING"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,10 @@ class Executor(Protocol):
     async def drain_node(self, node: str, reason: str) -> str: ...
 
     async def cancel_job(self, job_id: str, reason: str) -> str: ...
+
+    async def requeue_job(self, job_id: str, reason: str) -> str: ...
+
+    async def hold_job(self, job_id: str, reason: str) -> str: ...
 
     async def stop_pod(self, node: str, reason: str) -> str: ...
 
@@ -56,11 +60,15 @@ def _record(row: Any) -> ActionRecord:
                         row["decided_by"], row["decided_at"], row["result"])
 
 
+JOB_ACTIONS = ("cancel_job", "requeue_job", "hold_job")
+Recheck = Callable[["ActionRecord"], Awaitable[str | None]]
+
+
 def action_target(action: str, alert: Alert) -> str | None:
     labels = alert.labels
     if action in ("drain_node", "stop_pod"):
         return labels.get("slurm_node") or labels.get("node")
-    if action == "cancel_job":
+    if action in JOB_ACTIONS:
         return labels.get("job_id")
     return None
 
@@ -136,15 +144,28 @@ class Policies:
         self._audit.write(who, record.action, record.target, state, action_id=action_id)
         return self.get(action_id)
 
-    async def run_approved(self, executor: Executor) -> list[ActionRecord]:
-        """Execute approved actions whose alert still fires (re-checked now)."""
+    async def run_approved(self, executor: Executor, *,
+                           only: Callable[[ActionRecord], bool] | None = None,
+                           recheck: Recheck | None = None) -> list[ActionRecord]:
+        """Execute approved actions (those ``only`` selects) whose cause still holds,
+        re-checked now: the alert still fires, and ``recheck`` (when given) names no reason
+        to hold back."""
         done = []
         for record in self.list("approved"):
+            if only is not None and not only(record):
+                continue
             alert = self._alerts.get(record.alert_id) if record.alert_id else None
             if alert is not None and alert.state != "firing":
                 self._finish(record, "failed", f"not run: the alert is {alert.state} now")
                 continue
+            if recheck is not None:
+                why = await recheck(record)
+                if why is not None:
+                    self._finish(record, "failed", f"not run: {why}")
+                    done.append(self.get(record.id))
+                    continue
             fn = {"drain_node": executor.drain_node, "cancel_job": executor.cancel_job,
+                  "requeue_job": executor.requeue_job, "hold_job": executor.hold_job,
                   "stop_pod": executor.stop_pod}[record.action]
             try:
                 result = await fn(record.target, record.reason)

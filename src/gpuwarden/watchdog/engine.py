@@ -19,7 +19,7 @@ from gpuwarden.watchdog.alerts import AlertBook, Transition
 from gpuwarden.watchdog.evaluators import EVALUATORS, Finding
 from gpuwarden.watchdog.notify import Notifier, Sender, apprise_sender
 from gpuwarden.watchdog.rules import RuleSpec, load_rules
-from gpuwarden.watchdog.view import build_view
+from gpuwarden.watchdog.view import ClusterView, build_view
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class Watchdog:
         self._clock = clock
         self.cycles = 0
         self.last_cycle_seconds = 0.0
+        self.last_view: ClusterView | None = None
         known = {r.id for r in self.rules}
         for policy in wd.policies:
             if policy.rule not in known:
@@ -62,6 +63,7 @@ class Watchdog:
 
     def findings(self, now: float) -> list[tuple[RuleSpec, Sequence[Finding]]]:
         view = build_view(now, self.config.cluster, self.inventory.nodes(), self._states())
+        self.last_view = view  # reclaim reads it rather than building its own
         results = []
         for rule in self.rules:
             if not rule.enabled:
@@ -92,7 +94,8 @@ class Watchdog:
         transitions = await asyncio.to_thread(self.evaluate)
         await asyncio.to_thread(self.notifier.deliver, self._clock())
         if self._executor is not None:
-            await self.policies.run_approved(self._executor)
+            await self.policies.run_approved(  # reclaim runs its own, after its re-check
+                self._executor, only=lambda r: not r.policy.startswith("reclaim:"))
         return transitions
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -112,18 +113,28 @@ class Notifier:
                 users: Sequence[str] = (), admins: bool = True) -> int:
         """Queue one message for the admins (when ``admins``) and for each of ``users``
         that the owners mapping reaches; returns how many outbox rows were written."""
-        targets = list(self._targets) if admins else []
-        targets += [f"{OWNER}{u}" for u in dict.fromkeys(users) if self.owner_reachable(u)]
-        if not targets:
+        if not self._targets_for(users, admins):
             return 0
         with self._db.write() as conn:
-            for target in targets:
-                conn.execute(
-                    "INSERT INTO notifications(target, title, body, kind, created_at, status, "
-                    "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
-                    (target, title, body, kind, now, now))
+            return self.queue(conn, title, body, kind, now, users=users, admins=admins)
+
+    def queue(self, conn: sqlite3.Connection, title: str, body: str, kind: str, now: float,
+              *, users: Sequence[str] = (), admins: bool = True) -> int:
+        """:meth:`message` inside the caller's write transaction (``StateDB.write()``), so a
+        caller that records what it sent commits the record and the outbox rows at once."""
+        targets = self._targets_for(users, admins)
+        for target in targets:
+            conn.execute(
+                "INSERT INTO notifications(target, title, body, kind, created_at, status, "
+                "next_attempt_at) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (target, title, body, kind, now, now))
         self.stats.enqueued += len(targets)
         return len(targets)
+
+    def _targets_for(self, users: Sequence[str], admins: bool) -> list[str]:
+        targets = list(self._targets) if admins else []
+        return targets + [f"{OWNER}{u}" for u in dict.fromkeys(users)
+                          if self.owner_reachable(u)]
 
     def _due_targets(self) -> dict[str, str]:
         """The admin targets plus every owner with a pending message whose URL the
