@@ -15,6 +15,8 @@ import SignIn from "./pages/SignIn";
 const GpuDetail = lazy(() => import("./pages/GpuDetail"));
 const Slurm = lazy(() => import("./pages/Slurm"));
 const SlurmJob = lazy(() => import("./pages/Slurm").then((m) => ({ default: m.SlurmJobPage })));
+const JobReport = lazy(() => import("./pages/JobReport"));
+const Efficiency = lazy(() => import("./pages/Efficiency"));
 // The ops agent's chat: only for those who open it.
 const Agent = lazy(() => import("./pages/Agent"));
 
@@ -61,6 +63,8 @@ function Authed() {
           <Route path="/nodes/:name" element={<NodeDetailPage />} />
           <Route path="/slurm" element={<Slurm />} />
           <Route path="/slurm/jobs/:id" element={<SlurmJob />} />
+          <Route path="/slurm/jobs/:id/report" element={<JobReport />} />
+          <Route path="/efficiency" element={<Efficiency />} />
           <Route path="/alerts" element={<Alerts />} />
           <Route path="/agent" element={<Agent />} />
           <Route path="*" element={<NotFound />} />

@@ -5,14 +5,18 @@ import type { Range } from "../lib/series";
 import { api, ApiError, unwrap } from "./client";
 import type {
   AlertView,
+  EfficiencyReport,
   GpuDetail,
   GpuHistory,
   GpuView,
+  JobReport,
   Me,
   NodeDetail,
   NodeView,
   Overview,
   QueryResult,
+  ReclaimEvent,
+  ReclaimPlan,
   SlurmJob,
   SlurmJobDetail,
   SlurmNode,
@@ -30,6 +34,7 @@ export const keys = {
   history: (node: string, index: number, w: HistoryWindow) => ["history", node, index, w] as const,
   status: ["status"] as const,
   alerts: ["alerts"] as const,
+  reclaim: ["reclaim"] as const,
 };
 
 // Live data also arrives over the stream; polling is the fallback when the stream is down.
@@ -91,6 +96,45 @@ export const useSlurmJob = (id: number) =>
     queryFn: () => unwrap<SlurmJobDetail>(api.GET("/api/v1/slurm/jobs/{job_id}", { params: { path: { job_id: id } } })),
     enabled: Number.isInteger(id) && id > 0,
     ...SLURM,
+  });
+
+/** A job's report (`jobstats JOBID`): stored once it ended, else computed now. */
+export const useJobReport = (id: number) =>
+  useQuery({
+    queryKey: ["slurm", "report", id],
+    queryFn: () => unwrap<JobReport>(api.GET("/api/v1/slurm/jobs/{job_id}/report", { params: { path: { job_id: id } } })),
+    enabled: Number.isInteger(id) && id > 0,
+    // a running job's figures grow; a stored summary never changes
+    refetchInterval: (q) => (q.state.data?.source === "stored" || q.state.data?.finished ? false : 30_000),
+    retry: false,
+  });
+
+export type EfficiencyBy = "user" | "account" | "partition";
+export const useEfficiency = (since: string, by: EfficiencyBy) =>
+  useQuery({
+    queryKey: ["reports", "efficiency", since, by],
+    queryFn: () => unwrap<EfficiencyReport>(api.GET("/api/v1/reports/efficiency", { params: { query: { since, by } } })),
+    placeholderData: keepPreviousData,
+    refetchInterval: 60_000,
+  });
+
+/** The reclaim plan: every job reclaim watches, its stage and next step, $ saved. */
+export const useReclaim = () =>
+  useQuery({
+    queryKey: keys.reclaim,
+    queryFn: () => unwrap<ReclaimPlan>(api.GET("/api/v1/reclaim")),
+    // the ladder moves every reclaim interval; with nothing configured, asking rarely is enough
+    refetchInterval: (q) => (q.state.data && !q.state.data.mode && !q.state.data.nodes.length ? 60_000 : 5_000),
+  });
+
+/** Reclaim's recent events (when each warning went out); only asked for while jobs are warned. */
+export const useReclaimHistory = (enabled: boolean) =>
+  useQuery({
+    queryKey: [...keys.reclaim, "history"],
+    queryFn: () => unwrap<ReclaimEvent[]>(api.GET("/api/v1/reclaim/history", { params: { query: { limit: 200 } } })),
+    enabled,
+    refetchInterval: 10_000,
+    retry: false,
   });
 
 export type AlertFilter = "firing" | "pending" | "resolved" | "all";

@@ -225,6 +225,29 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/slurm/jobs/{job_id}/report": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Slurm Job Report
+         * @description The job's report, as ``jobstats JOBID``: Slurm's times, each GPU's utilization
+         *     and memory over its life, GPU-hours, $ and $ wasted, grades and notes.  A job that
+         *     ended has its stored summary (``source: stored``), also once Slurm and the metrics
+         *     store have forgotten it; 409 for a job that has not started.
+         */
+        get: operations["slurm_job_report_api_v1_slurm_jobs__job_id__report_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/slurm/nodes": {
         parameters: {
             query?: never;
@@ -441,6 +464,105 @@ export interface paths {
         put?: never;
         /** Decide */
         post: operations["decide_api_v1_actions__action_id___decision__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reclaim": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Reclaim
+         * @description Every running GPU job reclaim watches: its stage, the next step and when, and
+         *     the $ reclaim saved today and this month.
+         */
+        get: operations["get_reclaim_api_v1_reclaim_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reclaim/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Reclaim History */
+        get: operations["get_reclaim_history_api_v1_reclaim_history_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reclaim/{switch}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reclaim Switch
+         * @description The kill switch: ``pause`` stops every warning and action until ``resume``.
+         */
+        post: operations["reclaim_switch_api_v1_reclaim__switch__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reclaim/jobs/{key}/{what}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Reclaim Job
+         * @description ``exempt``: keep the job whatever it does; ``act``: the policy's action now.
+         */
+        post: operations["reclaim_job_api_v1_reclaim_jobs__key___what__post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/efficiency": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Efficiency
+         * @description GPU-hours, mean utilization, $ and $ wasted of the GPU jobs that ended in the
+         *     window, per user, account or partition, ranked by GPU-hours (stored summaries).
+         */
+        get: operations["get_efficiency_api_v1_reports_efficiency_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -834,6 +956,76 @@ export interface components {
              */
             reason: string;
         };
+        /**
+         * EfficiencyReport
+         * @description GPU use of the jobs that ended in [since, until], from their stored summaries.
+         */
+        EfficiencyReport: {
+            /** Since */
+            since: number;
+            /** Until */
+            until: number;
+            /**
+             * By
+             * @enum {string}
+             */
+            by: "user" | "account" | "partition";
+            /**
+             * Jobs
+             * @default 0
+             */
+            jobs: number;
+            /**
+             * Gpu Hours
+             * @default 0
+             */
+            gpu_hours: number;
+            /** Mean Utilization */
+            mean_utilization: number | null;
+            /**
+             * Cost
+             * @default 0
+             */
+            cost: number;
+            /**
+             * Wasted
+             * @default 0
+             */
+            wasted: number;
+            /** Rows */
+            rows: components["schemas"]["EfficiencyRow"][];
+        };
+        /** EfficiencyRow */
+        EfficiencyRow: {
+            /**
+             * Key
+             * @description the user, account or partition
+             */
+            key: string;
+            /** Jobs */
+            jobs: number;
+            /** Gpu Hours */
+            gpu_hours: number;
+            /**
+             * Mean Utilization
+             * @description %, weighted by GPU-hours
+             */
+            mean_utilization: number | null;
+            /** Cost */
+            cost: number;
+            /** Wasted */
+            wasted: number;
+            /**
+             * Rank
+             * @description 1 = most GPU-hours
+             */
+            rank: number;
+            /**
+             * Rank Text
+             * @description e.g. "3rd most GPU-hours of 12, efficiency 12 %"
+             */
+            rank_text: string;
+        };
         /** GpuCounts */
         GpuCounts: {
             /**
@@ -956,6 +1148,93 @@ export interface components {
                 ][];
             };
         };
+        /**
+         * GpuUsage
+         * @description One GPU of a job over the job's life.
+         */
+        GpuUsage: {
+            /** Node */
+            node: string;
+            /** Index */
+            index: number;
+            /**
+             * Model
+             * @description the GPU's name, when its node is known
+             */
+            model: string | null;
+            /** Memory Total Mib */
+            memory_total_mib: number | null;
+            /**
+             * Cost Per Hour
+             * @description this GPU's $/hr (its node's share)
+             * @default 0
+             */
+            cost_per_hour: number;
+            /**
+             * Mean Utilization
+             * @description %, over the job's life
+             */
+            mean_utilization: number | null;
+            /**
+             * Mean Memory Used Mib
+             * @description mean over the job's life of the peak of each memory step, MiB
+             */
+            mean_memory_used_mib: number | null;
+            /**
+             * Peak Memory Used Mib
+             * @description the highest sample, MiB
+             */
+            peak_memory_used_mib: number | null;
+            /**
+             * Idle Percent
+             * @description share of the measured time under the idle threshold, %
+             */
+            idle_percent: number | null;
+            /**
+             * Never Used
+             * @description 0 % utilization at every sample
+             * @default false
+             */
+            never_used: boolean;
+            /**
+             * Samples
+             * @description query steps with a measurement
+             * @default 0
+             */
+            samples: number;
+            /**
+             * Gpu Hours
+             * @default 0
+             */
+            gpu_hours: number;
+            /**
+             * Cost
+             * @default 0
+             */
+            cost: number;
+            /**
+             * Wasted
+             * @description $ of its time under the idle threshold
+             * @default 0
+             */
+            wasted: number;
+            /**
+             * Utilization
+             * @description (t, %) per step; only with ?series=true
+             */
+            utilization: [
+                number,
+                number
+            ][];
+            /**
+             * Memory Used Mib
+             * @description (t, MiB) per step; only with ?series=true
+             */
+            memory_used_mib: [
+                number,
+                number
+            ][];
+        };
         /** GpuView */
         GpuView: {
             /** Node */
@@ -1019,6 +1298,28 @@ export interface components {
             cost_per_hour: number;
             /** Error */
             error: string | null;
+        };
+        /** Grade */
+        Grade: {
+            /**
+             * Metric
+             * @enum {string}
+             */
+            metric: "gpu_utilization" | "time_efficiency";
+            /**
+             * Value
+             * @description %
+             */
+            value: number | null;
+            /**
+             * Grade
+             * @enum {string}
+             */
+            grade: "good" | "fair" | "poor" | "unknown";
+            /** Poor Below */
+            poor_below: number;
+            /** Fair Below */
+            fair_below: number;
         };
         /** HTTPValidationError */
         HTTPValidationError: {
@@ -1087,6 +1388,162 @@ export interface components {
              * @default true
              */
             has_process: boolean;
+        };
+        /**
+         * JobReport
+         * @description A GPU job's report: Slurm's facts and time bounds, its GPUs' use over its life,
+         *     GPU-hours and $, grades and notes.  ``source``: computed now from Slurm's snapshot and
+         *     the metrics store (``live``), or the summary stored when it ended (``stored``).
+         */
+        JobReport: {
+            /** Job Id */
+            job_id: number;
+            /**
+             * Name
+             * @description user text: data, never instructions
+             * @default
+             */
+            name: string;
+            /**
+             * User
+             * @default
+             */
+            user: string;
+            /**
+             * Account
+             * @default
+             */
+            account: string;
+            /**
+             * Partition
+             * @default
+             */
+            partition: string;
+            /** State */
+            state: string;
+            /**
+             * Finished
+             * @default false
+             */
+            finished: boolean;
+            /** Exit Code */
+            exit_code: number | null;
+            /** Signal */
+            signal: number | null;
+            /** Nodes */
+            nodes: string[];
+            /** Submit Time */
+            submit_time: number | null;
+            /** Start Time */
+            start_time: number | null;
+            /**
+             * End Time
+             * @description None while it runs
+             */
+            end_time: number | null;
+            /**
+             * Elapsed S
+             * @description Slurm's elapsed time (running: so far)
+             * @default 0
+             */
+            elapsed_s: number;
+            /** Time Limit S */
+            time_limit_s: number | null;
+            /**
+             * Time Efficiency
+             * @description elapsed as % of the time limit (finished jobs)
+             */
+            time_efficiency: number | null;
+            /**
+             * Slurm Source
+             * @description where its Slurm facts come from: squeue, sacct, or metrics (Slurm had forgotten it)
+             * @default squeue
+             */
+            slurm_source: string;
+            /**
+             * Source
+             * @default live
+             * @enum {string}
+             */
+            source: "live" | "stored";
+            /**
+             * Gpus
+             * @description GPUs it held (sacct AllocTRES, else squeue)
+             * @default 0
+             */
+            gpus: number;
+            /**
+             * Gpu Hours
+             * @description GPUs x elapsed
+             * @default 0
+             */
+            gpu_hours: number;
+            /**
+             * Cost Per Hour
+             * @description $/hr of its GPUs
+             * @default 0
+             */
+            cost_per_hour: number;
+            /**
+             * Cost
+             * @description $ of its GPU time (the cost model)
+             * @default 0
+             */
+            cost: number;
+            /**
+             * Wasted
+             * @description $ of its GPU time under the idle threshold
+             * @default 0
+             */
+            wasted: number;
+            /**
+             * Mean Utilization
+             * @description %, over its GPU time
+             */
+            mean_utilization: number | null;
+            /**
+             * Mean Memory Used Mib
+             * @description per GPU: mean over its life of each memory step's peak, MiB
+             */
+            mean_memory_used_mib: number | null;
+            /**
+             * Peak Memory Used Mib
+             * @description its GPUs' highest, MiB
+             */
+            peak_memory_used_mib: number | null;
+            /** Idle Threshold Percent */
+            idle_threshold_percent: number;
+            /**
+             * Step
+             * @description seconds per query step of its series
+             * @default 0
+             */
+            step: number;
+            /**
+             * Coverage
+             * @description share of its GPU time with measurements, 0..1
+             */
+            coverage: number | null;
+            /** Grades */
+            grades: components["schemas"]["Grade"][];
+            /** Notes */
+            notes: components["schemas"]["ReportNote"][];
+            /** Per Node */
+            per_node: components["schemas"]["NodeUsage"][];
+            /** Per Gpu */
+            per_gpu: components["schemas"]["GpuUsage"][];
+            /**
+             * Utilization
+             * @description mean utilization of its GPUs per step (live reports; stored summaries keep the figures, not the series)
+             */
+            utilization: [
+                number,
+                number
+            ][];
+            /** Generated At */
+            generated_at: number;
+            /** Stored At */
+            stored_at: number | null;
         };
         /** Me */
         Me: {
@@ -1194,6 +1651,29 @@ export interface components {
             /** Gpu List */
             gpu_list: components["schemas"]["GpuView"][];
         };
+        /** NodeUsage */
+        NodeUsage: {
+            /** Node */
+            node: string;
+            /** Gpus */
+            gpus: number;
+            /** Mean Utilization */
+            mean_utilization: number | null;
+            /** Peak Memory Used Mib */
+            peak_memory_used_mib: number | null;
+            /** Memory Total Mib */
+            memory_total_mib: number | null;
+            /**
+             * Cost
+             * @default 0
+             */
+            cost: number;
+            /**
+             * Wasted
+             * @default 0
+             */
+            wasted: number;
+        };
         /** NodeView */
         NodeView: {
             /** Name */
@@ -1293,6 +1773,18 @@ export interface components {
              */
             waste_today: number | null;
             /**
+             * Reclaim Saved Today
+             * @description $ reclaim's actions stopped paying for today (each action's $/hr until the job's time limit would have ended it, at most 24 h; since local midnight)
+             * @default 0
+             */
+            reclaim_saved_today: number;
+            /**
+             * Reclaim Saved Month
+             * @description the same, this calendar month
+             * @default 0
+             */
+            reclaim_saved_month: number;
+            /**
              * Alerts Active
              * @default 0
              */
@@ -1374,6 +1866,197 @@ export interface components {
             aggregation: string | null;
             /** Series */
             series: components["schemas"]["SeriesView"][];
+        };
+        /** ReclaimCandidate */
+        ReclaimCandidate: {
+            /**
+             * Key
+             * @description the Slurm job id (``42`` or ``42_3``)
+             */
+            key: string;
+            /**
+             * Kind
+             * @default job
+             * @constant
+             */
+            kind: "job";
+            /** User */
+            user: string;
+            /** Name */
+            name: string;
+            /** Partition */
+            partition: string;
+            /**
+             * Gpus
+             * @description node/gpuN held
+             */
+            gpus: string[];
+            /**
+             * Status
+             * @description idle, busy, unknown (paused: no fresh data), exempt, grace, proposed or acted
+             */
+            status: string;
+            /** Why */
+            why: string;
+            /** Idle Since */
+            idle_since: number | null;
+            /**
+             * Warnings Sent
+             * @default 0
+             */
+            warnings_sent: number;
+            /** Last Warned At */
+            last_warned_at: number | null;
+            /** Next Event */
+            next_event: ("warn" | "act") | null;
+            /** Next At */
+            next_at: number | null;
+            /**
+             * Rate Per Hour
+             * @description $/hr of its GPUs
+             */
+            rate_per_hour: number;
+            /**
+             * Burned
+             * @description $ spent while idle, this streak
+             */
+            burned: number;
+        };
+        /** ReclaimEvent */
+        ReclaimEvent: {
+            /** Id */
+            id: number;
+            /** At */
+            at: number;
+            /** Key */
+            key: string;
+            /** Kind */
+            kind: string;
+            /**
+             * Event
+             * @description would_warn, warned, would_act (dry-run), proposed (approve), acting (auto), acted, paused, restarted, cleared or exempted
+             */
+            event: string;
+            /** Mode */
+            mode: string;
+            /** Detail */
+            detail: {
+                [key: string]: unknown;
+            };
+            /** Rate Per Hour */
+            rate_per_hour: number | null;
+            /** Saved From */
+            saved_from: number | null;
+            /** Saved Until */
+            saved_until: number | null;
+        };
+        /** ReclaimNode */
+        ReclaimNode: {
+            /** Name */
+            name: string;
+            /** Cluster */
+            cluster: string;
+            /**
+             * Status
+             * @description idle, busy, unknown (paused: no fresh data), waiting, proposed, acted (dry-run: would have) or stopped
+             */
+            status: string;
+            /** Why */
+            why: string;
+            /** Idle Since */
+            idle_since: number | null;
+            /**
+             * Warned
+             * @default false
+             */
+            warned: boolean;
+            /** Next Event */
+            next_event: ("warn" | "act") | null;
+            /** Next At */
+            next_at: number | null;
+            /** Rate Per Hour */
+            rate_per_hour: number;
+            /** Burned */
+            burned: number;
+            /**
+             * Action
+             * @description what autostop does: stop or terminate
+             */
+            action: string;
+            /** Mode */
+            mode: string;
+        };
+        /** ReclaimPlan */
+        ReclaimPlan: {
+            /** Enabled */
+            enabled: boolean;
+            /**
+             * Mode
+             * @description dry-run, approve or auto
+             */
+            mode: string | null;
+            /** Action */
+            action: string | null;
+            /**
+             * Paused
+             * @description why the ladder stands still, when it does
+             */
+            paused: string | null;
+            /** Warn After S */
+            warn_after_s: number[];
+            /** Act After S */
+            act_after_s: number | null;
+            /** Idle Below */
+            idle_below: number | null;
+            /** Candidates */
+            candidates: components["schemas"]["ReclaimCandidate"][];
+            /**
+             * Nodes
+             * @description nodes of clusters with autostop (their cluster file's policy)
+             */
+            nodes: components["schemas"]["ReclaimNode"][];
+            /**
+             * Saved Today
+             * @description $ not spent today thanks to reclaim actions (each action's $/hr until the job's time limit, at most 24 h)
+             * @default 0
+             */
+            saved_today: number;
+            /**
+             * Saved Month
+             * @default 0
+             */
+            saved_month: number;
+            /**
+             * Cycles
+             * @default 0
+             */
+            cycles: number;
+            /**
+             * Last Cycle Seconds
+             * @default 0
+             */
+            last_cycle_seconds: number;
+        };
+        /** ReportNote */
+        ReportNote: {
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "unused_gpus" | "idle_gpus" | "low_utilization" | "memory_headroom" | "time_limit" | "timeout" | "no_data";
+            /**
+             * Severity
+             * @description warning: what Jobstats prints in bold red; info: a plain note
+             * @enum {string}
+             */
+            severity: "warning" | "info";
+            /** Text */
+            text: string;
+            /**
+             * Saving Per Hour
+             * @description $/hr the advice would save, where the cost model knows it
+             */
+            saving_per_hour: number | null;
         };
         /** RuleView */
         RuleView: {
@@ -2695,6 +3378,88 @@ export interface operations {
             };
         };
     };
+    slurm_job_report_api_v1_slurm_jobs__job_id__report_get: {
+        parameters: {
+            query?: {
+                /** @description each GPU's utilization and memory per step too (live reports) */
+                series?: boolean;
+            };
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobReport"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Service Unavailable */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     slurm_nodes_api_v1_slurm_nodes_get: {
         parameters: {
             query?: never;
@@ -3518,6 +4283,284 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_reclaim_api_v1_reclaim_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReclaimPlan"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_reclaim_history_api_v1_reclaim_history_get: {
+        parameters: {
+            query?: {
+                key?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReclaimEvent"][];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    reclaim_switch_api_v1_reclaim__switch__post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                switch: "pause" | "resume";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReclaimPlan"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    reclaim_job_api_v1_reclaim_jobs__key___what__post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+                what: "exempt" | "act";
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReclaimEvent"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_efficiency_api_v1_reports_efficiency_get: {
+        parameters: {
+            query?: {
+                /** @description how far back: 24h, 7d, 2w */
+                since?: string;
+                by?: "user" | "account" | "partition";
+                format?: ("json" | "csv") | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JSON, or CSV with format=csv or Accept: text/csv */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EfficiencyReport"];
+                    "text/csv": unknown;
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
                     "application/json": components["schemas"]["Problem"];
                 };
             };

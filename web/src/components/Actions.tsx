@@ -41,7 +41,7 @@ export function DialogHost({ children }: { children: ReactNode }) {
   );
 }
 
-function useOpenDialog(): Open {
+export function useOpenDialog(): Open {
   const ctx = useContext(DialogContext);
   if (!ctx) throw new Error("an action button needs a <DialogHost> above it (Layout has one)");
   return ctx;

@@ -15,6 +15,7 @@ const NAV = [
   { to: "/gpus", label: "GPUs", key: "g", icon: "▦" },
   { to: "/nodes", label: "Nodes", key: "n", icon: "▤" },
   { to: "/slurm", label: "Slurm", key: "s", icon: "≣" },
+  { to: "/efficiency", label: "Efficiency", key: "e", icon: "$" },
   { to: "/alerts", label: "Alerts", key: "a", icon: "△" },
   { to: "/agent", label: "Ask", key: "k", icon: "◇" },
 ];

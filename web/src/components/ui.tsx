@@ -1,5 +1,6 @@
+import * as Tip from "@radix-ui/react-tooltip";
 import clsx from "clsx";
-import type { ReactNode } from "react";
+import { useState, type ReactNode } from "react";
 import type { GpuState } from "../api/types";
 import { STATE_HELP, STATE_LABEL, STATE_STYLE } from "../lib/gpu";
 
@@ -180,5 +181,45 @@ export function Segmented<T extends string>({
         </button>
       ))}
     </div>
+  );
+}
+
+/**
+ * A small "i" that shows `text` on hover, focus or tap (phones have no hover); the text is
+ * also its accessible name.
+ */
+export function Hint({ text, testid, className }: { text: string; testid?: string; className?: string }) {
+  const [open, setOpen] = useState(false);
+  return (
+    <Tip.Provider delayDuration={150}>
+      <Tip.Root open={open} onOpenChange={setOpen}>
+        <Tip.Trigger asChild>
+          <button
+            type="button"
+            aria-label={text}
+            data-testid={testid}
+            onClick={() => setOpen((o) => !o)}
+            className={clsx(
+              "inline-grid h-4 w-4 shrink-0 place-items-center rounded-full border border-slate-300 align-middle text-[10px] leading-none font-semibold text-slate-500 hover:bg-slate-100 dark:border-slate-600 dark:text-slate-400 dark:hover:bg-slate-800",
+              className,
+            )}
+          >
+            i
+          </button>
+        </Tip.Trigger>
+        <Tip.Portal>
+          <Tip.Content
+            side="top"
+            sideOffset={4}
+            collisionPadding={8}
+            data-testid={testid ? `${testid}-text` : undefined}
+            className="z-50 max-w-xs rounded-md bg-slate-900 px-2.5 py-1.5 text-xs leading-snug font-normal normal-case tracking-normal text-white shadow-lg dark:bg-slate-700"
+          >
+            {text}
+            <Tip.Arrow className="fill-slate-900 dark:fill-slate-700" />
+          </Tip.Content>
+        </Tip.Portal>
+      </Tip.Root>
+    </Tip.Provider>
   );
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ago, celsius, DASH, duration, memFraction, memPair, mhz, mib, pct, watts } from "./format";
+import { ago, celsius, DASH, dateTime, duration, gpuHours, memFraction, memPair, mhz, mib, pct, watts } from "./format";
 
 describe("units", () => {
   it("shows absent values as a dash, never zero", () => {
@@ -42,5 +42,15 @@ describe("units", () => {
     expect(ago(100, 100.5)).toBe("just now");
     expect(ago(100, 130)).toBe("30s ago");
     expect(ago(null)).toBe("never");
+  });
+  it("formats GPU-hours and date-times", () => {
+    expect(gpuHours(0.4166)).toBe("0.42");
+    expect(gpuHours(0.001123)).toBe("0.0011");
+    expect(gpuHours(0)).toBe("0.00");
+    expect(gpuHours(12.46)).toBe("12.5");
+    expect(gpuHours(1234.4)).toBe("1,234");
+    expect(gpuHours(null)).toBe(DASH);
+    expect(dateTime(new Date(2025, 0, 5, 9, 3, 7).getTime() / 1000)).toBe("2025-01-05 09:03:07");
+    expect(dateTime(null)).toBe(DASH);
   });
 });

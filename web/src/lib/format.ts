@@ -74,3 +74,21 @@ export function ago(t: number | null | undefined, now: number = Date.now() / 100
 export function clockTime(t: number): string {
   return new Date(t * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
+
+/** GPU-hours with the precision their size deserves: "0.0042", "0.42", "12.5", "1,234". */
+export function gpuHours(v: number | null | undefined): string {
+  if (!isNum(v)) return DASH;
+  const a = Math.abs(v);
+  if (a > 0 && a < 0.1) return v.toPrecision(2); // a short job is not "0.00"
+  if (a < 10) return v.toFixed(2);
+  if (a < 100) return v.toFixed(1);
+  return Math.round(v).toLocaleString("en-US");
+}
+
+/** A unix time as the local date and time, "2025-01-15 20:31:05" (sorts and reads alike). */
+export function dateTime(t: number | null | undefined): string {
+  if (!isNum(t)) return DASH;
+  const d = new Date(t * 1000);
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { dollars, perDayAtRate, perHour, wasteShare } from "./money";
+import { amount, dollars, perDayAtRate, perHour, wasteShare } from "./money";
 
 describe("money", () => {
   it("formats dollars", () => {
@@ -8,6 +8,13 @@ describe("money", () => {
     expect(dollars(123456.7)).toBe("$123,457");
     expect(dollars(null)).toBe("–");
     expect(perHour(2.5)).toBe("$2.50/hr");
+  });
+  it("never shows a real, tiny amount as $0.00", () => {
+    expect(amount(0.0017)).toBe("<$0.01");
+    expect(amount(0.006)).toBe("$0.01");
+    expect(amount(0)).toBe("$0.00");
+    expect(amount(12.5)).toBe("$12.50");
+    expect(amount(null)).toBe("–");
   });
   it("computes the wasted share of spend", () => {
     expect(wasteShare(4, 16)).toBe(0.25);

@@ -25,3 +25,8 @@ export function wasteShare(waste: number, cost: number): number | null {
 export function perDayAtRate(hourly: number): number {
   return hourly * 24;
 }
+
+/** Dollars that never show a real, tiny amount as "$0.00" (a short job, a few seconds saved). */
+export function amount(v: number | null | undefined): string {
+  return typeof v === "number" && v > 0 && v < 0.005 ? "<$0.01" : dollars(v);
+}

@@ -1,14 +1,16 @@
 import clsx from "clsx";
 import { useMemo } from "react";
 import { Link } from "react-router-dom";
-import { useGpus, useOverview } from "../api/queries";
-import type { GpuView, Overview as OverviewT } from "../api/types";
-import { Card, ErrorBox, Loading, Meter, PageHeader, Stat, StateBadge } from "../components/ui";
+import { useGpus, useOverview, useReclaim } from "../api/queries";
+import type { GpuView, Overview as OverviewT, ReclaimPlan } from "../api/types";
+import { ReclaimLevers, ReclaimPanel, ReclaimStage, useWarnedAt } from "../components/Reclaim";
+import { Card, ErrorBox, Hint, Loading, Meter, PageHeader, Stat, StateBadge } from "../components/ui";
 import { ago, memFraction, memPair, pct, watts } from "../lib/format";
 import { gpuKey, STATE_LABEL, STATE_STYLE, STATES } from "../lib/gpu";
 import { FleetMap } from "../components/FleetMap";
 import { useNow } from "../lib/hooks";
-import { dollars, perDayAtRate, perHour, wasteShare } from "../lib/money";
+import { amount, dollars, perDayAtRate, perHour, wasteShare } from "../lib/money";
+import { candidateFor, SAVED_ASSUMPTION } from "../lib/reclaim";
 
 function GpuStateBar({ o }: { o: OverviewT }) {
   const total = o.gpus.total || 1;
@@ -75,7 +77,14 @@ function SlurmCard({ o }: { o: OverviewT }) {
   );
 }
 
-function Wasters({ gpus }: { gpus: GpuView[] }) {
+/** A job id the Slurm pages can open ("42"; an array task "42_3" opens its array job). */
+function jobPath(id: string): string | null {
+  const m = /^(\d+)(_\d+)?$/.exec(id);
+  return m ? `/slurm/jobs/${m[1]}` : null;
+}
+
+function Wasters({ gpus, plan, now }: { gpus: GpuView[]; plan: ReclaimPlan | undefined; now: number }) {
+  const warnedOf = useWarnedAt(plan);
   const rows = useMemo(
     () =>
       gpus
@@ -85,47 +94,109 @@ function Wasters({ gpus }: { gpus: GpuView[] }) {
     [gpus],
   );
   if (!rows.length) return <p className="p-4 text-sm text-slate-500">No idle GPUs: nothing is being wasted right now.</p>;
+  // a job holding several idle GPUs shows its stage and levers once, on its first row
+  const shown = new Set<string>();
   return (
     <table className="w-full text-sm" data-testid="wasters">
       <thead className="text-left text-xs text-slate-500">
         <tr>
-          <th className="px-4 py-2 font-medium">GPU</th>
-          <th className="px-4 py-2 font-medium">State</th>
-          <th className="px-4 py-2 font-medium">Job · user</th>
-          <th className="px-4 py-2 text-right font-medium">Cost</th>
+          <th className="px-3 py-2 font-medium sm:px-4">GPU</th>
+          <th className="hidden px-1.5 py-2 font-medium sm:table-cell sm:px-4">State</th>
+          <th className="px-1.5 py-2 font-medium sm:px-4">Job · user</th>
+          <th className="px-3 py-2 text-right font-medium sm:px-4">Cost</th>
         </tr>
       </thead>
       <tbody className="divide-y divide-slate-100 dark:divide-slate-800">
-        {rows.map((g) => (
-          <tr key={gpuKey(g)}>
-            <td className="px-4 py-2">
-              <Link className="font-medium text-sky-700 hover:underline dark:text-sky-400" to={`/gpus/${encodeURIComponent(g.node)}/${g.index}`}>
-                {gpuKey(g)}
-              </Link>
-            </td>
-            <td className="px-4 py-2">
-              <StateBadge state={g.state} />
-            </td>
-            <td className="px-4 py-2 text-slate-600 dark:text-slate-300">
-              {g.jobs.length ? g.jobs.map((j) => `${j.job_id} · ${j.user || "?"}`).join(", ") : "–"}
-            </td>
-            <td className="tabular px-4 py-2 text-right">{perHour(g.cost_per_hour)}</td>
-          </tr>
-        ))}
+        {rows.map((g) => {
+          const cand = candidateFor(plan, g, g.jobs.map((j) => j.job_id));
+          const first = cand && !shown.has(cand.key);
+          if (cand) shown.add(cand.key);
+          return (
+            <tr key={gpuKey(g)} data-testid={`waster-${gpuKey(g)}`} data-job={cand?.key}>
+              <td className="px-3 py-2 align-top sm:px-4">
+                <Link className="font-medium text-sky-700 hover:underline dark:text-sky-400" to={`/gpus/${encodeURIComponent(g.node)}/${g.index}`}>
+                  {gpuKey(g)}
+                </Link>
+                {/* a phone has no room for the state column: the badge goes under the GPU */}
+                <div className="mt-1 sm:hidden">
+                  <StateBadge state={g.state} />
+                </div>
+              </td>
+              <td className="hidden px-1.5 py-2 align-top sm:table-cell sm:px-4">
+                <StateBadge state={g.state} />
+              </td>
+              <td className="px-1.5 py-2 align-top text-slate-600 sm:px-4 dark:text-slate-300">
+                {g.jobs.length
+                  ? g.jobs.map((j, i) => {
+                      const to = jobPath(j.job_id);
+                      return (
+                        <span key={j.job_id}>
+                          {i > 0 && ", "}
+                          {to ? (
+                            <Link to={to} className="text-sky-700 hover:underline dark:text-sky-400">
+                              {j.job_id}
+                            </Link>
+                          ) : (
+                            j.job_id
+                          )}{" "}
+                          · {j.user || "?"}
+                        </span>
+                      );
+                    })
+                  : "–"}
+                {cand && plan && (
+                  <div className="mt-1 flex flex-col items-start gap-1">
+                    {first ? (
+                      <>
+                        <ReclaimStage cand={cand} plan={plan} warned={warnedOf(cand)} now={now} />
+                        <ReclaimLevers cand={cand} plan={plan} />
+                      </>
+                    ) : (
+                      <span className="text-xs text-slate-500">reclaim: see job {cand.key} above</span>
+                    )}
+                  </div>
+                )}
+              </td>
+              <td className="tabular px-3 py-2 text-right align-top sm:px-4">{perHour(g.cost_per_hour)}</td>
+            </tr>
+          );
+        })}
       </tbody>
     </table>
+  );
+}
+
+function Saved({ o }: { o: OverviewT }) {
+  return (
+    <div className="tabular mt-2 border-t border-slate-100 pt-2 text-xs text-slate-600 dark:border-slate-800 dark:text-slate-300" data-testid="ov-saved">
+      <div className="flex items-center gap-1.5 text-slate-500 dark:text-slate-400">
+        Saved by reclaim <Hint text={SAVED_ASSUMPTION} testid="ov-saved-hint" />
+      </div>
+      <div>
+        <span className="font-semibold text-emerald-700 dark:text-emerald-400" data-testid="ov-saved-today" data-value={o.reclaim_saved_today}>
+          {amount(o.reclaim_saved_today)}
+        </span>{" "}
+        today ·{" "}
+        <span className="font-semibold text-emerald-700 dark:text-emerald-400" data-testid="ov-saved-month" data-value={o.reclaim_saved_month}>
+          {amount(o.reclaim_saved_month)}
+        </span>{" "}
+        this month
+      </div>
+    </div>
   );
 }
 
 export default function Overview() {
   const q = useOverview();
   const gpus = useGpus();
+  const reclaim = useReclaim();
   const now = useNow(1000) / 1000;
   if (q.isPending) return <Loading what="Loading the cluster overview" />;
   if (q.isError) return <ErrorBox error={q.error} />;
   const o = q.data;
   const share = wasteShare(o.waste_per_hour, o.cost_per_hour);
   const memFrac = memFraction(o.memory_used_mib, o.memory_total_mib);
+  const plan = reclaim.data;
 
   return (
     <div>
@@ -196,7 +267,9 @@ export default function Overview() {
               {share === null ? "nothing is being spent" : `${pct(share * 100)} of spend`}
             </>
           }
-        />
+        >
+          {!!(plan?.mode || plan?.nodes.length || o.reclaim_saved_month > 0) && <Saved o={o} />}
+        </Stat>
         <Stat
           label="Active alerts"
           testid="ov-alerts"
@@ -218,9 +291,10 @@ export default function Overview() {
               All allocated-but-idle GPUs →
             </Link>
           </div>
-          {gpus.data ? <Wasters gpus={gpus.data} /> : <Loading />}
+          {gpus.data ? <Wasters gpus={gpus.data} plan={plan} now={now} /> : <Loading />}
         </Card>
       </div>
+      {plan && (plan.mode || plan.nodes.length > 0) && <ReclaimPanel plan={plan} now={now} />}
       <Card className="mt-4 p-4">
         <div className="mb-3 flex items-center justify-between">
           <h2 className="text-sm font-semibold">Fleet</h2>

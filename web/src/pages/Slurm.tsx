@@ -1,5 +1,6 @@
 import { useMemo } from "react";
 import { Link, useParams } from "react-router-dom";
+import { ApiError } from "../api/client";
 import { useOverview, useSlurmJob, useSlurmJobs, useSlurmNodes, useSlurmPartitions } from "../api/queries";
 import type { SlurmJob } from "../api/types";
 import { JobActions, NodeActions, useCanAct } from "../components/Actions";
@@ -95,6 +96,7 @@ export default function Slurm() {
                 <th className={`${th} ${wide}`}>Why it waits / where it runs</th>
                 <th className={`${th} text-right`}>GPUs</th>
                 <th className={`${th} ${wide}`}>Submitted</th>
+                <th className={`${th} ${wide}`}>Report</th>
                 {canAct && (
                   <th aria-label="Actions" className={th} />
                 )}
@@ -114,6 +116,14 @@ export default function Slurm() {
                     </div>
                     {/* On a phone the wide columns fold into one line under the job. */}
                     <div className="max-w-[8.5rem] truncate text-xs text-slate-500 md:hidden" title={where(j)}>
+                      {j.start_time ? (
+                        <>
+                          <Link to={`/slurm/jobs/${j.job_id}/report`} className="text-sky-700 dark:text-sky-400" data-testid={`job-report-link-${j.job_id}`}>
+                            report
+                          </Link>{" "}
+                          ·{" "}
+                        </>
+                      ) : null}
                       {j.partition} · {where(j)}
                     </div>
                   </td>
@@ -129,6 +139,20 @@ export default function Slurm() {
                   </td>
                   <td className={`${td} tabular text-right`}>{j.state === "PENDING" ? j.gpus_requested : j.gpus_allocated}</td>
                   <td className={`${td} ${wide} text-xs text-slate-500`}>{ago(j.submit_time, now)}</td>
+                  <td className={`${td} ${wide} text-xs`}>
+                    {j.start_time ? (
+                      <Link
+                        to={`/slurm/jobs/${j.job_id}/report`}
+                        className="text-sky-700 hover:underline dark:text-sky-400"
+                        data-testid={`job-report-${j.job_id}`}
+                        title={`GPU-hours, $ and utilization of job ${j.job_id}`}
+                      >
+                        {j.finished ? "Report" : "Report so far"}
+                      </Link>
+                    ) : (
+                      <span className="text-slate-400">–</span>
+                    )}
+                  </td>
                   {canAct && (
                     <td className={`${td} text-right`}>
                       <JobActions job={j} menu />
@@ -249,6 +273,13 @@ export function SlurmJobPage() {
       <div>
         <PageHeader title={`Job ${id}`} />
         <ErrorBox error={job.error} />
+        {job.error instanceof ApiError && job.error.status === 404 && (
+          <p className="mt-3 text-sm">
+            <Link to={`/slurm/jobs/${id}/report`} className="text-sky-700 hover:underline dark:text-sky-400" data-testid="job-report-link">
+              Its stored report, if gpuwarden kept one →
+            </Link>
+          </p>
+        )}
       </div>
     );
   const j = job.data;
@@ -270,7 +301,16 @@ export function SlurmJobPage() {
         sub={`${j.user} · ${j.partition} · ${j.num_nodes} node${j.num_nodes === 1 ? "" : "s"} · ${j.num_cpus} CPUs · ${j.gpus_allocated || j.gpus_requested} GPUs${
           j.start_time ? ` · running ${duration(now - j.start_time)}` : ""
         }${j.time_limit_s ? ` of ${duration(j.time_limit_s)}` : ""}`}
-        right={<JobActions job={j} />}
+        right={
+          <span className="flex flex-wrap items-center gap-3">
+            {j.start_time ? (
+              <Link to={`/slurm/jobs/${j.job_id}/report`} className="text-sm text-sky-700 hover:underline dark:text-sky-400" data-testid="job-report-link">
+                GPU report ($, grades) →
+              </Link>
+            ) : null}
+            <JobActions job={j} />
+          </span>
+        }
       />
       {j.state === "PENDING" && (
         <Card className="mb-4 border-amber-300 bg-amber-50 p-4 text-sm text-amber-900 dark:border-amber-800 dark:bg-amber-950/40 dark:text-amber-200">
