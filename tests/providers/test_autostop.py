@@ -77,6 +77,7 @@ def test_an_idle_worker_is_stopped_and_up_brings_it_back(db, tmp_path):
             elapsed = time.time() - acted["saved_from"]
             assert saved["reclaim_saved_today"] == pytest.approx(3.0 * elapsed / 3600,
                                                                   abs=0.002)
+            assert not [line for line in serve.lines if "cycle failed" in line], serve.lines
         finally:
             stop(serve.proc)
             admins.server.shutdown()

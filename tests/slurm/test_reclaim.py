@@ -218,6 +218,7 @@ def test_an_idle_job_is_warned_twice_then_cancelled_and_the_rest_is_left_alone(
         audit = _api(serve, "GET", "/api/v1/audit").json()
         assert any(a["actor"] == "reclaim" and a["action"] == "cancel_job"
                    and a["target"] == f"job {idle}" for a in audit), audit[:5]
+        assert not [line for line in serve.lines if "cycle failed" in line], serve.lines
     finally:
         stop(serve.proc)
         daemons[2] = _daemon(slurm_cluster, "node3")

@@ -611,11 +611,13 @@ class Reclaimer:
         if record.policy == NODE_POLICY:  # saves until the node runs again (open-ended)
             self._event(now, record.target, "acted", facts | {"result": record.result},
                         rate=rate, saved=(now, None), kind="node", mode=record.mode)
+            gone = facts.get("autostop") == "terminate"
             self._notifier.message(
-                f"gpuwarden: node {record.target} {facts.get('action', 'stop')}ped by "
+                f"gpuwarden: node {record.target} {'terminated' if gone else 'stopped'} by "
                 "autostop", f"{record.result}. It had been idle for "
                 f"{format_duration(float(facts.get('idle_for_s') or 0))} at ${rate:.2f}/hr; "
-                "`gpuwarden up` starts it again.", "warning", now)
+                + ("`gpuwarden up` creates it anew." if gone else
+                   "`gpuwarden up` starts it again."), "warning", now)
             return
         until = now + SAVED_HORIZON_S
         start, limit = facts.get("start_time"), facts.get("time_limit_s")
@@ -856,7 +858,7 @@ class Reclaimer:
         idle = format_duration(now - (item.idle_since or now))
         facts = {"node": name, "cluster": cluster, "idle_for_s": round(now - (item.idle_since
                                                                                 or now)),
-                 "rate_per_hour": round(rate, 4), "action": auto.action, "acts_at": act_at}
+                 "rate_per_hour": round(rate, 4), "autostop": auto.action, "acts_at": act_at}
         if auto.mode == "dry-run":
             self._event(now, name, "would_warn", facts, kind="node", mode=auto.mode)
             return
@@ -878,7 +880,7 @@ class Reclaimer:
                       now: float) -> None:
         facts = {"node": name, "cluster": cluster, "idle_since": item.idle_since,
                  "idle_for_s": round(now - (item.idle_since or now)),
-                 "rate_per_hour": round(rate, 4), "action": auto.action,
+                 "rate_per_hour": round(rate, 4), "autostop": auto.action,
                  "burned": round(rate * (now - (item.idle_since or now)) / 3600, 4)}
         state = {"dry-run": "dry-run", "approve": "awaiting_approval",
                  "auto": "approved"}[auto.mode]

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gpuwarden.errors import ConflictError, GpuwardenError
 from gpuwarden.services import slurm
 from gpuwarden.services.context import ControlPlane
 
 
 class ControlPlaneExecutor:
-    def __init__(self, cp: ControlPlane, actor: str = "watchdog") -> None:
+    def __init__(self, cp: ControlPlane, actor: str = "watchdog",
+                 runtime: Any = None) -> None:  # runtime: providers.Runtime (tests: fakes)
         self._cp = cp
         self._actor = actor
+        self._runtime = runtime
 
     async def drain_node(self, node: str, reason: str) -> str:
         result = await slurm.node_action(self._cp, self._cp.http(), self._actor, node, "drain",
@@ -61,6 +65,6 @@ class ControlPlaneExecutor:
                                     "not stopped (the drain is undone)")
         action = spec.autostop.action if spec.autostop else "stop"
         record = await asyncio.to_thread(lifecycle.stop_node, inv.cluster, node, self._cp.db,
-                                         action=action)
+                                         runtime=self._runtime, action=action)
         return (f"node {node}: {'drained, ' if drained else ''}{action} done "
                 f"({record.status}, ${record.cost_per_hour:.2f}/hr)")
