@@ -28,6 +28,7 @@ const cand = (over: Partial<ReclaimCandidate> = {}): ReclaimCandidate => ({
   why: "2 of 2 GPUs below 5 %",
   idle_since: at(20, 0),
   warnings_sent: 0,
+  last_warned_at: null,
   next_event: "warn",
   next_at: at(20, 31),
   rate_per_hour: 4,

@@ -41,11 +41,14 @@ export function lastWarnings(events: readonly ReclaimEvent[] | undefined): Map<s
  * ladder put it (idle since + the warning's offset); null before the first warning.
  */
 export function warnedAt(
-  c: Pick<ReclaimCandidate, "key" | "warnings_sent" | "idle_since">,
+  c: Pick<ReclaimCandidate, "key" | "warnings_sent" | "idle_since"> &
+    Partial<Pick<ReclaimCandidate, "last_warned_at">>,
   plan: Pick<ReclaimPlan, "warn_after_s">,
   history?: Map<string, number>,
 ): number | null {
   if (c.warnings_sent <= 0) return null;
+  if (c.last_warned_at != null) return c.last_warned_at; // the API's own record
+
   const seen = history?.get(c.key);
   if (seen !== undefined && (c.idle_since === null || seen >= c.idle_since - 1)) return seen;
   const offset = plan.warn_after_s[c.warnings_sent - 1];
