@@ -9,6 +9,8 @@ and a workload that gives each analyzer something true to find:
     node3  hot-finetune (thermal) + flaky-kernel (XIDs: application ones, now and then 79)
     node4  quick-prep (2 GPUs, 6 s), then nothing      -> 2 idle GPUs; quick-prep only in history
            crashes (1 GPU, exits 3 after 4 s)         -> FAILED, history only
+           killed (1 GPU, SIGKILLs itself after 4 s)   -> FAILED by signal 9
+           stopped-early (1 GPU, scancel once running) -> CANCELLED
     node5  drained in Slurm ("fan failure"), its node daemon killed -> down
     big-sweep (2 nodes x 2 GPUs)   pending: Resources
     later-eval (1 GPU, submitted held) pending: JobHeldUser / JobHeldAdmin
@@ -187,6 +189,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         jobs["cpu-prep"] = job("cpu-prep", None, nodelist=[node(1)])
         jobs["crashes"] = job("crashes", "train", seconds=4, then="exit 3\n", gres="gpu:1",
                               nodelist=[node(4)])
+        jobs["killed"] = job("killed", "train", seconds=4, then="kill -9 $$\n", gres="gpu:1",
+                             nodelist=[node(4)])
+        jobs["stopped-early"] = job("stopped-early", "train", seconds=3600, gres="gpu:1",
+                                    nodelist=[node(4)])
         jobs["big-sweep"] = job("big-sweep", "train", nodes=2, gres="gpu:2")
         jobs["later-eval"] = job("later-eval", "train", gres="gpu:1", hold=True)
         jobs["behind-sweep"] = job("behind-sweep", "train", nodes=2, gres="gpu:2")
@@ -204,10 +210,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             return job_id not in by_id or by_id[job_id].state not in ("PENDING", "RUNNING",
                                                                       "COMPLETING")
 
+        cancelled: list[int] = []
+
         def settled() -> bool | None:
             by_id = {j.job_id: j for j in slurm.jobs(cp)}
+            early = by_id.get(jobs["stopped-early"])
+            if not cancelled and early is not None and early.state == "RUNNING":
+                slurm_command(live.slurm_conf, "scancel", str(jobs["stopped-early"]))
+                cancelled.append(jobs["stopped-early"])
             if (all(by_id[i].state == "RUNNING" for i in running)
                     and ended(jobs["quick-prep"], by_id) and ended(jobs["crashes"], by_id)
+                    and ended(jobs["killed"], by_id) and cancelled
+                    and ended(jobs["stopped-early"], by_id)
                     and all(by_id[jobs[k]].reason.startswith(r) for k, r in waiting.items())):
                 return True
             raise AssertionError({k: (by_id[i].state, by_id[i].reason) if i in by_id else "gone"

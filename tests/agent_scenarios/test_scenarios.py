@@ -226,9 +226,11 @@ def truth_start(live, job_id: int) -> None:
 def truth_ended(live, job_id: int, spec: dict[str, Any]) -> None:
     a = asyncio.run(router.route(live.cp, spec["prompt"]))
     assert a.kind == "outcome"
-    try:
-        state, code = live.slurm("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o",
-                                 "State,ExitCode").split()[0].split("|")
+    try:  # "CANCELLED by 0|0:15": the state's first word
+        row = live.slurm("sacct", "-n", "-X", "-P", "-j", str(job_id), "-o",
+                         "State,ExitCode").splitlines()[0]
+        state, code = row.split("|")
+        state = state.split()[0]
     except subprocess.CalledProcessError:  # no accounting: squeue, while it keeps the job
         state, code = live.squeue(job_id, "%T"), None
     if not state:
@@ -241,6 +243,8 @@ def truth_ended(live, job_id: int, spec: dict[str, Any]) -> None:
         rc, sig = (int(x) for x in code.split(":"))
         assert (a.data["exit_code"], a.data["signal"] or 0) == (rc, sig)
         assert f"exit code {rc}" in a.summary
+        if sig:
+            assert f"signal {sig}" in a.summary, a.summary
     assert "MinJobAge" not in a.summary
 
 

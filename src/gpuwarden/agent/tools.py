@@ -168,8 +168,12 @@ def slurm_jobs(ctx: RunContext[AgentDeps], state: str | None = None, user: str |
         jobs = slurm.jobs(ctx.deps.cp, state=state, user=user, partition=partition)
     except GpuwardenError as exc:
         return _error(exc)
-    rows = [j.model_dump(exclude_defaults=True) for j in jobs[:max(1, min(limit, 200))]]
-    return _out(ctx, {"matched": len(jobs), "jobs": rows})
+    # the live queue first (what "list the jobs" means), then what has ended, newest first
+    live = [j for j in jobs if not j.finished]
+    ended = sorted((j for j in jobs if j.finished), key=lambda j: -(j.end_time or 0))
+    rows = [j.model_dump(exclude_defaults=True)
+            for j in (live + ended)[:max(1, min(limit, 200))]]
+    return _out(ctx, {"matched": len(jobs), "running_or_pending": len(live), "jobs": rows})
 
 
 async def job_detail(ctx: RunContext[AgentDeps], job_id: int) -> str:
