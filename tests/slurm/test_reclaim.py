@@ -17,10 +17,8 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,7 +27,8 @@ import pytest
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions
 from tests.conftest import Daemon, Serve, start_daemon, start_serve, stop
 from tests.e2e.conftest import _admin_token
-from tests.slurm.conftest import wait_until
+from tests.slurm.conftest import _empty_queue, wait_until
+from tests.watchdog.test_notify import Receiver as NotifyReceiver
 
 pytestmark = pytest.mark.slow
 
@@ -38,47 +37,21 @@ LADDER = "warn_after: [4s, 8s], act_after: 12s, grace: 1s, idle_below: 5"
 LIMIT_MIN = 30  # every job's time limit: what a cancelled one "would still have run"
 
 
-class Receiver:
-    """A local HTTP endpoint Apprise's json:// posts to; keeps each message."""
+class Receiver(NotifyReceiver):
+    """A local HTTP endpoint Apprise's json:// posts to (the watchdog tests' one)."""
 
-    def __init__(self) -> None:
-        self.messages: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.messages.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"json://127.0.0.1:{self.server.server_address[1]}/hook"
+    @property
+    def messages(self) -> list[dict]:
+        return self.received
 
     def about(self, job: int) -> list[str]:
-        return [m["title"] for m in self.messages if f"job {job} " in m["title"]]
+        return [m["title"] for m in self.received if f"job {job} " in m["title"]]
 
 
 def _daemon(cluster: LocalSlurmCluster, node: str, *extra: str) -> Daemon:
     return start_daemon(["--gpu-backend", "sim", "--sim-gpus", "2", "--interval", "1",
                          "--slurm", "--slurm-node", node, "--hostname", node,
                          "--slurm-interval", "1", "--no-auth", *extra], env=cluster.env())
-
-
-def _reset(cluster: LocalSlurmCluster) -> None:
-    adapter = cluster.adapter()
-    adapter.run("scancel", ["--user", "root"])
-    wait_until("queue empty", lambda: not [j for j in adapter.jobs()
-                                          if j.state in ("PENDING", "RUNNING", "COMPLETING")])
-    for node in adapter.nodes().nodes:
-        if node.reason:
-            adapter.run("scontrol", ["update", f"NodeName={node.name}", "State=RESUME"])
-    cluster.wait_nodes("idle", timeout_s=30)
 
 
 def _serve(tmp: Path, name: str, daemons: list[Daemon], jobs: str, owner: Receiver,
@@ -121,7 +94,7 @@ def _squeue(cluster: LocalSlurmCluster, job: int) -> str:
 
 @pytest.fixture(scope="module")
 def daemons(slurm_cluster: LocalSlurmCluster) -> Iterator[list[Daemon]]:
-    _reset(slurm_cluster)
+    _empty_queue(slurm_cluster, slurm_cluster.adapter())
     started = [_daemon(slurm_cluster, "node1", "--slurm-controller"),
                _daemon(slurm_cluster, "node2"), _daemon(slurm_cluster, "node3")]
     try:
@@ -129,7 +102,7 @@ def daemons(slurm_cluster: LocalSlurmCluster) -> Iterator[list[Daemon]]:
     finally:
         for d in started:
             stop(d.proc)
-        _reset(slurm_cluster)
+        _empty_queue(slurm_cluster, slurm_cluster.adapter())
 
 
 def test_an_idle_job_is_warned_twice_then_cancelled_and_the_rest_is_left_alone(
