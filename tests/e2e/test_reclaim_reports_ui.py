@@ -57,7 +57,7 @@ class Plane:
     viewer: str
     idle: int  # idle for good: warned twice, then exempted from the browser
     doomed: int  # idle: cancelled from the browser ("Cancel now")
-    short: int  # busy for 3 s, then COMPLETED: its stored report and efficiency row
+    short: int  # busy for 10 s (scraped, even on a loaded machine), then COMPLETED: its report
 
     def api(self, method: str, path: str, **kw) -> httpx.Response:
         return httpx.request(method, self.serve.url + path, timeout=30, headers={
@@ -125,7 +125,7 @@ def plane(slurm_cluster: LocalSlurmCluster,
     # submitted first: Slurm starts them while the control plane comes up
     jobs = (submit("notebook-left-open", "idle", "node1"),
             submit("forgotten-eval", "idle", "node3"),
-            submit("quick-finetune", "train", "node2", "sleep 3"))
+            submit("quick-finetune", "train", "node2", "sleep 10"))
     serve = _admin_token(start_serve(config, tmp / "home"))
     try:
         def token(role: str, name: str) -> str:

@@ -27,7 +27,7 @@ def test_an_idle_worker_is_stopped_and_up_brings_it_back(db, tmp_path):
     spec = parse_description({
         "name": "aut", "provider": "local", "nodes": 2, "gpus_per_node": 1,
         "price_per_gpu_hour": 3.0,
-        "autostop": {"idle_minutes": "12s", "warn_before": "5s", "mode": "auto"}})
+        "autostop": {"idle_minutes": "8s", "warn_before": "4s", "mode": "auto"}})
     admins = Receiver()
     home = db.path.parent
     with httpx.Client(timeout=10) as http:

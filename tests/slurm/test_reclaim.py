@@ -34,6 +34,7 @@ pytestmark = pytest.mark.slow
 
 GPU_COST = 2.0  # $/hr of one GPU: each node costs 4.0 with 2 GPUs
 LADDER = "warn_after: [4s, 8s], act_after: 12s, grace: 1s, idle_below: 5"
+QUICK = "warn_after: [2s, 4s], act_after: 6s, grace: 1s, idle_below: 5"  # no job flips there
 LIMIT_MIN = 30  # every job's time limit: what a cancelled one "would still have run"
 
 
@@ -55,7 +56,7 @@ def _daemon(cluster: LocalSlurmCluster, node: str, *extra: str) -> Daemon:
 
 
 def _serve(tmp: Path, name: str, daemons: list[Daemon], jobs: str, owner: Receiver,
-           admins: Receiver) -> Serve:
+           admins: Receiver, ladder: str = LADDER) -> Serve:
     config = tmp / f"{name}.yaml"
     nodes = "".join(
         f"  - {{name: node{i + 1}, url: '{d.url}', cost_per_hour: {2 * GPU_COST}"
@@ -65,7 +66,7 @@ def _serve(tmp: Path, name: str, daemons: list[Daemon], jobs: str, owner: Receiv
         "scrape: {interval: 1, timeout: 2}\n"
         f"watchdog: {{interval: 1, notify: ['{admins.url}']}}\n"
         f"owners: {{users: {{root: '{owner.url}'}}}}\n"
-        f"reclaim: {{interval: 1s, jobs: {{{LADDER}, {jobs}}}}}\n"
+        f"reclaim: {{interval: 1s, jobs: {{{ladder}, {jobs}}}}}\n"
         f"nodes:\n{nodes}")
     return _admin_token(start_serve(config, tmp / f"home-{name}"))
 
@@ -211,7 +212,7 @@ def test_dry_run_and_approve_change_nothing_until_approved(
     other = {"dry-run": "approve", "approve": "dry-run"}
     serves = {mode: _serve(tmp_path, mode, daemons,
                            f"mode: {mode}, action: cancel, exempt: {{names: [idle-{other[mode]}]}}",
-                           owner, admins) for mode in jobs}
+                           owner, admins, QUICK) for mode in jobs}
     try:
         dry, appr = serves["dry-run"], serves["approve"]
         wait_until("dry-run: would act", lambda: "would_act" in _events(dry, jobs["dry-run"]),
