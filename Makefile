@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # What the tests and the demo run for real: Slurm + munge (Debian's slurm-wlm), slurmdbd on
-# MariaDB (Slurm accounting: sacct), Prometheus (promtool) and Chromium (the UI's end-to-end
-# tests); systemd-analyze checks deploy/systemd. The local cluster starts its own private
+# MariaDB (Slurm accounting: sacct), Prometheus (promtool), VictoriaMetrics and vmalert (the
+# victoriametrics export and store) and Chromium (the UI's end-to-end tests); systemd-analyze checks deploy/systemd. The local cluster starts its own private
 # mariadbd and slurmdbd, so the system services these packages enable are stopped again.
 system-deps:
 	@missing=""; \
@@ -38,6 +38,7 @@ system-deps:
 	command -v slurmdbd >/dev/null || missing="$$missing slurmdbd"; \
 	command -v mariadbd >/dev/null || missing="$$missing mariadb-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v victoria-metrics >/dev/null || missing="$$missing victoria-metrics"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
@@ -49,6 +50,8 @@ system-deps:
 	      $(SUDO) systemctl disable --now mariadb >/dev/null 2>&1 || true;; esac; \
 	    case "$$missing" in *slurmdbd*) \
 	      $(SUDO) systemctl disable --now slurmdbd >/dev/null 2>&1 || true;; esac; \
+	    case "$$missing" in *victoria-metrics*) \
+	      $(SUDO) systemctl disable --now victoria-metrics >/dev/null 2>&1 || true;; esac; \
 	  else \
 	    echo "missing$$missing and this user cannot apt-get: those tests will be skipped."; \
 	  fi; \

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SCRAPES = int(os.environ.get("BENCH_SCRAPES", "1000"))
-TOKEN = "bench"
+TOKEN = "bench-token-0123456789abcdef"  # the node refuses tokens under 16 characters
 
 
 def free_port() -> int:

@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
 # A GPU node image for RunPod templates (or any host with the NVIDIA container runtime):
 # CUDA, Slurm, munge and gpuwarden. Its entrypoint is gpuwarden's node bootstrap (the script
-# `gpuwarden up` sends to RunPod pods, baked in here with the install step skipped): it writes
-# the munge key and the Slurm configuration, starts slurmctld on rank 0 and slurmd
-# everywhere, then runs `gpuwarden node`. Its inputs are environment variables: see
+# `gpuwarden up` sends to RunPod pods, baked in here with the install step skipped): it
+# receives the node token and munge key from `gpuwarden up` (or reads them from its
+# environment off RunPod), writes the Slurm configuration, starts slurmctld on rank 0 and
+# slurmd everywhere, then runs `gpuwarden node`. Its inputs are environment variables: see
 # `python -m gpuwarden.providers.bootstrap script` or src/gpuwarden/providers/bootstrap.py.
-# Build from the repository root:
+# Build from the repository root at the control plane's version, push it, and name it in
+# the cluster file as `runpod: {install: {image: REGISTRY/gpuwarden-node:VERSION}}`:
 #   docker build -f deploy/node.Dockerfile -t gpuwarden-node:0.1.0 .
 ARG BASE_IMAGE=nvidia/cuda:12.6.2-base-ubuntu24.04
 FROM ${BASE_IMAGE}

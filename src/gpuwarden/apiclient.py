@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from gpuwarden import runtime
+from gpuwarden.bearer import check_token, read_token_file
 from gpuwarden.errors import GpuwardenError
 
 
@@ -37,16 +38,10 @@ class Endpoint:
 
 def _token(token_file: Path | None, environ: Mapping[str, str]) -> tuple[str, str] | None:
     if token_file is not None:
-        try:
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise GpuwardenError(f"--token-file {token_file}: cannot read it ({exc.strerror})"
-                                 ) from None
-        if not token:
-            raise GpuwardenError(f"--token-file {token_file}: the file is empty")
-        return token, f"--token-file {token_file}"
+        source = f"--token-file {token_file}"
+        return read_token_file(token_file, source), source
     token = environ.get("GPUWARDEN_TOKEN", "").strip()
-    return (token, "GPUWARDEN_TOKEN") if token else None
+    return (check_token(token, "GPUWARDEN_TOKEN"), "GPUWARDEN_TOKEN") if token else None
 
 
 def find_endpoint(home: Path, *, url: str | None = None, token_file: Path | None = None,

@@ -65,6 +65,17 @@ def node(
             "xid-storm, lost) or per GPU: 0=train,3=idle."
         ),
     ] = None,
+    sim_fault: Annotated[
+        str | None,
+        typer.Option(help="Hardware fault of the simulated GPUs, for the node health checks: "
+                     "pcie-degraded, row-remap-pending, gpu-missing, slow, ecc-storm; or per "
+                     "GPU: 1=pcie-degraded."),
+    ] = None,
+    sim_fault_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the simulated faults (same syntax as --sim-fault), "
+                     "read again whenever it changes; empty or missing: --sim-fault."),
+    ] = None,
     interval: Annotated[float, typer.Option(help="Seconds between GPU polls.")] = 5.0,
     token_file: Annotated[
         Path | None,
@@ -77,6 +88,10 @@ def node(
     hostname: Annotated[
         str | None, typer.Option(help="Hostname label to export (default: this host's name).")
     ] = None,
+    hostname_label: Annotated[
+        str, typer.Option(help="Name of the GPU series' host label: Hostname (dcgm-exporter's) "
+                          "or hostname (dcgm-exporter's new name for it).")
+    ] = "Hostname",
     slurm: Annotated[
         bool, typer.Option("--slurm", help="Map GPUs to the Slurm jobs allocated them (runs a "
                            "Slurm collector; simulated GPUs then follow their jobs).")
@@ -102,10 +117,13 @@ def node(
             sim_gpus=sim_gpus,
             sim_model=sim_model,
             sim_profile=sim_profile,
+            sim_fault=sim_fault,
+            sim_fault_file=sim_fault_file,
             interval=interval,
             token_file=token_file,
             no_auth=no_auth,
             hostname=hostname,
+            hostname_label=hostname_label,
             slurm=slurm,
             slurm_controller=slurm_controller,
             slurm_node=slurm_node,
@@ -275,6 +293,9 @@ def export_prometheus(
     config: Annotated[Path | None, typer.Option(help="gpuwarden.yaml (nodes, rules).")] = None,
     scrape_interval: Annotated[float | None, typer.Option(
         help="Seconds (default: the config's scrape.interval).")] = None,
+    target: Annotated[str, typer.Option(
+        help="prometheus, or victoriametrics (victoria-metrics -promscrape.config=prometheus.yml"
+        " scrapes; vmalert -rule=... evaluates the rules).")] = "prometheus",
 ) -> None:
     """A Prometheus configuration that scrapes every node of the inventory (bearer tokens
     from files, never inline), loads the watchdog's alerting rules and the cost recording
@@ -282,7 +303,8 @@ def export_prometheus(
     from gpuwarden.config import Settings
     from gpuwarden.services.export import export_prometheus as export
 
-    paths = export(_serve_config(config), Settings().home, out, scrape_interval=scrape_interval)
+    paths = export(_serve_config(config), Settings().home, out, scrape_interval=scrape_interval,
+                   target=target)
     print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -333,6 +355,52 @@ def alerts(
                       _when(a["fired_at"] or a["started_at"]), a["summary"],
                       "yes" if a["silenced"] else "")
     Console().print(table)
+
+
+VERDICT_STYLE = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+
+
+@app.command()
+def check(
+    nodes: Annotated[list[str] | None, typer.Argument(
+        help="Nodes to check (default: every node of the inventory).")] = None,
+    level: Annotated[str, typer.Option(
+        help="quick (passive, seconds), standard (adds the GPU burn and dcgmi diag where "
+        "installed) or long.")] = "quick",
+    url: UrlOption = None,
+    token_file: TokenFileOption = None,
+) -> None:
+    """Run the node health checks through the running control plane: one row per check
+    with its verdict, the measured figure and the expected one; exits 1 when one fails."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from gpuwarden.checks import check_level
+
+    check_level(level)
+    console = Console()
+    failed = False
+    with _api(url, token_file) as api:
+        names = nodes or [n["name"] for n in api.request("GET", "/nodes", what="nodes")]
+        for name in names:
+            result = api.request("POST", f"/nodes/{name}/checks", json={"level": level},
+                                 what=f"checks of node {name}", needs="operator")
+            table = Table("check", "verdict", "figure", "expected",
+                          title=f"{name} ({level})", title_justify="left")
+            run = result["runs"][0] if result["runs"] else None
+            if run is not None and run["error"]:
+                console.print(f"[bold red]{name}: the node did not answer: {run['error']}")
+                failed = True
+                continue
+            for r in run["results"] if run else []:
+                table.add_row(r["name"], f"[{VERDICT_STYLE[r['verdict']]}]{r['verdict']}",
+                              r["figure"], r["expected"])
+                failed = failed or r["verdict"] == "fail"
+            console.print(table)
+            if result.get("reaction"):
+                console.print(f"  {name}: {result['reaction']}")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

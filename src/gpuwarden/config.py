@@ -5,6 +5,7 @@ Errors name the key and the fix: ``gpuwarden.yaml: nodes[1].url: ...``.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import os
 import re
@@ -12,12 +13,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gpuwarden.durations import Duration
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.yamlfile import read_yaml
 
 
 def default_home() -> Path:
@@ -55,16 +56,17 @@ class NodeConfig(_Strict):
 
 
 class ScrapeConfig(_Strict):
-    interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
-    timeout: Annotated[float, Field(gt=0, le=300)] = 5.0
+    # seconds; the lower bounds keep a typo (1e-9) from becoming a busy loop
+    interval: Annotated[Duration, Field(ge=0.1, le=3600)] = 15.0
+    timeout: Annotated[Duration, Field(ge=0.1, le=300)] = 5.0
     concurrency: Annotated[int, Field(ge=1, le=4096)] = 64
 
 
 class StoreConfig(_Strict):
     kind: Literal["sqlite", "prometheus"] = "sqlite"
     url: str | None = None  # Prometheus / VictoriaMetrics query API base URL
-    raw_retention_hours: Annotated[float, Field(gt=0)] = 2.0
-    retention_days: Annotated[float, Field(gt=0)] = 30.0
+    raw_retention_hours: Annotated[float, Field(ge=0.1)] = 2.0
+    retention_days: Annotated[float, Field(ge=0.1)] = 30.0
 
     @model_validator(mode="after")
     def _needs_url(self) -> StoreConfig:
@@ -86,7 +88,7 @@ class ClusterWatchConfig(_Strict):
 
 class WatchdogConfig(_Strict):
     enabled: bool = True
-    interval: Annotated[float, Field(gt=0, le=3600)] = 15.0
+    interval: Annotated[Duration, Field(ge=0.1, le=3600)] = 15.0
     # Apprise URLs (they hold secrets: prefer notify_file, one URL a line)
     notify: list[str] = Field(default_factory=list)
     notify_file: Path | None = None
@@ -156,14 +158,7 @@ class OwnersConfig(_Strict):
     def _file_users(self) -> dict[str, str]:
         if self.users_file is None:
             return {}
-        try:
-            data = yaml.safe_load(self.users_file.read_text()) or {}
-        except OSError as exc:
-            raise GpuwardenError(f"owners.users_file {self.users_file}: cannot read it "
-                                 f"({exc.strerror})") from None
-        except yaml.YAMLError:
-            raise GpuwardenError(f"owners.users_file {self.users_file}: not valid YAML; "
-                                 "write one `user: URL` a line") from None
+        data = read_yaml(self.users_file, f"owners.users_file {self.users_file}") or {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
             raise GpuwardenError(f"owners.users_file {self.users_file}: must map user names "
                                  "to Apprise URLs, one `user: URL` a line")
@@ -253,9 +248,12 @@ class ReportsConfig(_Strict):
     (three times it: none about their time limit), as Jobstats' MIN_RUNTIME_SECONDS."""
 
     enabled: bool = True
-    interval: Annotated[Duration, Field(gt=0)] = 30.0
-    retention_days: Annotated[float, Field(gt=0)] = 365.0
+    interval: Annotated[Duration, Field(ge=1)] = 30.0
+    retention_days: Annotated[float, Field(ge=0.1)] = 365.0
     end_of_job_message: bool = False
+    # write the summary to the job's AdminComment too (as Jobstats does, with sacctmgr:
+    # needs slurmdbd): sacct then shows it
+    admin_comment: bool = False
     min_runtime: Annotated[Duration, Field(ge=0)] = 300.0
     # peak GPU memory under this share of the GPU's: the report names the headroom
     memory_headroom_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
@@ -274,7 +272,7 @@ class AgentConfig(_Strict):
     request_limit: Annotated[int, Field(ge=1, le=100)] = 12
     tool_calls_limit: Annotated[int, Field(ge=1, le=200)] = 30
     total_tokens_limit: Annotated[int, Field(ge=1000)] = 100_000
-    timeout: Annotated[float, Field(gt=0, le=600)] = 120.0
+    timeout: Annotated[Duration, Field(ge=1, le=600)] = 120.0
     input_price_per_mtok: Annotated[float, Field(ge=0)] | None = None  # $ per 1M tokens
     output_price_per_mtok: Annotated[float, Field(ge=0)] | None = None
 
@@ -294,6 +292,28 @@ class AgentConfig(_Strict):
         return None
 
 
+class ChecksConfig(_Strict):
+    """Node health checks (``checks:``): overrides of the shipped checks and what a failed
+    check on a node in service does (the burn-in at ``up`` always keeps a failed node
+    drained)."""
+
+    checks: dict[str, Any] = Field(default_factory=dict)
+    drain: Literal["dry-run", "approve", "auto"] = "dry-run"
+    retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+
+    @field_validator("checks")
+    @classmethod
+    def _known_checks(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from gpuwarden.checks.spec import load_checks  # imports this module: not at the top
+
+        try:
+            load_checks(value)
+        except GpuwardenError as exc:
+            # the error names the field already ("checks.checks"): keep what follows it
+            raise ValueError(str(exc).removeprefix("checks.checks").lstrip(".: ")) from None
+        return value
+
+
 class ServeConfig(_Strict):
     cluster: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")] = "default"
     nodes: list[NodeConfig] = Field(default_factory=list)
@@ -305,6 +325,23 @@ class ServeConfig(_Strict):
     reclaim: ReclaimConfig = Field(default_factory=ReclaimConfig)
     reports: ReportsConfig = Field(default_factory=ReportsConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
+    checks: ChecksConfig = Field(default_factory=ChecksConfig)
+    # reverse proxies whose X-Forwarded-Proto/-For are believed (addresses or networks,
+    # e.g. 127.0.0.1, 10.0.0.0/8); behind a TLS one the session cookie is marked Secure
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        normal = []
+        for item in value:
+            try:
+                net = ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network; write e.g. "
+                                 "127.0.0.1 or 10.0.0.0/8") from None
+            normal.append(str(net) if "/" in item else str(net.network_address))
+        return normal
 
     @model_validator(mode="after")
     def _unique_names(self) -> ServeConfig:
@@ -333,16 +370,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
 
 
 def load_config(path: Path) -> ServeConfig:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise GpuwardenError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise GpuwardenError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise GpuwardenError(f"{path}: the top level must be a mapping (keys like nodes:)")
     try:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from gpuwarden.bearer import read_token_file
 from gpuwarden.errors import GpuwardenError
 
 
@@ -23,9 +24,9 @@ def read_token(token_file: Path | None) -> str | None:
     if token_file is None:
         return None
     try:
-        return token_file.read_text().strip()
-    except OSError as exc:
-        raise NodeError(f"token_file {token_file}: cannot read it ({exc.strerror})") from None
+        return read_token_file(token_file, f"token_file {token_file}")
+    except GpuwardenError as exc:
+        raise NodeError(str(exc)) from None
 
 
 class NodeClient:

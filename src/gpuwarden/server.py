@@ -57,24 +57,30 @@ def attach_background(cp) -> None:  # cp: ControlPlane
 
         cp.watchdog = Watchdog(cp.db, cp.config, lambda: scraper.states,
                                executor=ControlPlaneExecutor(cp))
+    # one outbox, one delivery loop: the watchdog's; without it reclaim's, else the job
+    # reports' (their end-of-job messages do not need the watchdog)
+    notifier = cp.watchdog.notifier if cp.watchdog is not None else None
+    if notifier is None and (cp.config.reclaim.enabled or cp.config.reports.enabled):
+        from gpuwarden.watchdog.notify import Notifier
+
+        notifier = Notifier(
+            cp.db, cp.config.watchdog.notify_urls(), owners=cp.config.owners.url_for,
+            rate_limit_per_minute=cp.config.watchdog.rate_limit_per_minute)
     if cp.config.reclaim.enabled:  # jobs (reclaim.jobs) and nodes (clusters' autostop)
         from gpuwarden.reclaim import Reclaimer
         from gpuwarden.services.executor import ControlPlaneExecutor
-        from gpuwarden.watchdog.notify import Notifier
 
-        # one outbox, one delivery loop: the watchdog's (reclaim's own without a watchdog)
-        notifier = cp.watchdog.notifier if cp.watchdog is not None else Notifier(
-            cp.db, cp.config.watchdog.notify_urls(), owners=cp.config.owners.url_for,
-            rate_limit_per_minute=cp.config.watchdog.rate_limit_per_minute)
+        assert notifier is not None
         cp.reclaim = Reclaimer(cp.db, cp.config, cp.store, lambda: scraper.states,
                                executor=ControlPlaneExecutor(cp, actor="reclaim"),
                                notifier=notifier, delivers=cp.watchdog is None,
                                views=(lambda: cp.watchdog.last_view) if cp.watchdog else None)
+        scraper.subscribers.append(cp.reclaim.peaks.observe)
     if cp.config.reports.enabled:
         from gpuwarden.services.jobreport import JobReports
 
-        # end-of-job messages go through the watchdog's notifier: its loop delivers them
-        cp.reports = JobReports(cp)
+        cp.reports = JobReports(cp, notifier,
+                                delivers=cp.watchdog is None and cp.reclaim is None)
 
 
 def run_serve(options: ServeOptions) -> None:

@@ -177,4 +177,7 @@ def make_server(app: Any, closing: threading.Event, **config: Any) -> Any:
             if value:
                 closing.set()
 
+    # forwarded headers are the app's to believe (serve's trusted_proxies), not uvicorn's
+    # (which by default believes any process on 127.0.0.1)
+    config.setdefault("proxy_headers", False)
     return _Server(uvicorn.Config(app, **config))

@@ -6,8 +6,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from gpuwarden.agent.analyzers import _exit_status, rank_xids, xid_rank
+from gpuwarden.agent.analyzers import (
+    XID_SEVERITY,
+    XID_SHORT,
+    _exit_status,
+    _limit_setting,
+    rank_xids,
+    xid_rank,
+)
 from gpuwarden.gpu.model import APPLICATION_XIDS
+from gpuwarden.gpu.xids import XID_MEANINGS
 from gpuwarden.slurm import reasons
 
 KINDS = {reasons.SCHEDULING, reasons.RESOURCES, reasons.PRIORITY, reasons.DEPENDENCY,
@@ -87,3 +95,33 @@ def test_hardware_xids_come_first_by_severity_then_application_ones_by_count():
 ])
 def test_exit_status_as_slurm_reports_it(fields, expected):
     assert _exit_status(SimpleNamespace(**fields)) == expected
+
+
+def test_every_xid_class_the_catalogue_explains_has_a_rank_and_a_short_name():
+    """Each XID gpu/xids.py explains is ranked by the node doctor: every hardware/driver
+    one by severity (bus, memory, NVLink, GSP, micro-controller), the application ones
+    after all of them; each has the doctor's short name."""
+    hardware = {x for x in XID_MEANINGS if x not in APPLICATION_XIDS}
+    assert hardware == set(XID_SEVERITY)
+    assert set(XID_MEANINGS) <= set(XID_SHORT)
+    worst_app = min(xid_rank(x) for x in APPLICATION_XIDS)
+    assert all(xid_rank(x) < worst_app for x in hardware)
+    assert xid_rank(79) == min(xid_rank(x) for x in XID_MEANINGS)  # the GPU is gone
+
+
+@pytest.mark.parametrize(("code", "setting"), [
+    ("QOSMaxGRESPerUser", ("MaxTRESPerUser", "gres/gpu", "qos")),
+    ("QOSGrpGRES", ("GrpTRES", "gres/gpu", "qos")),
+    ("QOSMaxGRESPerJob", ("MaxTRESPerJob", "gres/gpu", "qos")),
+    ("QOSMaxJobsPerUserLimit", ("MaxJobsPerUser", None, "qos")),
+    ("QOSMaxSubmitJobPerUserLimit", ("MaxSubmitJobsPerUser", None, "qos")),
+    ("QOSMaxWallDurationPerJobLimit", ("MaxWallDurationPerJob", None, "qos")),
+    ("AssocGrpGRES", ("GrpTRES", "gres/gpu", "association")),
+    ("AssocGrpCpuLimit", ("GrpTRES", "cpu", "association")),
+    ("AssocGrpGRESRunMinutes", ("GrpTRESRunMins", "gres/gpu", "association")),
+    ("AssocMaxJobsLimit", ("MaxJobs", None, "association")),
+    ("AssocGrpJobsLimit", ("GrpJobs", None, "association")),
+    ("AccountingPolicy", ("AccountingPolicy", None, "qos")),
+])
+def test_a_limit_reason_names_the_sacctmgr_setting_behind_it(code, setting):
+    assert _limit_setting(code) == setting

@@ -150,7 +150,7 @@ def test_gpuwarden_ask_from_a_terminal(live, tmp_path):
                          text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "no API token" in bad.stderr and "Traceback" not in \
         bad.stderr
-    token.write_text("gw_not_a_token")
+    token.write_text("gw_not_a_real_token_at_all")
     denied = subprocess.run([sys.executable, "-m", "gpuwarden", "ask", "hi", "--token-file",
                              str(token)], capture_output=True, text=True, env=env, timeout=60)
     assert denied.returncode == 2 and "401" in denied.stderr and "check the token" in \

@@ -45,6 +45,11 @@ RESULTS: list[dict[str, Any]] = []
 
 def load(name: str, live) -> dict[str, Any]:
     text = (HERE / name / "scenario.yaml").read_text()
+    raw = yaml.safe_load(text)
+    if raw.get("accounting") and not live.accounting:
+        pytest.skip("needs Slurm accounting: apt-get install -y mariadb-server slurmdbd")
+    if raw.get("wait_ended"):  # a job that ends by itself, later than the setup waits
+        live.wait_ended(raw["wait_ended"])
     text = re.sub(r"\{job:([a-z-]+)\}", lambda m: str(live.jobs[m.group(1)]), text)
     text = re.sub(r"\{node:(\d)\}", lambda m: node(int(m.group(1))), text)
     spec = yaml.safe_load(text)
@@ -160,6 +165,8 @@ def test_the_analyzers_answer_what_slurm_and_the_nodes_say(live, name):
         truth_start(live, live.jobs[truth["start"]])
     if "ended" in truth:
         truth_ended(live, live.jobs[truth["ended"]], spec)
+    if "limit" in truth:
+        truth_limit(live, live.jobs[truth["limit"]])
     if "xids" in truth:
         truth_xids(live, node(truth["xids"]), spec)
 
@@ -207,6 +214,33 @@ def truth_pending(live, job_id: int, spec: dict[str, Any]) -> None:
         assert all("gpu" in gres[h] for h in a.data["gpu_holders"]), gres
         for cpu_only in (i for i, b in gres.items() if "gpu" not in b):
             assert f" {cpu_only}," not in a.summary and f" {cpu_only}." not in a.summary
+
+
+def truth_limit(live, job_id: int) -> None:
+    """A job held by a QOS or association limit: the limit the analyzer names is the one
+    sacctmgr shows set on the job's QOS (squeue %q) or account (%a), and the jobs it counts
+    against it are the running ones squeue lists there."""
+    a = _pending_view(live, job_id, live.squeue(job_id, "%r"))
+    lim = a.data["limit"]
+    qos, account, user = (live.squeue(job_id, f) for f in ("%q", "%a", "%u"))
+    assert (lim["qos"], lim["account"]) == (qos, account), lim
+    if lim["scope"] == "qos":
+        shown = live.slurm("sacctmgr", "-n", "-P", "show", "qos", qos,
+                           f"format={lim['setting']}")
+        assert f"QOS {qos}" in a.summary
+    else:
+        shown = live.slurm("sacctmgr", "-n", "-P", "show", "assoc", "where", f"account={account}",
+                           f"format={lim['setting']}")
+        assert f"account {account}" in a.summary
+    assert f"{lim['tres']}=" in shown, (lim, shown)  # set there, on that TRES
+    assert f"{lim['setting']} ({lim['tres']})" in a.summary, a.summary
+    running = [line.split("|") for line in live.slurm(
+        "squeue", "-h", "-t", "R", "-o", "%i|%q|%a|%u").splitlines()]
+    there = {int(i) for i, q, acc, u in running
+             if (q == qos if lim["scope"] == "qos" else acc == account)
+             and (not lim["per_user"] or u == user)}
+    assert there and set(lim["holders"]) == there, (lim["holders"], running)
+    assert all(str(h) in a.summary for h in there), a.summary
 
 
 def truth_start(live, job_id: int) -> None:

@@ -216,8 +216,10 @@ def test_ask_finds_the_running_serve(serve_factory, tmp_path):
     serve_factory(config(tmp_path), home)
     result = ok(gw("ask", "how is the cluster doing?", home=home))
     assert result.stdout.strip()
-    failed(gw("ask", "hi", home=home, env={"GPUWARDEN_TOKEN": "gw_not_a_token"}), "401",
-           "check the token")
+    failed(gw("ask", "hi", home=home, env={"GPUWARDEN_TOKEN": "gw_not_a_real_token_at_all"}),
+           "401", "check the token")
+    failed(gw("ask", "hi", home=home, env={"GPUWARDEN_TOKEN": "gw_short"}), "GPUWARDEN_TOKEN",
+           "shorter than the 16", "openssl rand -hex 32")
 
 
 def test_several_running_control_planes_must_be_chosen(serve_factory, tmp_path):
@@ -234,7 +236,8 @@ def test_several_running_control_planes_must_be_chosen(serve_factory, tmp_path):
 def test_a_refused_connection_names_the_url(tmp_path):
     port = free_port()
     line = failed(gw("silence", "list", home=tmp_path / "home",
-                     env={"GPUWARDEN_URL": f"http://127.0.0.1:{port}", "GPUWARDEN_TOKEN": "gw_x"}),
+                     env={"GPUWARDEN_URL": f"http://127.0.0.1:{port}",
+                          "GPUWARDEN_TOKEN": "gw_" + "x" * 32}),
                   f"http://127.0.0.1:{port}", "is serve running?")
     assert "refused" in line
 

@@ -29,11 +29,11 @@ def config_file(tmp_path, nodes, interval=1.0):
 def fleet(daemon_factory, tmp_path):
     """Two frozen nodes (one poll, then none: their snapshots never change) and a live one."""
     token = tmp_path / "n1.token"
-    token.write_text("node-secret\n")
+    token.write_text("node-secret-0123456789abcdef\n")
     token.chmod(0o600)
     n1 = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "4", "--sim-profile",
                          "0=train,1=inference", "--interval", "3600", "--hostname", "n1",
-                         "--token-file", str(token)], token="node-secret")
+                         "--token-file", str(token)], token="node-secret-0123456789abcdef")
     n2 = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "2", "--no-auth",
                          "--interval", "3600", "--hostname", "n2", "--sim-model", "a100"])
     n3 = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "2", "--no-auth",
@@ -78,6 +78,23 @@ def test_api_equals_the_nodes_own_snapshots(fleet, tmp_path, serve_factory):
         '/api/v1/query?selector=DCGM_FI_DEV_GPU_UTIL{node="n1",gpu="0"}').json()["series"],
         what="stored samples")
     assert series[0]["points"][0][1] == snaps["n1"]["gpus"][0]["fields"]["DCGM_FI_DEV_GPU_UTIL"]
+    # the series are listed as Prometheus' /api/v1/series lists them: two selectors, each
+    # series once, the same label sets the query returns
+    listed = serve.get("/api/v1/series", params=[
+        ("match[]", 'DCGM_FI_DEV_GPU_UTIL{node="n1"}'),
+        ("match[]", 'DCGM_FI_DEV_GPU_UTIL{node=~"n1|n2",gpu="0"}')]).json()
+    assert listed["truncated"] is False
+    queried = serve.get('/api/v1/query?selector=DCGM_FI_DEV_GPU_UTIL{node=~"n1|n2"}').json()
+    n1_and_n2_gpu0 = sorted(
+        (x["labels"]["node"], x["labels"]["gpu"]) for x in queried["series"]
+        if x["labels"]["node"] == "n1" or x["labels"]["gpu"] == "0")
+    assert sorted((x["labels"]["node"], x["labels"]["gpu"]) for x in listed["series"]) == \
+        n1_and_n2_gpu0
+    assert {x["metric"] for x in listed["series"]} == {"DCGM_FI_DEV_GPU_UTIL"}
+    assert serve.get("/api/v1/series", params={"match[]": "DCGM_FI_DEV_GPU_UTIL",
+                                               "limit": 1}).json()["truncated"] is True
+    bad = serve.get("/api/v1/series", params={"match[]": "DCGM{"})
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "match[]", bad.text
     history = serve.get("/api/v1/gpus/n1/0/history?range=1h").json()
     assert any(v == snaps["n1"]["gpus"][0]["fields"]["DCGM_FI_DEV_GPU_UTIL"]
                for _, v in history["series"]["DCGM_FI_DEV_GPU_UTIL"])

@@ -170,7 +170,7 @@ def start_stack(tmp: Path, stoppers: list) -> Stack:
     # the workload is visible in Prometheus: jobs on GPUs, a pending reason, rules evaluated
     wait_for("the workload in Prometheus", lambda: (
         len(stack.query("gpuwarden_gpu_job_info")) == 3
-        and stack.query('slurm_pending_reason_total{reason="JobHeldUser"}')
+        and stack.query('slurm_jobs_pending{reason="JobHeldUser"}')
         and stack.query("gpuwarden:job_gpu_wasted_cost_per_hour")
         and stack.query('up{node="node4"} == 0')), timeout=60)
     return stack

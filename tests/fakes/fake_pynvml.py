@@ -59,6 +59,12 @@ class FakeGpu:
     xid_events: bool = True
     gpm: dict[int, float] | None = None  # GPM metric id -> value; None: not supported
     lost: bool = False
+    pcie_gen: int = 5
+    pcie_gen_max: int = 5
+    pcie_width: int = 16
+    pcie_width_max: int = 16
+    power_limit_default_mw: int = 700000
+    remapped_rows: tuple[int, int, int, int] = (1, 0, 0, 0)  # corr, unc, pending, failure
 
 
 def h100(index: int) -> FakeGpu:
@@ -118,6 +124,7 @@ def consumer_gpu() -> FakeGpu:
             "nvmlDeviceGetEncoderUtilization",
             "nvmlDeviceGetViolationStatus",
             "nvmlDeviceGetEnforcedPowerLimit",
+            "nvmlDeviceGetRemappedRows",
         },
         xid_events=False,
     )
@@ -131,7 +138,7 @@ class FakeNvml(types.ModuleType):
     """Install with ``NvmlSource(nvml=FakeNvml([...]))``."""
 
     def __init__(self, gpus: list[FakeGpu], *, driver_version: str = "550.54.15",
-                 old_driver: bool = False) -> None:
+                 old_driver: bool = False, cuda_version: int = 12040) -> None:
         super().__init__("pynvml")
         for name in dir(real):
             if name.startswith(("NVML", "nvmlClocks", "nvmlEventType", "nvmlMemory", "c_",
@@ -141,6 +148,7 @@ class FakeNvml(types.ModuleType):
                     setattr(self, name, value)
         self.gpus = gpus
         self.driver_version = driver_version
+        self.cuda_version = cuda_version
         self.old_driver = old_driver  # lacks the *_v2/_v3 and "ClocksEvent" entry points
         self.driver_loaded = True
         self.initialised = 0
@@ -285,6 +293,27 @@ class FakeNvml(types.ModuleType):
 
     def _nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
         return self._gpu(handle, "nvmlDeviceGetEnforcedPowerLimit").power_limit_mw
+
+    def _nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetPowerManagementDefaultLimit").power_limit_default_mw
+
+    def _nvmlSystemGetCudaDriverVersion(self) -> int:
+        return self.cuda_version
+
+    def _nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetCurrPcieLinkGeneration").pcie_gen
+
+    def _nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetMaxPcieLinkGeneration").pcie_gen_max
+
+    def _nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetCurrPcieLinkWidth").pcie_width
+
+    def _nvmlDeviceGetMaxPcieLinkWidth(self, handle: Any) -> int:
+        return self._gpu(handle, "nvmlDeviceGetMaxPcieLinkWidth").pcie_width_max
+
+    def _nvmlDeviceGetRemappedRows(self, handle: Any) -> tuple[int, int, int, int]:
+        return self._gpu(handle, "nvmlDeviceGetRemappedRows").remapped_rows
 
     def _nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> Any:
         gpu = self._gpu(handle, "nvmlDeviceGetMemoryInfo")

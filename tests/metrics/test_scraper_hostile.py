@@ -116,6 +116,28 @@ def test_bad_data_keeps_the_last_good_snapshot_and_clears_on_recovery(
     store.close()
 
 
+def test_a_token_file_that_cannot_be_used_is_the_nodes_error(server: HostileServer,
+                                                              tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "m.db", synchronous="NORMAL")
+    short, gone = tmp_path / "short", tmp_path / "gone"
+    short.write_text("abc\n")
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(list, client, store, timeout=1.0)
+            one = await scraper.scrape_once(Target("short", server.url("good"), short))
+            assert not one.up and "shorter than the 16" in one.error, one.error
+            assert "openssl rand -hex 32" in one.error, one.error
+            two = await scraper.scrape_once(Target("gone", server.url("good"), gone))
+            assert not two.up and two.error == "token_file: No such file or directory"
+            short.write_text("a-long-enough-token-1234\n")  # fixed: the next scrape uses it
+            three = await scraper.scrape_once(Target("short", server.url("good"), short))
+            assert three.up, three.error
+
+    asyncio.run(main())
+    store.close()
+
+
 def test_a_stop_abandons_a_huge_batch_in_flight_within_seconds(tmp_path: Path) -> None:
     """What a node with 20,000 field names did before the checks: a batch that takes the
     writer tens of seconds.  A stop waits ``stop_timeout`` for it, then abandons it."""
@@ -164,7 +186,7 @@ def test_a_controllers_slurm_summary_is_checked_too(server: HostileServer, tmp_p
     assert got["good"][2] is None
     # the summary decodes into the controller's Slurm snapshot: its slurm_* series stored
     assert [s.labels for s in store.latest(parse_selector("slurm_node_cpu_alloc"))] == [
-        {"node": "n1"}]
+        {"node": "n1", "status": "mixed"}]
     assert store.latest(parse_selector("slurm_up"))[0].labels == {"node": "good"}
     assert got["slurm_queue"] == (True, None, "bad data: queue: not an object of counts")
     assert got["slurm_job"] == (True, None,

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.slow
 
 def test_daemon_serves_metrics_and_snapshot_with_token(daemon_factory, tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("tok-123\n")
+    token_file.write_text("tok-123-0123456789abcdef\n")
     token_file.chmod(0o600)
     d = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "3", "--sim-profile",
                         "0=train,2=thermal-throttle", "--interval", "0.5",
-                        "--token-file", str(token_file)], token="tok-123")
+                        "--token-file", str(token_file)], token="tok-123-0123456789abcdef")
     assert d.get("/metrics", token="nope").status_code == 401
     r = d.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -35,8 +35,8 @@ def test_daemon_serves_metrics_and_snapshot_with_token(daemon_factory, tmp_path)
 
 
 def test_daemon_token_from_environment(daemon_factory):
-    d = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "1"], token="envtok",
-                       env={"GPUWARDEN_NODE_TOKEN": "envtok"})
+    d = daemon_factory(["--gpu-backend", "sim", "--sim-gpus", "1"], token="envtok-0123456789abcdef",
+                       env={"GPUWARDEN_NODE_TOKEN": "envtok-0123456789abcdef"})
     assert d.get("/metrics").status_code == 200
     assert d.get("/metrics", token="other").status_code == 401
 
@@ -67,6 +67,8 @@ def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
         (["node", "--gpu-backend", "cuda", "--no-auth"], "--gpu-backend 'cuda'"),
         (["node", "--gpu-backend", "sim", "--no-auth", "--interval", "0"], "--interval"),
         (["node", "--gpu-backend", "sim", "--no-auth", "--port", "70000"], "--port 70000"),
+        (["node", "--gpu-backend", "sim", "--no-auth", "--hostname-label", "host"],
+         "--hostname-label 'host': use Hostname"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, expected):

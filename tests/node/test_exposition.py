@@ -166,6 +166,12 @@ def test_xid_counter_by_xid(fake_box):
         ("4", "48", "hardware", 1.0)]
     last = {s.labels["gpu"]: s.value for s in families["DCGM_FI_DEV_XID_ERRORS"].samples}
     assert last["4"] == 48 and last["0"] == 0
+    # dcgm-exporter's labels since 3.3.6: the code and its name in NVIDIA's XID catalogue,
+    # after the GPU's own labels
+    labels = {s.labels["gpu"]: s.labels for s in families["DCGM_FI_DEV_XID_ERRORS"].samples}
+    assert (labels["4"]["err_code"], labels["4"]["err_msg"]) == ("48", "Double Bit ECC Error")
+    assert (labels["0"]["err_code"], labels["0"]["err_msg"]) == ("0", "No Error")
+    assert list(labels["4"])[-3:] == ["DCGM_FI_DRIVER_VERSION", "err_code", "err_msg"]
 
 
 def test_sim_is_labelled_simulated():

@@ -7,13 +7,19 @@ no-capacity errors, 429 rate limits and 5xx (optionally after the create took ef
 ``podAction`` follows the spec: ``stop`` moves a pod to EXITED (compute released, ``cost``
 0.0, disk kept), ``start`` boots an EXITED or ERROR pod back through PROVISIONING, an
 action the pod's ``actions`` do not list is a 409, as is one on a cluster member or a
-locked pod.  Billing accrues compute only while a pod is not stopped, and its disk (at
-``disk_per_gb_hour``, 0 unless a test sets it) for as long as it exists, stopped or not.
+locked pod.  Its ``/_proxy/{pod}-{port}`` answers like a booting pod
+(:mod:`gpuwarden.providers.podagent`): a pod whose env has ``GPUWARDEN_ENROLL_SHA256``
+waits for ``POST /bootstrap/secrets`` with the matching key before it turns healthy, and
+``bootstrap_failure`` makes every pod's bootstrap stop at a step.  Billing accrues
+compute only while a pod is not stopped, and its disk (at ``disk_per_gb_hour``, 0 unless a
+test sets it) for as long as it exists, stopped or not.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import secrets
 import threading
@@ -30,6 +36,9 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from gpuwarden import __version__
+from gpuwarden.providers import podagent
 
 NO_CAPACITY = ("There are no longer any instances available with the requested "
                "specifications. Please refresh and try again.")
@@ -153,6 +162,10 @@ class FakeRunPod:
     actions: list[tuple[str, str]] = field(default_factory=list)  # (pod id, action) received
     rate_limited: int = 0
     url: str = ""
+    node_version: str = __version__  # what the pods' node daemons report on /healthz
+    bootstrap_failure: tuple[str, str] | None = None  # (step, log) every bootstrap stops at
+    delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod id -> secrets
+    deliveries: Counter[str] = field(default_factory=Counter)  # pod id -> boots served
 
     def __post_init__(self) -> None:
         self.spec = Spec(self.spec_path)
@@ -279,6 +292,8 @@ class FakeRunPod:
             Route("/v2/billing/pods", self._endpoint("listPodBilling", self.pod_billing),
                   methods=["GET"]),
             Route("/_proxy/{target}/healthz", self.proxy_health, methods=["GET"]),
+            Route("/_proxy/{target}" + podagent.SECRETS_PATH, self.proxy_secrets,
+                  methods=["POST"]),
         ]
         return Starlette(routes=routes)
 
@@ -421,6 +436,7 @@ class FakeRunPod:
             meta["billed_s"] = self._compute_s(meta)
             meta.pop("stopped", None)
             meta["started"] = self.clock()
+            self.delivered.pop(pod["id"], None)  # a new boot waits for its secrets again
         return 200, self._view(pod)
 
     def _cluster_view(self, cluster: dict[str, Any]) -> dict[str, Any]:
@@ -503,6 +519,18 @@ class FakeRunPod:
                       "bucketSize": "day"},
             "recordCount": len(records), "uniquePodCount": len(records), "totals": totals}}
 
+    def _booting(self, pod_id: str) -> dict[str, Any] | None:
+        """The pod's agent /healthz body while its bootstrap waits or has failed."""
+        pod = self.pods[pod_id]
+        if self.bootstrap_failure is not None:
+            step, log = self.bootstrap_failure
+            return {"status": podagent.FAILED, "step": step, "log": log,
+                    "version": self.node_version}
+        if "GPUWARDEN_ENROLL_SHA256" in pod["env"] and pod_id not in self.delivered:
+            return {"status": podagent.WAITING, "step": podagent.WAITING_STEP,
+                    "version": self.node_version}
+        return None
+
     async def proxy_health(self, request: Request) -> Response:
         pod_id = request.path_params["target"].rsplit("-", 1)[0]
         with self.lock:
@@ -510,7 +538,31 @@ class FakeRunPod:
             ready = (pod is not None and self._view(pod)["status"] == "RUNNING"
                      and self.clock() - self._meta[pod_id]["started"] >= self.provisioning_s
                      + self.starting_s + self.bootstrap_s)
-        return JSONResponse({"ok": ready}, status_code=200 if ready else 502)
+            booting = self._booting(pod_id) if ready else None
+        if booting is not None:
+            return JSONResponse(booting, status_code=503)
+        return JSONResponse({"status": "ok", "version": self.node_version}
+                            if ready else {"ok": False}, status_code=200 if ready else 502)
+
+    async def proxy_secrets(self, request: Request) -> Response:
+        """The pod agent's ``receive``: the key's hash must match the pod's env."""
+        pod_id = request.path_params["target"].rsplit("-", 1)[0]
+        key = request.headers.get("authorization", "").removeprefix("Bearer ")
+        body = await request.json()
+        with self.lock:
+            pod = self._find(pod_id)
+            if pod is None or "GPUWARDEN_ENROLL_SHA256" not in pod["env"]:
+                return JSONResponse({"detail": "nothing to receive"}, status_code=404)
+            if hashlib.sha256(key.encode()).hexdigest() != pod["env"][
+                    "GPUWARDEN_ENROLL_SHA256"]:
+                return JSONResponse({"detail": "wrong key"}, status_code=401)
+            if pod_id in self.delivered:
+                return JSONResponse({"detail": "delivered already"}, status_code=409)
+            token, munge = podagent.check_secrets(body)
+            self.deliveries[pod_id] += 1
+            self.delivered[pod_id] = {"node_token": token,
+                                      "munge_key_b64": base64.b64encode(munge).decode()}
+        return Response(status_code=204)
 
     # ---- running ----------------------------------------------------------------------
     def start(self) -> FakeRunPod:

@@ -57,7 +57,7 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
         "GPUWARDEN_SKIP_INSTALL": "1", "GPUWARDEN_PYTHON": sys.executable,
         "GPUWARDEN_CLUSTER": "boot", "GPUWARDEN_NUM_NODES": "2",
         "GPUWARDEN_CONTROLLER_ADDR": "127.0.0.1", "GPUWARDEN_NODE_ADDR": "127.0.0.1",
-        "GPUWARDEN_NODE_TOKEN": "pod-token",
+        "GPUWARDEN_NODE_TOKEN": "pod-token-0123456789abcdef",
         "GPUWARDEN_MUNGE_KEY_B64": base64.b64encode(os.urandom(1024)).decode(),
         "GPUWARDEN_GPUS_PER_NODE": "1", "GPUWARDEN_GPU_BACKEND": "sim",
         "GPUWARDEN_NODE_HOST": "127.0.0.1", "GPUWARDEN_NODE_CPUS": "1",
@@ -94,11 +94,11 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
                              capture_output=True, text=True, timeout=60)
         assert sorted(run.stdout.split("\n")[:2]) == ["node1 0", "node2 0"], run.stderr
         assert not (tmp_path / "pod0/etc/gpuwarden/node.token").stat().st_mode & 0o077
-        assert "pod-token" not in script.read_text()
+        assert "pod-token-0123456789abcdef" not in script.read_text()
 
         # the control plane scrapes both node daemons once they are registered
         token_file = tmp_path / "token"
-        token_file.write_text("pod-token\n")
+        token_file.write_text("pod-token-0123456789abcdef\n")
         token_file.chmod(0o600)
         upsert_provider_nodes(db, "boot", "runpod", [
             NodeRecord(f"boot-node{i + 1}", i + 1, "controller" if i == 0 else "worker",

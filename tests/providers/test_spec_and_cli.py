@@ -78,7 +78,8 @@ def test_cli_up_status_down(fake_runpod, tmp_path, monkeypatch):
 
     monkeypatch.setattr(lifecycle, "Runtime", fake_runtime)
     path = tmp_path / "c.yaml"
-    path.write_text("name: cli\nprovider: runpod\nnodes: 2\ngpu_type: NVIDIA L4\n")
+    path.write_text("name: cli\nprovider: runpod\nnodes: 2\ngpu_type: NVIDIA L4\n"
+                    "runpod: {install: {image: ghcr.io/example/gpuwarden-node:0.1.0}}\n")
     runner = CliRunner()
     result = runner.invoke(app, ["up", str(path)])
     assert result.exit_code == 0, result.output

@@ -73,7 +73,7 @@ def test_collector_counts_failures_and_keeps_running() -> None:
     assert list(registry.collect()) == []  # nothing before the first cycle
     snap = collector.collect_once()
     assert not snap.up
-    assert set(snap.errors) == {"squeue", "sinfo", "sdiag"}
+    assert set(snap.errors) == {"squeue", "sinfo", "sdiag", "sshare"}  # sshare: fairshare
     assert registry.get_sample_value("slurm_up") == 0
     assert registry.get_sample_value("slurm_collector_errors_total", {"command": "sinfo"}) == 1
     assert registry.get_sample_value("slurm_nodes_idle") is None  # unknown, not zero

@@ -9,6 +9,8 @@ naming the job and its owner; ``gpuwarden jobstats`` and ``gpuwarden report`` sh
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +23,13 @@ import pytest
 from typer.testing import CliRunner
 
 from gpuwarden.config import ServeConfig
-from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmAdapter, SubmitOptions
+from gpuwarden.slurm import (
+    LocalSlurmCluster,
+    SlurmActions,
+    SlurmAdapter,
+    SubmitOptions,
+    ValidationError,
+)
 from tests.conftest import free_port
 from tests.slurm.test_finished_jobs import sacct_says
 from tests.slurm.test_node_daemon_slurm import slurm_daemon
@@ -29,6 +37,7 @@ from tests.watchdog.test_notify import Receiver
 
 pytestmark = pytest.mark.slow
 INTERVAL = 0.5  # scrape interval, s
+REPORTS_INTERVAL = 1.0  # the reports' look (their least: reports.interval >= 1 s)
 NODE_COST = 6.0  # $/hr of node1: 2 GPUs, $3 each
 
 
@@ -77,7 +86,8 @@ def config(receiver: Receiver, ctl_url: str | None) -> ServeConfig:
         "cluster": "reports", "scrape": {"interval": INTERVAL, "timeout": 2.0},
         "watchdog": {"interval": INTERVAL}, "nodes": nodes if ctl_url else [],
         "owners": {"users": {"root": receiver.url}},
-        "reports": {"end_of_job_message": True, "interval": INTERVAL, "min_runtime": 1}})
+        "reports": {"end_of_job_message": True, "interval": REPORTS_INTERVAL,
+                    "min_runtime": 1}})
 
 
 def quietly(check: Callable[[], Any]) -> Callable[[], Any]:
@@ -191,3 +201,109 @@ def test_a_finished_gpu_jobs_report_is_stored_once_and_sent_once(
         assert len(mine(receiver, job_id)) == 1
     finally:
         receiver.close()
+
+
+def test_without_the_watchdog_the_message_is_sent_and_the_admin_comment_written(
+        slurm_cluster: LocalSlurmCluster, adapter: SlurmAdapter, actions: SlurmActions,
+        daemon_factory, wait, clean_queue: None, tmp_path: Path) -> None:
+    """``watchdog.enabled: false`` (and reclaim off: no loop delivers the outbox but the
+    reports' own): the end-of-job message still arrives, once; with
+    ``reports.admin_comment`` the summary is the job's AdminComment as Slurm reads it back."""
+    from gpuwarden.services import jobreport, slurm
+
+    receiver = Receiver()
+    ctl = slurm_daemon(daemon_factory, slurm_cluster, "node1", "--slurm-controller")
+    settings = config(receiver, ctl.url).model_dump()
+    settings["watchdog"]["enabled"] = False
+    settings["reclaim"]["enabled"] = False
+    settings["reports"]["admin_comment"] = True
+    try:
+        with control_plane(tmp_path / "home", ServeConfig.model_validate(settings)) as plane:
+            cp = plane.cp
+            assert cp.watchdog is None and cp.reclaim is None and cp.reports.delivers
+            wait("Slurm through the control plane", quietly(lambda: slurm.nodes(cp)),
+                 timeout=30)
+            job_id = actions.submit("#!/bin/sh\nsleep 3\n", SubmitOptions(
+                name="no-watchdog", gres="gpu:1", nodelist=("node1",), output="/dev/null",
+                comment="gpuwarden:profile=train"))
+            sent = wait("the end-of-job message", lambda: mine(receiver, job_id), timeout=60)
+            assert isinstance(sent, list) and len(sent) == 1, sent
+            assert f"job {job_id}" in sent[0]["title"] and "of root" in sent[0]["title"]
+            stored = jobreport.stored_report(cp, job_id)
+            assert stored is not None
+            want = jobreport.admin_comment_text(stored)
+            assert want.startswith("gpuwarden: 1 gpu(s): ") and "gpu-hours" in want
+
+            if slurm_cluster.has_accounting:  # AdminComment of an ended job: slurmdbd's
+                wait("the AdminComment in Slurm", lambda: adapter.run("sacct", [
+                    "-j", str(job_id), "-X", "-n", "-P", "-o", "AdminComment"]).stdout
+                    .strip() == want, timeout=30)
+                assert cp.reports.comments >= 1
+            for bad, field in ((lambda: actions.admin_comment(job_id, 'say "hi"'), "comment"),
+                               (lambda: actions.admin_comment(job_id, " "), "comment"),
+                               (lambda: actions.submit("#!/bin/sh\n", SubmitOptions(
+                                   qos="gpu cap")), "qos"),
+                               (lambda: actions.submit("#!/bin/sh\n", SubmitOptions(
+                                   account="a;b")), "account")):
+                with pytest.raises(ValidationError) as err:
+                    bad()
+                assert err.value.field == field, err.value
+            cycles = cp.reports.cycles
+            wait("two more report cycles", lambda: cp.reports.cycles >= cycles + 2)
+            assert len(mine(receiver, job_id)) == 1
+    finally:
+        receiver.close()
+
+
+def test_a_job_over_its_memory_ends_out_of_memory_and_the_agent_says_so(
+        daemon_factory, wait, tmp_path: Path) -> None:
+    """With cgroup memory enforcement (a cluster of its own: the session's confines
+    nothing) a job that touches more than its --mem is killed by the cgroup's OOM killer;
+    Slurm ends it OUT_OF_MEMORY, and the agent's outcome analyzer says so, with sacct's
+    state, exit code and node."""
+    import asyncio
+
+    from gpuwarden.agent import analyzers
+    from gpuwarden.slurm.local import memory_cgroup_unavailable
+    from gpuwarden.slurm.parsers.sacct import parse_exit_code
+    from tests.conftest import _slurm_installed
+
+    if not _slurm_installed() or os.geteuid() != 0:
+        pytest.skip("a local Slurm cluster needs Slurm and root")
+    why = memory_cgroup_unavailable()
+    if why is not None:
+        pytest.skip(f"no cgroup memory enforcement here: {why}")
+    cluster = LocalSlurmCluster(tmp_path / "oom", nodes=1, gpus_per_node=2, cpus_per_node=2,
+                                memory_mb=1024, cluster_name="oom", memory_enforcement=True,
+                                slurmd_timeout=5)
+    cluster.up()
+    try:
+        ctl = slurm_daemon(daemon_factory, cluster, "node1", "--slurm-controller")
+        settings = {"cluster": "oom", "scrape": {"interval": INTERVAL, "timeout": 2.0},
+                    "watchdog": {"enabled": False}, "reclaim": {"enabled": False},
+                    "nodes": [{"name": "node1", "url": ctl.url, "role": "controller"}]}
+        with control_plane(tmp_path / "home", ServeConfig.model_validate(settings)) as plane:
+            from gpuwarden.services import slurm
+
+            job_id = SlurmActions(cluster.adapter()).submit(
+                f"#!/bin/sh\n{sys.executable} -c 'b = bytearray(300 << 20)\n"
+                "for i in range(0, len(b), 4096): b[i] = 1'\n",
+                SubmitOptions(name="greedy", gres="gpu:1", mem="64M", output="/dev/null"))
+            job = wait("the job's end in gpuwarden's view", quietly(lambda: (
+                (j := slurm.find_job(plane.cp, job_id)) is not None and j.finished and j)),
+                timeout=60)
+            adapter = cluster.adapter()
+            if cluster.has_accounting:
+                row = wait("sacct's record", lambda: sacct_says(adapter, job_id), timeout=30)
+                state, (code, sig) = row["State"].split()[0], parse_exit_code(row["ExitCode"])
+            else:  # slurmctld still holds it (MinJobAge)
+                state, code, sig = job.state, job.exit_code, job.signal
+            assert state == "OUT_OF_MEMORY"
+            a = asyncio.run(analyzers.job_outcome(plane.cp, job_id))
+            assert (a.data["state"], a.data["nodes"]) == (state, ["node1"]), a.data
+            assert (a.data["exit_code"], a.data["signal"] or 0) == (code, sig or 0), a.data
+            text = a.text()
+            assert "ran out of memory" in a.summary and "OUT_OF_MEMORY" in a.summary
+            assert "node1" in a.summary and "--mem" in text, text
+    finally:
+        cluster.down()

@@ -88,7 +88,7 @@ def test_collector_matches_sinfo_and_squeue(slurm_cluster: LocalSlurmCluster,
         snap = collector.collect_once()
         reg = registry_for(collector)
         reasons = Counter(_plain(adapter, "squeue", ["-h", "-t", "PD", "-o", "%r"]))
-        same = all(reg.get_sample_value("slurm_pending_reason_total", {"reason": r}) == n
+        same = all(reg.get_sample_value("slurm_jobs_pending", {"reason": r}) == n
                    for r, n in reasons.items())
         return (snap, reg, reasons) if same else None
 
@@ -106,17 +106,17 @@ def test_collector_matches_sinfo_and_squeue(slurm_cluster: LocalSlurmCluster,
 
     assert value("slurm_gpus_total") == total_gpus == 6
     assert value("slurm_gpus_alloc") == gpus_alloc == 5
-    assert value("slurm_gpus_idle") == 1
+    assert value("slurm_gpus_idle") == value("slurm_gpus_free") == 1
     assert value("slurm_cpus_alloc") == cpus_alloc
     assert value("slurm_cpus_total") == cpus[3] * 3
     assert value("slurm_queue_pending") == sum(squeue_reasons.values()) == 3
     assert value("slurm_queue_running") == len(running) == 2
     for reason, count in squeue_reasons.items():
-        assert value("slurm_pending_reason_total", {"reason": reason}) == count
+        assert value("slurm_jobs_pending", {"reason": reason}) == count
     # both were seen above; "None" is a job the scheduler is re-evaluating right now
     assert set(squeue_reasons) <= {"Resources", "Priority", "None"}
     assert value("slurm_node_gpus_alloc", {"node": "node3"}) == 1
-    assert value("slurm_node_gpus_idle", {"node": "node3"}) == 1
+    assert value("slurm_node_gpus_free", {"node": "node3"}) == 1
     assert value("slurm_partition_gpus_alloc", {"partition": "gpu"}) == 5
     assert value("slurm_nodes_mix") == 3
     assert value("slurm_jobs", {"state": "pending", "partition": "gpu", "user": "root"}) == 3
@@ -138,7 +138,7 @@ def test_collector_matches_sinfo_and_squeue(slurm_cluster: LocalSlurmCluster,
     assert list(gpu_profiles(snap, "node3").values()) == ["train"]
     text = generate_latest(registry).decode()
     for reason in squeue_reasons:  # what squeue said, in the agreed snapshot
-        assert f'slurm_pending_reason_total{{reason="{reason}"}}' in text
+        assert f'slurm_jobs_pending{{reason="{reason}"}}' in text
 
 
 def _plain(adapter: SlurmAdapter, command: str, args: list[str]) -> list[str]:

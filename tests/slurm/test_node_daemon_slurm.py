@@ -55,7 +55,7 @@ def test_sim_gpus_follow_their_slurm_jobs(daemon_factory, slurm_cluster, actions
 def test_controller_daemon_serves_slurm_and_refuses_bad_input(daemon_factory, slurm_cluster,
                                                              actions, wait, clean_queue):
     ctl = slurm_daemon(daemon_factory, slurm_cluster, "node1", "--slurm-controller",
-                       token="ctl-token")
+                       token="ctl-token-0123456789abcdef")
     assert ctl.get("/api/v1/slurm", token="wrong").status_code == 401
     held = actions.submit(SLEEP, SubmitOptions(name="held", hold=True))
     wait("held job visible", lambda: any(
@@ -72,7 +72,7 @@ def test_controller_daemon_serves_slurm_and_refuses_bad_input(daemon_factory, sl
 
     def post(path, body=None):
         return httpx.post(ctl.url + path, json=body, timeout=30,
-                          headers={"Authorization": "Bearer ctl-token"})
+                          headers={"Authorization": "Bearer ctl-token-0123456789abcdef"})
 
     assert post(f"/api/v1/slurm/jobs/{held}/release").status_code == 200
     assert post(f"/api/v1/slurm/jobs/{held}/hold").status_code == 200

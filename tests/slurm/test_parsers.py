@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gpuwarden.slurm.allocation import JobRef
 from gpuwarden.slurm.errors import ParseError
 from gpuwarden.slurm.model import SlurmJob, SlurmSnapshot
 from gpuwarden.slurm.parsers import (
@@ -17,7 +18,7 @@ from gpuwarden.slurm.parsers import (
     parse_sdiag,
 )
 from gpuwarden.slurm.parsers.common import parse_duration, split_node_state
-from gpuwarden.slurm.profiles import profile_from_comment
+from gpuwarden.slurm.profiles import allocated_profiles, profile_from_comment
 
 DATA = Path(__file__).parent / "data"
 
@@ -152,11 +153,21 @@ def test_metrics_from_recorded_snapshot() -> None:
     assert value("slurm_nodes_drain") == 1
     assert value("slurm_nodes_down") == 1
     assert value("slurm_gpus_total") == 8 and value("slurm_gpus_alloc") == 5
-    assert value("slurm_gpus_idle") == 0 and value("slurm_gpus_other") == 3
-    assert value("slurm_node_gpus_other", {"node": "node4"}) == 2
+    # vpenso's: node3 drains with a job on it, so sinfo --state=allocated lists it and its
+    # free GPU is "idle"; node4 is down: "other"
+    assert value("slurm_gpus_idle") == 1 and value("slurm_gpus_other") == 2
+    # gpuwarden's: no job can get a GPU of a draining or down node
+    assert value("slurm_gpus_free") == 0 and value("slurm_gpus_unusable") == 3
+    assert value("slurm_node_gpus_unusable", {"node": "node4"}) == 2
     assert value("slurm_cpus_other") == 3
+    assert value("slurm_node_cpu_other", {"node": "node4", "status": "down*"}) == 2
+    assert value("slurm_node_cpu_alloc", {"node": "node3", "status": "draining"}) == 1
+    assert value("slurm_node_mem_total", {"node": "node1", "status": "mixed"}) == 1024
     assert value("slurm_queue_pending") == 7 and value("slurm_queue_running") == 2
-    assert value("slurm_pending_reason_total", {"reason": "JobHeldUser"}) == 4
+    assert value("slurm_jobs_pending", {"reason": "JobHeldUser"}) == 4
+    assert value("slurm_account_jobs_pending", {"account": "root"}) == 7
+    assert value("slurm_account_cpus_running", {"account": "root"}) == 3
+    assert value("slurm_user_cpus_pending", {"user": "root"}) == 7
     assert value("slurm_node_reason_timestamp_seconds", {"node": "node3"}) > 0
     assert value("slurm_node_state", {"node": "node4", "state": "down",
                                       "reason": "Not responding"}) == 1
@@ -190,3 +201,17 @@ def test_node_states() -> None:
 )
 def test_profiles(comment: str | None, profile: str) -> None:
     assert profile_from_comment(comment) == profile
+
+
+def test_a_job_names_one_profile_per_gpu():
+    comment = "gpuwarden:profile=train*7+idle"
+    assert [profile_from_comment(comment, i) for i in range(9)] == ["train"] * 7 + ["idle"] * 2
+    assert [profile_from_comment("gpuwarden:profile=idle+inference*2", i)
+            for i in range(4)] == ["idle", "inference", "inference", "inference"]
+    assert profile_from_comment("gpuwarden:profile=idle*x", 0) == "train"  # malformed
+    assert profile_from_comment("gpuwarden:profile=bogus+idle", 0) == "train"
+    # each GPU's place is its rank among its own job's GPUs on the node, by index
+    a = JobRef(1, "u", "gpu", "a", comment="gpuwarden:profile=train+idle")
+    b = JobRef(2, "u", "gpu", "b", comment="gpuwarden:profile=idle+inference")
+    assert allocated_profiles({5: a, 0: b, 3: a, 7: b}) == {
+        3: "train", 5: "idle", 0: "idle", 7: "inference"}

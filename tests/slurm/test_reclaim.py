@@ -8,7 +8,10 @@ load), a real ``gpuwarden serve`` running the ladder, real Apprise to local rece
   opted out by its comment and an interactive one under the limit are untouched; with the
   node daemon of an idle job's node killed, nothing happens to that job.  The $ saved
   equals the cancelled job's $/hr over the time it would still have run.
-* dry-run and approve change nothing until an operator approves.
+* dry-run and approve change nothing until an operator approves; an exempt user's idle
+  job is never proposed.
+* ``busy_fraction``, on a 16-GPU node of its own: a job with 7 of its 8 GPUs busy is left
+  alone; one with 1 of 8 busy is cancelled.
 """
 
 from __future__ import annotations
@@ -207,12 +210,19 @@ def test_dry_run_and_approve_change_nothing_until_approved(
     jobs = {mode: actions.submit("#!/bin/sh\nsleep 600\n", SubmitOptions(
         name=f"idle-{mode}", gres="gpu:1", time=str(LIMIT_MIN),
         comment="gpuwarden:profile=idle")) for mode in ("dry-run", "approve")}
-    wait_until("both running", lambda: all(_squeue(slurm_cluster, j) == "RUNNING"
-                                           for j in jobs.values()), timeout=30)
+    # an exempt user's idle job (run as `nobody`, which every system has, registered with
+    # the cluster's account as the demo's users are): never proposed
+    actions.adapter.run("sacctmgr", ["-i", "add", "user", "nobody",
+                                     f"account={slurm_cluster.account}"])
+    theirs = actions.submit("#!/bin/sh\nsleep 600\n", SubmitOptions(
+        name="idle-theirs", gres="gpu:1", time=str(LIMIT_MIN), user="nobody", workdir="/tmp",
+        output="/dev/null", comment="gpuwarden:profile=idle"))
+    wait_until("all running", lambda: all(_squeue(slurm_cluster, j) == "RUNNING"
+                                          for j in (*jobs.values(), theirs)), timeout=30)
     other = {"dry-run": "approve", "approve": "dry-run"}
     serves = {mode: _serve(tmp_path, mode, daemons,
-                           f"mode: {mode}, action: cancel, exempt: {{names: [idle-{other[mode]}]}}",
-                           owner, admins, QUICK) for mode in jobs}
+                           f"mode: {mode}, action: cancel, exempt: {{names: [idle-{other[mode]}],"
+                           " users: [nobody]}", owner, admins, QUICK) for mode in jobs}
     try:
         dry, appr = serves["dry-run"], serves["approve"]
         wait_until("dry-run: would act", lambda: "would_act" in _events(dry, jobs["dry-run"]),
@@ -227,6 +237,9 @@ def test_dry_run_and_approve_change_nothing_until_approved(
                    if a["state"] == "awaiting_approval"]
         assert [a["target"] for a in pending] == [str(jobs["approve"])], pending
         assert len(owner.about(jobs["approve"])) == 2  # the two warnings
+        mine = _candidate(appr, theirs)  # idle as long, but its user is exempt
+        assert mine["status"] == "exempt" and mine["why"] == "user nobody is exempt", mine
+        assert _events(appr, theirs) == [] and not owner.about(theirs)
         r = _api(appr, "POST", f"/api/v1/actions/{pending[0]['id']}/approve")
         assert r.status_code == 200, r.text
         wait_until("approved job cancelled",
@@ -245,5 +258,71 @@ def test_dry_run_and_approve_change_nothing_until_approved(
     finally:
         for s in serves.values():
             stop(s.proc)
-        for job in jobs.values():
+        for job in (*jobs.values(), theirs):
             actions.adapter.run("scancel", [str(job)])
+
+
+@pytest.fixture(scope="module")
+def wide_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurmCluster]:
+    """A cluster of its own: one node with 16 GPUs, room for two 8-GPU jobs (no accounting:
+    squeue shows a cancelled job for MinJobAge, all this test reads)."""
+    cluster = LocalSlurmCluster(tmp_path_factory.mktemp("wide") / "cluster", nodes=1,
+                                gpus_per_node=16, node_prefix="wide", gpu_type="a100",
+                                cluster_name="wide", accounting=False, slurmd_timeout=5)
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+def test_busy_fraction_keeps_a_job_with_seven_of_eight_gpus_busy(
+        wide_node: LocalSlurmCluster, tmp_path: Path) -> None:
+    """``busy_fraction: 0.8``, mode auto: the job with 7 of its 8 GPUs busy runs on,
+    untouched, while the one with 1 of 8 busy (kept by the default rule, where any busy GPU
+    keeps a job) is warned twice and cancelled."""
+    actions = SlurmActions(wide_node.adapter())
+    daemon = start_daemon(["--gpu-backend", "sim", "--sim-gpus", "16", "--interval", "1",
+                           "--slurm", "--slurm-controller", "--slurm-node", "wide1",
+                           "--hostname", "wide1", "--slurm-interval", "1", "--no-auth"],
+                          env=wide_node.env())
+    owner, admins = Receiver(), Receiver()
+
+    def submit(name: str, profile: str) -> int:
+        return actions.submit("#!/bin/sh\nsleep 600\n", SubmitOptions(
+            name=name, gres="gpu:8", time=str(LIMIT_MIN), output="/dev/null",
+            comment=f"gpuwarden:profile={profile}"))
+
+    mostly_busy, mostly_idle = submit("seven-busy", "train*7+idle"), submit("one-busy",
+                                                                           "train+idle")
+    config = tmp_path / "wide.yaml"
+    config.write_text(
+        "cluster: reclaim-wide\nscrape: {interval: 1, timeout: 2}\n"
+        f"watchdog: {{interval: 1, notify: ['{admins.url}']}}\n"
+        f"owners: {{users: {{root: '{owner.url}'}}}}\n"
+        f"reclaim: {{interval: 1s, jobs: {{{QUICK}, busy_fraction: 0.8, mode: auto, "
+        "action: cancel}}\n"
+        f"nodes:\n  - {{name: wide1, url: '{daemon.url}', cost_per_hour: {16 * GPU_COST}, "
+        "role: controller}\n")
+    serve = None
+    try:
+        wait_until("both running", lambda: all(_squeue(wide_node, j) == "RUNNING"
+                                               for j in (mostly_busy, mostly_idle)), timeout=30)
+        serve = _admin_token(start_serve(config, tmp_path / "home-wide"))
+        wait_until("the 1-of-8 job cancelled",
+                   lambda: _squeue(wide_node, mostly_idle) in ("CANCELLED", ""), timeout=40)
+        assert _events(serve, mostly_idle) == ["warned", "warned", "acting", "acted"]
+        assert _squeue(wide_node, mostly_busy) == "RUNNING"
+        kept = _candidate(serve, mostly_busy)
+        assert kept is not None and kept["status"] == "busy", kept
+        assert _events(serve, mostly_busy) == [] and not owner.about(mostly_busy)
+        # the simulated GPUs did what the comment asked: 7 busy, 1 idle
+        gpus = [g for g in httpx.get(serve.url + "/api/v1/gpus", timeout=10, headers={
+            "Authorization": f"Bearer {serve.admin}"}).json()
+            if any(j["job_id"] == str(mostly_busy) for j in g["jobs"])]
+        assert sorted(g["utilization"] >= 5 for g in gpus) == [False] + [True] * 7, gpus
+    finally:
+        if serve is not None:
+            stop(serve.proc)
+        stop(daemon.proc)
+        actions.adapter.run("scancel", [str(mostly_busy), str(mostly_idle)])

@@ -101,6 +101,9 @@ ENDED = {  # Slurm's end states: what the job did, and what that means
     "REVOKED": ("was revoked", "it started on another cluster of a federation"),
     "SPECIAL_EXIT": ("was requeued and held", "it exited with the special exit code"),
 }
+# Slurm marks a job its cgroup's OOM killer hit with SIG_OOM (253); ExitCode shows it as
+# signal 125 (253 & 0x7f), which no process was sent
+SIG_OOM_SHOWN = 125
 LIVE_STATES = {"PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED",
                "RESIZING", "STOPPED", "SIGNALING", "STAGE_OUT", "REQUEUE_HOLD",
                "REQUEUE_FED", "RESV_DEL_HOLD"}
@@ -189,8 +192,11 @@ def _ended(job: SlurmJobView, kind: str, usage: Any = None) -> Analysis:
     status = []
     if code is not None:
         status.append(f"exit code {code}")
+    oom_mark = job.state == "OUT_OF_MEMORY" and sig == SIG_OOM_SHOWN
     if sig:
-        status.append(f"signal {sig} ({_signal_name(sig)})")
+        status.append(f"signal {sig} ("
+                      + ("Slurm's out-of-memory mark, not a signal sent" if oom_mark
+                         else _signal_name(sig)) + ")")
     if status:
         summary += f" with {' and '.join(status)}"
     if where:
@@ -203,6 +209,11 @@ def _ended(job: SlurmJobView, kind: str, usage: Any = None) -> Analysis:
     if code is not None and code > 128 and not sig:
         facts.append(f"Exit code {code} is what a shell reports for a process killed by "
                      f"signal {code - 128} ({_signal_name(code - 128)}).")
+    if job.state == "OUT_OF_MEMORY":
+        facts.append("The memory cgroup's OOM killer stopped it: it touched more memory than "
+                     "its allocation (--mem, --mem-per-cpu or --mem-per-gpu). Resubmit with "
+                     f"more, or make it use less: sacct -j {job.job_id} -o ReqMem,MaxRSS "
+                     "shows both.")
     if sig == 9 and job.state in ("FAILED", "CANCELLED"):
         facts.append("Signal 9 (SIGKILL): killed from outside (scancel, the OOM killer, or "
                      "Slurm at its time limit).")
@@ -374,13 +385,8 @@ def explain_pending(cp: ControlPlane, job_id: int) -> Analysis:
     elif r.kind == reasons.PARTITION:
         facts += _partition_facts(cp, job, members)
     elif r.kind == reasons.LIMIT:
-        mine = [j for j in jobs if j.user == job.user and j.state == "RUNNING"]
-        gpus = sum(j.gpus_allocated or j.gpus_requested for j in mine)
-        facts.append(f"User {job.user} runs {len(mine)} job(s) holding {gpus} GPU(s) now; the "
-                     "limit itself is in Slurm's accounting (sacctmgr show assoc "
-                     f"user={job.user}; sacctmgr show qos).")
-        summary += (f" {job.user} runs {len(mine)} job(s) with {gpus} GPU(s) now; it starts "
-                    "when enough of them end or the limit is raised.")
+        summary, more = _limit(job, jobs, r, summary, data)
+        facts += more
     elif r.kind == reasons.NEVER:
         summary = f"Job {job_id} will never start as it is ({r.code}): {r.text}."
     for row in shown:
@@ -465,6 +471,87 @@ def _nodes_summary(job: SlurmJobView, r: reasons.Reason, nodes: dict[str, SlurmN
     elif named:
         summary += f" Slurm names {', '.join(named)} as unavailable."
     return summary, listed[:MAX_NODES_SHOWN]
+
+
+# the TRES a limit code's resource word stands for in sacctmgr
+_LIMIT_TRES = {"GRES": "gres/gpu", "Cpu": "cpu", "CPU": "cpu", "Mem": "mem", "Memory": "mem",
+               "Node": "node", "Billing": "billing", "Energy": "energy", "License": "license"}
+
+
+def _limit_setting(code: str) -> tuple[str, str | None, str]:
+    """The sacctmgr setting a limit reason names, the TRES it limits (None for job counts
+    and wall time) and its scope (``qos`` or ``association``): ``QOSMaxGRESPerUser`` ->
+    (``MaxTRESPerUser``, ``gres/gpu``, ``qos``); ``AssocGrpGRES`` -> (``GrpTRES``,
+    ``gres/gpu``, ``association``); ``AssocMaxJobsLimit`` -> (``MaxJobs``, None, ...)."""
+    m = reasons._LIMIT.match(code)  # the one reading of a limit code's name
+    scope = "association" if code.startswith("Assoc") else "qos"
+    if m is None:  # AccountingPolicy, QOSJobLimit, ...: the code is all Slurm says
+        return code, None, scope
+    _, kind, what, per, _ = m.groups()
+    per = per or ""
+    if what in ("Jobs", "Job", "SubmitJobs", "SubmitJob"):
+        jobs = "SubmitJobs" if what.startswith("Submit") else "Jobs"
+        return f"{kind}{jobs}{per if per not in ('', 'Limit') else ''}", None, scope
+    if what in ("Wall", "WallDuration"):
+        return f"{kind}Wall{'DurationPerJob' if per == 'PerJob' else ''}", None, scope
+    tres = _LIMIT_TRES.get(what)
+    minutes = "RunMins" if per == "RunMinutes" else "Mins" if "Minutes" in per else ""
+    per_what = per if per.startswith("Per") else "PerJob" if per == "MinutesPerJob" else ""
+    return f"{kind}TRES{minutes}{per_what}", tres, scope
+
+
+def _limit(job: SlurmJobView, jobs: list[SlurmJobView], r: reasons.Reason, summary: str,
+           data: dict[str, Any]) -> tuple[str, list[str]]:
+    """The QOS or association limit that holds a job: the job's QOS or account, the
+    sacctmgr setting the reason names, and the running jobs that count against it now (a
+    per-user limit: its owner's jobs there; an aggregate or job-count one: every job
+    there)."""
+    setting, tres, scope = _limit_setting(r.code)
+    per_user = "PerUser" in setting or (scope == "association" and setting.startswith("Max"))
+    if scope == "qos":
+        where = f"QOS {job.qos}" if job.qos else "its QOS"
+        counted = [j for j in jobs if j.state == "RUNNING" and j.qos == job.qos]
+        show = f"sacctmgr show qos {job.qos or '<qos>'}"
+        raise_ = f"sacctmgr modify qos {job.qos or '<qos>'} set {setting}=..."
+    else:
+        where = (f"the association of user {job.user} in account {job.account}"
+                 if job.account else f"the association of user {job.user}")
+        counted = [j for j in jobs if j.state == "RUNNING" and j.account == job.account]
+        show = f"sacctmgr show assoc where account={job.account or '<account>'}"
+        raise_ = (f"sacctmgr modify account {job.account or '<account>'} set {setting}=..."
+                  if setting.startswith("Grp") else
+                  f"sacctmgr modify user {job.user} where account={job.account or '<account>'}"
+                  f" set {setting}=...")
+    per_job = setting.endswith(("PerJob", "PerNode", "PerTask"))
+    if per_user:
+        counted = [j for j in counted if j.user == job.user]
+    if per_job:  # the job alone is over it: what others run does not count
+        counted = []
+    gpus = sum(j.gpus_allocated or j.gpus_requested for j in counted)
+    named = setting + (f" ({tres})" if tres else "") if setting != r.code else \
+        f"the limit Slurm calls {r.code}"
+    data["limit"] = {"scope": scope, "setting": setting, "tres": tres,
+                     "qos": job.qos or None, "account": job.account or None,
+                     "per_user": per_user, "holders": [j.job_id for j in counted],
+                     "gpus_held": gpus}
+    owner = f"{job.user}'s " if per_user else ""
+    if per_job:
+        use = f"it asks for {job.gpus_requested} GPU(s), {job.num_cpus} CPU(s) by itself"
+        then = "It cannot start until the limit is raised or it asks for less"
+    elif counted:
+        use = (f"{owner}running job(s) there: " + ", ".join(str(j.job_id) for j in counted[:10])
+               + (f" and {len(counted) - 10} more" if len(counted) > 10 else "")
+               + f", holding {gpus} GPU(s)")
+        then = "It starts when enough of them end or the limit is raised"
+    else:
+        use = f"no {owner}running job there in gpuwarden's view"
+        then = "It starts when the limit is raised or usage drops"
+    summary += f" The limit: {named} of {where}; {use}. {then} ({raise_})."
+    facts = [f"The limit is {named} of {where} (see it with: {show}).",
+             f"Counted against it now: {use}."]
+    if job.gpus_requested and not per_job:
+        facts.append(f"Job {job.job_id} would add {job.gpus_requested} GPU(s).")
+    return summary, facts
 
 
 def _dependency(job: SlurmJobView, jobs: list[SlurmJobView], summary: str,

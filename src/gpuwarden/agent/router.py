@@ -24,7 +24,8 @@ NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driv
 JOB = re.compile(r"\bjob(?:\s+id)?\s*#?\s*(\d+)\b", re.I)
 ENDED = re.compile(r"\b(fail(s|ed|ure)?|crash(ed|es)?|die[ds]?|killed|exit(ed)?|exit code|"
                    r"error|end(ed)?|finish(ed)?|complete[ds]?|succeed(ed)?|cancel+ed|"
-                   r"time[ds]? ?out|oom|out of memory|what happened|how did)\b", re.I)
+                   r"time[ds]? ?out|oom|out of memory|stop(ped|s)?|abort(ed|s)?|what happened|"
+                   r"how did)\b", re.I)
 USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
 
 

@@ -152,7 +152,8 @@ async def query_metrics(ctx: RunContext[AgentDeps], selector: str,
         values = [v for _, v in s.points]
         if values:
             rows.append({"labels": {k: v for k, v in s.labels.items()
-                                    if k in ("node", "gpu", "Hostname", "job_id", "user")},
+                                    if k in ("node", "gpu", "Hostname", "hostname", "job_id",
+                                             "user")},
                          "metric": s.metric, "min": round(min(values), 2),
                          "mean": round(statistics.fmean(values), 2),
                          "max": round(max(values), 2), "last": round(values[-1], 2)})

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -18,11 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpuwarden import __version__
 from gpuwarden.api.auth import control_plane, require
+from gpuwarden.api.security import SecurityHeaders, page_policy
 from gpuwarden.api.web import build_web_router
+from gpuwarden.diskspace import disk_full, is_disk_full
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
 from gpuwarden.metrics.model import SelectorError
 from gpuwarden.nodeclient import NodeError
-from gpuwarden.services import alerts, cluster, efficiency, jobreport, reclaim, slurm
+from gpuwarden.services import alerts, checks, cluster, efficiency, jobreport, reclaim, slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionResult,
@@ -30,17 +34,20 @@ from gpuwarden.services.models import (
     AlertDetail,
     AlertView,
     AuditEntry,
+    CheckRequest,
     EfficiencyReport,
     GpuDetail,
     GpuHistory,
     GpuView,
     JobReport,
     NewSilence,
+    NodeChecks,
     NodeDetail,
     NodeView,
     Overview,
     QueryResult,
     RuleView,
+    SeriesList,
     SilenceView,
     SlurmJobDetail,
     SlurmJobView,
@@ -53,6 +60,7 @@ from gpuwarden.services.models import (
 )
 from gpuwarden.state.tokens import Principal
 
+log = logging.getLogger(__name__)
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Operator = Annotated[Principal, Depends(require("operator"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -92,8 +100,8 @@ class NewToken(BaseModel):
 
 def _problem(status: int, detail: str, headers=None, errors=None) -> JSONResponse:
     titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              409: "Conflict", 422: "Unprocessable Content", 502: "Bad Gateway",
-              503: "Service Unavailable"}
+              409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
+              502: "Bad Gateway", 503: "Service Unavailable"}
     body = Problem(title=titles.get(status, "Error"), status=status, detail=detail,
                    errors=errors).model_dump(exclude_none=True)
     return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
@@ -127,6 +135,18 @@ def build_router() -> APIRouter:
     def get_node(name: str, cp: CP, who: Viewer) -> NodeDetail:
         return cluster.get_node(cp, name)
 
+    @r.get("/nodes/{name}/checks", response_model=NodeChecks, tags=["cluster"],
+           responses={404: {"model": Problem}})
+    def get_node_checks(name: str, cp: CP, who: Viewer,
+                        history: Annotated[int, Query(ge=1, le=500)] = 20) -> NodeChecks:
+        return checks.node_checks(cp, name, history)
+
+    @r.post("/nodes/{name}/checks", response_model=NodeChecks, tags=["cluster"],
+            responses={404: {"model": Problem}})
+    async def run_node_checks(name: str, body: CheckRequest, cp: CP,
+                              who: Operator) -> NodeChecks:
+        return (await checks.run(cp, [name], body.level, who=who.name))[0]
+
     @r.get("/gpus", response_model=list[GpuView], tags=["gpus"])
     def get_gpus(cp: CP, who: Viewer, node: str | None = None, state: GpuStateQ | None = None,
                  job: str | None = None, user: str | None = None) -> list[GpuView]:
@@ -158,6 +178,20 @@ def build_router() -> APIRouter:
     ) -> QueryResult:
         return await cluster.query(cp, selector, start=start, end=end, step=step,
                                    aggregation=aggregation, limit=limit)
+
+    @r.get("/series", response_model=SeriesList, tags=["metrics"])
+    async def get_series(
+        cp: CP, who: Viewer,
+        match: Annotated[list[str], Query(alias="match[]", min_length=1, max_length=20,
+                                          examples=[['DCGM_FI_DEV_GPU_UTIL{node="node1"}']],
+                                          description="a series selector; repeat for more")],
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    ) -> SeriesList:
+        for text in match:
+            if not 1 <= len(text) <= 2000:
+                raise SelectorError(f"match[] {text[:40]!r}...: a selector is 1 to 2000 "
+                                    "characters")
+        return await cluster.series(cp, match, limit=limit)
 
     @r.get("/stream", tags=["cluster"],
            responses={200: {"content": {"text/event-stream": {}},
@@ -402,11 +436,13 @@ def _mount_docs(app: FastAPI) -> None:
 
     @app.get(DOCS, include_in_schema=False)
     def docs() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=app.openapi_url or "", title="gpuwarden API",
             swagger_js_url=f"{DOCS}/assets/swagger-ui-bundle.js",
             swagger_css_url=f"{DOCS}/assets/swagger-ui.css",
             swagger_favicon_url=f"{DOCS}/assets/favicon-32x32.png")
+        page.headers["Content-Security-Policy"] = page_policy(page.body.decode())
+        return page
 
 
 def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any = None
@@ -448,6 +484,11 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
     )
     app.state.cp = cp
     app.state.agent, app.state.agent_model = None, agent_model
+    app.add_middleware(SecurityHeaders)
+    if cp is not None and cp.config.trusted_proxies:  # their X-Forwarded-Proto/-For only
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=cp.config.trusted_proxies)
     app.include_router(build_router())
     app.include_router(build_agent_router())
 
@@ -494,11 +535,26 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
 
     @app.exception_handler(SelectorError)
     async def bad_selector(request: Request, exc: SelectorError) -> JSONResponse:
-        return _problem(422, str(exc), errors=[{"field": "selector", "in": "query",
+        field = "match[]" if request.url.path.endswith("/series") else "selector"
+        return _problem(422, str(exc), errors=[{"field": field, "in": "query",
                                                 "message": str(exc)}])
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
         return _problem(422, str(exc))
+
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def cannot_write(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
+        if is_disk_full(exc):  # reads keep working; this change waits for space
+            return _problem(503, f"the state database cannot write: {disk_full(cp.db.path)}; "
+                                 f"free some space under {cp.db.path.parent}",
+                            headers={"Retry-After": "60"})
+        log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return await internal(request, exc)
+
+    @app.exception_handler(Exception)  # Starlette logs the traceback of these itself
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(500, f"internal error ({type(exc).__name__}); the server's log has "
+                             "the details")
 
     return app

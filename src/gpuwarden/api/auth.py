@@ -1,5 +1,6 @@
-"""API authentication: ``Authorization: Bearer <token>`` or the UI's session cookie.
-Roles: a viewer reads, an operator acts, an admin manages tokens and configuration."""
+"""API authentication: ``Authorization: Bearer <token>`` or the UI's session cookie (which
+changes state only from this site's own pages).  Roles: a viewer reads, an operator acts, an
+admin manages tokens and configuration."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request
 
+from gpuwarden.api.security import cross_site_refusal
+from gpuwarden.bearer import bearer_token
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.state.tokens import Principal, role_at_least
 
@@ -19,10 +22,12 @@ def control_plane(request: Request) -> ControlPlane:
 
 def principal(request: Request) -> Principal:
     cp: ControlPlane = request.app.state.cp
-    header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    token = bearer_token(request.headers.get("authorization", ""))
     if not token:
         token = request.cookies.get(SESSION_COOKIE, "")
+        refusal = cross_site_refusal(request) if token else None
+        if refusal is not None:  # a cookie rides along on any site's request; a token never
+            raise HTTPException(403, refusal)
     if not token:
         raise HTTPException(401, "Send an API token as 'Authorization: Bearer <token>' "
                                  "(create one with `gpuwarden token create`).",

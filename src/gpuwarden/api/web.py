@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import BaseModel
 
 from gpuwarden.api.auth import SESSION_COOKIE
+from gpuwarden.api.security import page_policy
 from gpuwarden.services.context import ControlPlane
 
 DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
@@ -73,6 +74,8 @@ def build_web_router(dist: Path = DIST) -> APIRouter:
             headers = {"Cache-Control": "public, max-age=31536000, immutable" if immutable
                        else "public, max-age=300"}
             return FileResponse(candidate, headers=headers)
-        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+        return FileResponse(index, headers={
+            "Cache-Control": "no-cache",
+            "Content-Security-Policy": page_policy(index.read_text(errors="replace"))})
 
     return r

@@ -9,6 +9,8 @@ Usable as a library with no server running::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from gpuwarden.gpu.model import (
     APPLICATION_XIDS,
     GpuIdentity,
@@ -47,6 +49,8 @@ def open_source(
     sim_model: str = "h100",
     sim_profiles: dict[int, str] | None = None,
     hostname: str = "localhost",
+    sim_faults: dict[int, str] | None = None,
+    sim_fault_file: Path | None = None,
 ) -> GpuSource:
     """A started GPU source.  ``auto`` means NVML and never falls back to simulation
     silently: without GPUs it raises :class:`NoGpuFound`, whose message says how to ask
@@ -54,7 +58,8 @@ def open_source(
     if backend == "sim":
         from gpuwarden.gpu.sim import SimSource
 
-        source: GpuSource = SimSource(sim_gpus, sim_model, sim_profiles, hostname=hostname)
+        source: GpuSource = SimSource(sim_gpus, sim_model, sim_profiles, hostname=hostname,
+                                      faults=sim_faults, fault_file=sim_fault_file)
     elif backend in ("nvml", "auto"):
         from gpuwarden.gpu.nvml import NvmlSource
 

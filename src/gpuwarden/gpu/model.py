@@ -59,6 +59,20 @@ class XidCount:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthReadings:
+    """What the node health checks read beside the metric fields (never exported as
+    series): the PCIe link now and at its maximum, the default power limit, and whether a
+    row remap waits for a GPU reset.  None where the GPU cannot tell."""
+
+    pcie_gen: int | None = None
+    pcie_gen_max: int | None = None
+    pcie_width: int | None = None
+    pcie_width_max: int | None = None
+    power_limit_default_w: float | None = None
+    row_remap_pending: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GpuSample:
     identity: GpuIdentity
     up: bool
@@ -68,6 +82,7 @@ class GpuSample:
     xids: tuple[XidCount, ...] = ()
     last_xid: int | None = None  # value of the latest XID, None when XIDs cannot be watched
     error: str | None = None  # why ``up`` is False
+    readings: HealthReadings | None = None  # for the node health checks
 
     @property
     def index(self) -> int:
@@ -97,6 +112,7 @@ class GpuPoll:
     driver_version: str = ""
     # NVML return-code name -> how many calls failed with it during this poll
     errors: Mapping[str, int] = field(default_factory=dict)
+    cuda_driver_version: str = ""  # the CUDA version the driver supports ("12.4")
 
 
 class GpuSource(Protocol):

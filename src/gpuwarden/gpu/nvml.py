@@ -32,6 +32,7 @@ from gpuwarden.gpu.model import (
     GpuPoll,
     GpuProcess,
     GpuSample,
+    HealthReadings,
     NoGpuFound,
     SourceHealth,
     XidCount,
@@ -97,6 +98,8 @@ class _Device:
     gpm_sample: Any = None
     xid_watched: bool = False
     lost: str | None = None
+    # what does not change while the driver stays loaded: read once, on the first poll
+    static: tuple[int | None, int | None, float | None] | None = None
 
 
 @dataclass
@@ -139,6 +142,7 @@ class NvmlSource:
         self._now = wall_clock
         self._devices: list[_Device] = []
         self._driver_version = ""
+        self._cuda_version = ""
         self._initialised = False
         self._down_reason: str | None = None
         self._backoff = backoff_initial
@@ -181,6 +185,7 @@ class NvmlSource:
         nvml.nvmlInit()
         self._initialised = True
         self._driver_version = _text(nvml.nvmlSystemGetDriverVersion())
+        self._cuda_version = self._read_cuda_version()
         devices = []
         for index in range(nvml.nvmlDeviceGetCount()):
             handle = nvml.nvmlDeviceGetHandleByIndex(index)
@@ -202,6 +207,14 @@ class NvmlSource:
             devices.append(device)
         self._devices = devices
         self._start_xid_thread()
+
+    def _read_cuda_version(self) -> str:
+        """``nvmlSystemGetCudaDriverVersion`` (12040) as ``12.4``; "" when unsupported."""
+        try:
+            version = int(self._nvml.nvmlSystemGetCudaDriverVersion())
+        except (self._nvml.NVMLError, AttributeError):
+            return ""
+        return f"{version // 1000}.{version % 1000 // 10}"
 
     def _minor_number(self, handle: Any, index: int) -> int:
         try:
@@ -241,6 +254,7 @@ class NvmlSource:
             health=health,
             driver_version=self._driver_version,
             errors=dict(self._errors),
+            cuda_driver_version=self._cuda_version,
         )
 
     def _down_sample(self, device: _Device, reason: str) -> GpuSample:
@@ -359,6 +373,7 @@ class NvmlSource:
             )
             clock_events = clock_events_from_mask(int(mask)) if mask is not None else {}
             processes = self._read_processes(device)
+            readings = self._read_readings(device)
         except _GpuLost as exc:
             if device.lost is None:
                 log.error("GPU %d (%s) lost: %s", device.identity.index, device.identity.uuid, exc)
@@ -376,7 +391,34 @@ class NvmlSource:
             processes=processes,
             xids=xids,
             last_xid=last if device.xid_watched else None,
+            readings=readings,
         )
+
+    def _read_readings(self, device: _Device) -> HealthReadings:
+        """The PCIe link (now and at most), the default power limit and a pending row
+        remap, for the node health checks; an unsupported one is None and not asked again."""
+        nvml = self._nvml
+        handle = device.handle
+        call = self._call
+        if device.static is None:
+            gen_max = call(device, "pcie_gen_max",
+                           lambda: nvml.nvmlDeviceGetMaxPcieLinkGeneration(handle))
+            width_max = call(device, "pcie_width_max",
+                             lambda: nvml.nvmlDeviceGetMaxPcieLinkWidth(handle))
+            default = call(device, "power_limit_default",
+                           lambda: nvml.nvmlDeviceGetPowerManagementDefaultLimit(handle))
+            device.static = (None if gen_max is None else int(gen_max),
+                             None if width_max is None else int(width_max),
+                             None if default is None else default / 1000.0)
+        gen = call(device, "pcie_gen", lambda: nvml.nvmlDeviceGetCurrPcieLinkGeneration(handle))
+        width = call(device, "pcie_width", lambda: nvml.nvmlDeviceGetCurrPcieLinkWidth(handle))
+        remap = call(device, "remapped_rows", lambda: nvml.nvmlDeviceGetRemappedRows(handle))
+        gen_max, width_max, default = device.static
+        return HealthReadings(
+            pcie_gen=None if gen is None else int(gen), pcie_gen_max=gen_max,
+            pcie_width=None if width is None else int(width), pcie_width_max=width_max,
+            power_limit_default_w=default,
+            row_remap_pending=None if remap is None else bool(remap[2]))
 
     def _read_memory(self, device: _Device, fields: dict[str, float]) -> None:
         nvml = self._nvml

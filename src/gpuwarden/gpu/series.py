@@ -10,7 +10,8 @@ scraper hands the same groups, with its ``node`` label added, to the store
 Prometheus scraping the node holds: the same names (as exposed: dcgm-exporter's counters
 keep their names, ``gpuwarden_xid_errors_total`` keeps its ``_total``), the same label keys
 (dcgm-exporter's ``gpu``, ``UUID``, ``pci_bus_id``, ``device``, ``modelName``,
-``Hostname``, ``DCGM_FI_DRIVER_VERSION``), the same samples.
+``Hostname``, ``DCGM_FI_DRIVER_VERSION``; ``DCGM_FI_DEV_XID_ERRORS`` adds ``err_code`` and
+``err_msg`` as dcgm-exporter has since 3.3.6), the same samples.
 
 The groups are columnar for the ingest's sake (at 1,000 nodes a Python object per sample
 was most of its cost): one group holds every reading of a GPU under one label dict; only
@@ -31,12 +32,17 @@ from typing import Any, NamedTuple
 from prometheus_client.metrics_core import Metric
 
 from gpuwarden.gpu.fields import FIELDS
+from gpuwarden.gpu.xid_messages import xid_message
 
 NO_LABELS: Mapping[str, str] = {}  # never changed
 
 # dcgm-exporter's labels on every GPU series, in its order.
 GPU_LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname",
               "DCGM_FI_DRIVER_VERSION")
+# The name of the host label: dcgm-exporter's ``Hostname`` (the default), or ``hostname``,
+# what dcgm-exporter renames it to (NVIDIA/dcgm-exporter#655); a node chooses with
+# ``gpuwarden node --hostname-label`` and its snapshot says which (``node.hostname_label``).
+HOSTNAME_LABELS = ("Hostname", "hostname")
 
 XID_ERRORS = "DCGM_FI_DEV_XID_ERRORS"  # from the GPU's last XID, not from its fields
 GPU_UP = "gpuwarden_gpu_up"
@@ -112,6 +118,7 @@ _UP, _DOWN = (GPU_UP,), (0.0,)
 _INFO, _ONE = (GPU_INFO,), (1.0,)
 _EVENT, _ACTIVE, _INACTIVE = (CLOCK_EVENT,), (1.0,), (0.0,)
 _XID = (XID_TOTAL, XID_LAST_SEEN)
+_LAST_XID = (XID_ERRORS,)
 _JOB = (JOB_INFO,)
 _BUILD = (BUILD_INFO,)
 _ERRORS = (COLLECTOR_ERRORS,)
@@ -132,13 +139,14 @@ def node_series(doc: Mapping[str, Any],
     ts = doc["timestamp"]
     node = doc["node"]
     host, backend = node["hostname"], node["backend"]
+    host_label = node["hostname_label"]
     driver = node["driver_version"]
     out = [build_info(node["version"], backend, ts, base)]
     append = out.append
     for gpu in doc["gpus"]:
         index, uuid = str(gpu["index"]), gpu["uuid"]
         labels = {**base, "gpu": index, "UUID": uuid, "pci_bus_id": gpu["pci_bus_id"],
-                  "device": gpu["device"], "modelName": gpu["name"], "Hostname": host,
+                  "device": gpu["device"], "modelName": gpu["name"], host_label: host,
                   "DCGM_FI_DRIVER_VERSION": driver}
         if gpu["up"]:
             fields = gpu["fields"]
@@ -152,20 +160,22 @@ def node_series(doc: Mapping[str, Any],
                     if name in _FIELD_NAMES:
                         names.append(name)
                         values.append(value)
-            last_xid = gpu["last_xid"]
-            if last_xid is not None:
-                names.append(XID_ERRORS)
-                values.append(float(last_xid))
             names.append(GPU_PROCESSES)
             values.append(len(gpu["processes"]))
             append(SeriesGroup(labels, ts, names, values))
+            last_xid = gpu["last_xid"]
+            if last_xid is not None:  # dcgm-exporter's labels: the code and its name
+                code = int(last_xid)
+                append(SeriesGroup({**labels, "err_code": str(code),
+                                    "err_msg": xid_message(code)}, ts, _LAST_XID,
+                                   (float(last_xid),)))
         else:
             append(SeriesGroup(labels, ts, _UP, _DOWN))
         append(SeriesGroup({**labels, "backend": backend,
                             "simulated": _KIND[gpu["simulated"]]}, ts, _INFO, _ONE))
         events, xids, jobs = gpu["clock_events"], gpu["xids"], gpu["jobs"]
         if events or xids or jobs:
-            short = {**base, "gpu": index, "UUID": uuid, "Hostname": host}
+            short = {**base, "gpu": index, "UUID": uuid, host_label: host}
             for reason, active in events.items():
                 append(SeriesGroup({**short, "reason": reason}, ts, _EVENT,
                                    _ACTIVE if active else _INACTIVE))

@@ -13,10 +13,21 @@ The temperature lags its target with a time constant of 30 s, so a GPU that star
 ``thermal-throttle`` job reaches its slowdown temperature about a minute later.
 ``GPUWARDEN_SIM_THERMAL_LAG_S`` (seconds, > 0) sets another time constant for the sources a
 process creates: the tests' live clusters use a few seconds, so as not to wait for the heat.
+
+Faults (:data:`FAULTS`) are what the node health checks find, set apart from the load
+profile (which follows Slurm): ``pcie-degraded`` (the link trained at x8 gen 3 of x16 gen 5),
+``row-remap-pending`` (an uncorrectable row remapped, waiting for a GPU reset),
+``gpu-missing`` (the GPU is not listed at all), ``slow`` (hardware slowdown and power brake
+active even at idle, clocks at half) and ``ecc-storm`` (double-bit ECC errors growing every
+poll, XID 48).  ``--sim-fault`` sets them like ``--sim-profile`` (``slow`` on every GPU;
+``gpu-missing`` alone hides the last one; ``1=pcie-degraded``), and ``--sim-fault-file``
+names a file in the same syntax, read again whenever it changes, so a fault can clear while
+the node runs (an empty or missing file: no fault).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -25,13 +36,26 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from gpuwarden.gpu.model import GpuIdentity, GpuPoll, GpuSample, SourceHealth, XidCount
+from gpuwarden.gpu.model import (
+    GpuIdentity,
+    GpuPoll,
+    GpuSample,
+    HealthReadings,
+    SourceHealth,
+    XidCount,
+)
+
+log = logging.getLogger(__name__)
 
 PROFILES: tuple[str, ...] = ("idle", "train", "inference", "thermal-throttle", "xid-storm", "lost")
+FAULTS: tuple[str, ...] = ("pcie-degraded", "row-remap-pending", "gpu-missing", "slow",
+                           "ecc-storm")
 
 MIB = 1024 * 1024
 SIM_DRIVER_VERSION = "550.54.15-sim"
+SIM_CUDA_VERSION = "12.4"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +71,7 @@ class SimModel:
     slowdown_temp_c: float
     datacenter: bool  # ECC, remapped rows, memory temperature, profiling metrics
     nvlink: bool
+    pcie_gen: int = 5  # the link generation it trains at in a matching slot
 
 
 MODELS: tuple[SimModel, ...] = (
@@ -54,10 +79,10 @@ MODELS: tuple[SimModel, ...] = (
              87, True, True),
     SimModel("NVIDIA H200", ("h200",), 143771, 700, 75, 1980, 345, 3201, 87, True, True),
     SimModel("NVIDIA A100-SXM4-80GB", ("a100", "a100-80gb"), 81920, 400, 55, 1410, 210, 1593,
-             85, True, True),
-    SimModel("NVIDIA L4", ("l4",), 23034, 72, 16, 2040, 210, 6251, 83, True, False),
+             85, True, True, 4),
+    SimModel("NVIDIA L4", ("l4",), 23034, 72, 16, 2040, 210, 6251, 83, True, False, 4),
     SimModel("NVIDIA GeForce RTX 4090", ("rtx4090", "4090"), 24564, 450, 22, 2520, 210, 10501,
-             83, False, False),
+             83, False, False, 4),
 )
 
 
@@ -96,6 +121,37 @@ def parse_profiles(spec: str | None, gpus: int) -> dict[int, str]:
     return profiles
 
 
+def parse_faults(spec: str | None, gpus: int, source: str = "--sim-fault") -> dict[int, str]:
+    """``"slow"`` (every GPU; ``gpu-missing`` alone: the last GPU), ``"1=pcie-degraded,
+    2=slow"`` or ``"none"``/empty (no fault) -> fault per GPU index."""
+    spec = (spec or "").strip()
+    if not spec or spec == "none":
+        return {}
+    if "=" not in spec:
+        _check_fault(spec, source)
+        return {gpus - 1: spec} if spec == "gpu-missing" else {i: spec for i in range(gpus)}
+    faults = {}
+    for part in spec.split(","):
+        index_text, _, fault = part.partition("=")
+        try:
+            index = int(index_text)
+        except ValueError:
+            raise ValueError(f"{source}: {index_text.strip()!r} is not a GPU index; write "
+                             "INDEX=FAULT, e.g. 1=pcie-degraded") from None
+        if not 0 <= index < gpus:
+            raise ValueError(f"{source}: GPU {index} does not exist (0..{gpus - 1})")
+        fault = fault.strip()
+        _check_fault(fault, source)
+        faults[index] = fault
+    return faults
+
+
+def _check_fault(fault: str, source: str) -> None:
+    if fault not in FAULTS:
+        raise ValueError(f"{source}: unknown fault {fault!r}; choose one of: "
+                         f"{', '.join(FAULTS)} (or none)")
+
+
 def _check_profile(profile: str) -> None:
     if profile not in PROFILES:
         raise ValueError(
@@ -117,6 +173,8 @@ class _GpuState:
     phase: float = 0.0
     thermal_violation_ns: float = 0.0
     power_violation_ns: float = 0.0
+    fault: str | None = None
+    dbe_volatile: float = 0.0  # double-bit ECC errors an ecc-storm has made
 
 
 # Utilization targets (mean, jitter) and memory use (fraction of total) per profile.
@@ -166,6 +224,8 @@ class SimSource:
         seed: int | None = None,
         clock: Callable[[], float] = time.time,
         thermal_lag: float | None = None,
+        faults: Mapping[int, str] | None = None,
+        fault_file: Path | None = None,
     ) -> None:
         if gpus < 1:
             raise ValueError("--sim-gpus must be at least 1")
@@ -195,6 +255,10 @@ class SimSource:
             self._gpus.append(state)
         self._last = clock()
         self._settled = False  # the first poll shows each profile in its steady state
+        self._base_faults = dict(faults or {})
+        self.set_faults(self._base_faults)
+        self._fault_file = fault_file
+        self._fault_stamp: tuple[int, int] | None = None  # (mtime_ns, size) last read
 
     # The source protocol --------------------------------------------------------------------
 
@@ -206,18 +270,21 @@ class SimSource:
 
     def poll(self) -> GpuPoll:
         now = self._clock()
+        self._read_fault_file()
         with self._lock:
             dt = max(0.0, now - self._last) if self._settled else 0.0
             self._settled = True
             self._last = now
-            samples = tuple(self._step(g, dt, now) for g in self._gpus)
+            samples = tuple(self._step(g, dt, now) for g in self._gpus
+                            if g.fault != "gpu-missing")
         lost = [str(s.index) for s in samples if not s.up]
         health = (
             SourceHealth("degraded", f"GPU {', '.join(lost)} not responding")
             if lost
             else SourceHealth("ok")
         )
-        return GpuPoll(now, self.backend, samples, health, SIM_DRIVER_VERSION)
+        return GpuPoll(now, self.backend, samples, health, SIM_DRIVER_VERSION,
+                       cuda_driver_version=SIM_CUDA_VERSION)
 
     # Control ---------------------------------------------------------------------------------
 
@@ -237,6 +304,39 @@ class SimSource:
             for g in self._gpus:
                 if g.identity.index in profiles:
                     g.profile = profiles[g.identity.index]
+
+    def faults(self) -> dict[int, str]:
+        with self._lock:
+            return {g.identity.index: g.fault for g in self._gpus if g.fault}
+
+    def set_faults(self, faults: Mapping[int, str]) -> None:
+        """The GPUs' faults from now on (a GPU not named has none)."""
+        for fault in faults.values():
+            _check_fault(fault, "faults")
+        with self._lock:
+            for g in self._gpus:
+                g.fault = faults.get(g.identity.index)
+
+    def _read_fault_file(self) -> None:
+        """Apply the fault file when it changed since the last poll; a file that does not
+        parse is logged and the faults stay as they were."""
+        if self._fault_file is None:
+            return
+        try:
+            st = self._fault_file.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._fault_stamp:
+            return
+        self._fault_stamp = stamp
+        try:
+            text = self._fault_file.read_text() if stamp is not None else ""
+            faults = parse_faults(text, len(self._gpus), str(self._fault_file))
+        except (OSError, ValueError) as exc:
+            log.warning("simulated faults unchanged: %s", exc)
+            return
+        self.set_faults(faults if stamp is not None else self._base_faults)
 
     # Physics ---------------------------------------------------------------------------------
 
@@ -266,7 +366,10 @@ class SimSource:
 
         thermal = g.temp >= m.slowdown_temp_c
         power_capped = power >= m.power_limit_w * 0.98 and not thermal
-        if util == 0.0:
+        slow = g.fault == "slow"
+        if slow:  # a broken power brake or slowdown line: half clocks whatever the load
+            sm_clock = m.sm_clock_max * 0.5 if util else m.sm_clock_idle
+        elif util == 0.0:
             sm_clock = m.sm_clock_idle
         elif thermal:
             sm_clock = m.sm_clock_max * 0.55
@@ -330,6 +433,16 @@ class SimSource:
             })
         if m.nvlink:
             fields["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"] = 0.0
+        if m.datacenter and g.fault == "row-remap-pending":
+            fields["DCGM_FI_DEV_UNCORRECTABLE_REMAPPED_ROWS"] = 1.0
+        if m.datacenter and g.fault == "ecc-storm":
+            g.dbe_volatile += 3
+            fields["DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"] = g.dbe_volatile
+            fields["DCGM_FI_DEV_ECC_DBE_AGG_TOTAL"] = g.dbe_volatile
+            fields["DCGM_FI_DEV_ECC_SBE_VOL_TOTAL"] = g.dbe_volatile * 40
+            previous = g.xids.get(48)
+            g.xids[48] = XidCount(48, (previous.count if previous else 0) + 1, now)
+            g.last_xid = 48
 
         if g.profile == "xid-storm" and g.rng.random() < 0.5:
             xid = g.rng.choice(_XID_STORM)
@@ -341,11 +454,11 @@ class SimSource:
             "gpu_idle": util == 0.0,
             "applications_clocks_setting": False,
             "sw_power_cap": power_capped,
-            "hw_slowdown": thermal,
+            "hw_slowdown": thermal or slow,
             "sync_boost": False,
             "sw_thermal_slowdown": thermal,
             "hw_thermal_slowdown": thermal,
-            "hw_power_brake_slowdown": False,
+            "hw_power_brake_slowdown": slow,
             "display_clock_setting": False,
         }
         return GpuSample(
@@ -355,7 +468,16 @@ class SimSource:
             clock_events=clock_events,
             xids=tuple(sorted(g.xids.values(), key=lambda x: x.xid)),
             last_xid=g.last_xid,
+            readings=self._readings(g),
         )
+
+    def _readings(self, g: _GpuState) -> HealthReadings:
+        gen, width = (3, 8) if g.fault == "pcie-degraded" else (self.model.pcie_gen, 16)
+        return HealthReadings(
+            pcie_gen=gen, pcie_gen_max=self.model.pcie_gen, pcie_width=width,
+            pcie_width_max=16, power_limit_default_w=self.model.power_limit_w,
+            row_remap_pending=(g.fault == "row-remap-pending") if self.model.datacenter
+            else None)
 
 
 def _sim_uuid(hostname: str, index: int) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from gpuwarden.gpu.fields import CLOCK_EVENT_REASONS, FIELDS
+from gpuwarden.gpu.series import HOSTNAME_LABELS
 
 
 class SnapshotRefused(ValueError):
@@ -148,8 +149,13 @@ def validate_snapshot(doc: Any, now: float, limits: Limits = LIMITS) -> dict[str
     hostname = node.get("hostname")
     if type(hostname) is not str or not 0 < len(hostname) <= 253:
         raise SnapshotRefused(f"node.hostname: {_shown(hostname)} is not a host name")
+    host_label = node.get("hostname_label", HOSTNAME_LABELS[0])  # older nodes: Hostname
+    if host_label not in HOSTNAME_LABELS:
+        raise SnapshotRefused(f"node.hostname_label: {_shown(host_label)} is not one of "
+                              f"{', '.join(HOSTNAME_LABELS)}")
     clean_node = {
         "hostname": hostname,
+        "hostname_label": host_label,
         "backend": _text(node, "backend", "node", limits, ""),
         "driver_version": _text(node, "driver_version", "node", limits, ""),
         "version": _text(node, "version", "node", limits, ""),
@@ -444,3 +450,15 @@ def _shown(value: Any) -> str:
     if value is None or type(value) is bool:
         return orjson.dumps(value).decode()
     return _kind(value)
+
+
+def version_mismatch(node_version: str, expected: str) -> str | None:
+    """Why a node's gpuwarden version (a snapshot's ``node.version``, or its ``/healthz``
+    ``version``) is not the control plane's ``expected`` one, or None when it is: the one
+    wording for the scraper, ``up`` and ``status``."""
+    if node_version == expected:
+        return None
+    runs = f"runs gpuwarden {node_version}" if node_version else "reports no gpuwarden version"
+    return (f"the node {runs}, this control plane {expected}: install {expected} on the "
+            "node (a RunPod cluster: point runpod.install at it, then `gpuwarden down` and "
+            "`up`)")

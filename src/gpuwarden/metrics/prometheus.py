@@ -26,6 +26,12 @@ import yaml
 from gpuwarden.metrics.model import AGGREGATIONS, Aggregation, Sample, Selector, Series
 
 DEFAULT_LOOKBACK = 300.0  # seconds: PromQL's default lookback for an instant selector
+# VictoriaMetrics hides the newest 30 s of samples from queries (its -search.latencyOffset:
+# the last points of a range are missing or repeat an older value) and caches range results;
+# gpuwarden's scrapes are complete when written, so it asks for every sample, uncached.
+# VictoriaMetrics releases without the per-query latency_offset (Debian 12's 1.79) need
+# -search.latencyOffset=0s on their command line. Prometheus ignores both args.
+_QUERY_ARGS = {"latency_offset": "0s", "nocache": "1"}
 _FUNCTIONS = {a: f"{a}_over_time" for a in AGGREGATIONS}
 
 
@@ -63,7 +69,7 @@ class PrometheusStore:
         at = self._clock() if now is None else now
         window = max_age if max_age is not None else DEFAULT_LOOKBACK
         data = self._get("/api/v1/query", {"query": f"{selector}[{_duration(window)}]",
-                                           "time": _ts(at)})
+                                           "time": _ts(at), **_QUERY_ARGS})
         out = []
         for item in _result(data, "matrix"):
             values = item.get("values") or []
@@ -82,7 +88,8 @@ class PrometheusStore:
             raise ValueError("step must be a positive number of seconds")
         query = f"{_FUNCTIONS[aggregation]}({selector}[{_duration(step)}])"
         data = self._get("/api/v1/query_range", {"query": query, "start": _ts(start),
-                                                 "end": _ts(end), "step": _ts(step)})
+                                                 "end": _ts(end), "step": _ts(step),
+                                                 **_QUERY_ARGS})
         return [Series(selector.metric, _labels(item),
                        [(float(t), float(v)) for t, v in item.get("values") or []])
                 for item in _result(data, "matrix")]

@@ -47,8 +47,18 @@ from typing import Any
 import httpx
 import orjson
 
+from gpuwarden import __version__
+from gpuwarden.bearer import read_token_file
+from gpuwarden.diskspace import disk_full, is_disk_full
+from gpuwarden.errors import GpuwardenError
 from gpuwarden.gpu.series import SeriesGroup
-from gpuwarden.gpu.wire import LIMITS, Limits, SnapshotRefused, decode_snapshot
+from gpuwarden.gpu.wire import (
+    LIMITS,
+    Limits,
+    SnapshotRefused,
+    decode_snapshot,
+    version_mismatch,
+)
 from gpuwarden.metrics.http import (
     FastHttpClient,
     HttpError,
@@ -115,6 +125,8 @@ class TargetState:
     snapshot: dict[str, Any] | None = None  # the last good snapshot (checked: gpu.wire)
     slurm: dict[str, Any] | None = None  # controller only: the Slurm summary
     slurm_error: str | None = None
+    # the node's gpuwarden is not this control plane's (None: it is): gpu.wire.version_mismatch
+    version_mismatch: str | None = None
 
 
 @dataclass
@@ -133,6 +145,7 @@ class IngestStats:
     failed_batches: int = 0
     lag_seconds: float = 0.0  # age of the oldest sample when its batch was stored
     queued: int = 0
+    write_error: str | None = None  # why the last batch was not stored; None once one is
 
 
 class _TokenCache:
@@ -143,7 +156,7 @@ class _TokenCache:
         mtime = path.stat().st_mtime
         cached = self._cache.get(path)
         if cached is None or cached[0] != mtime:
-            cached = (mtime, path.read_text().strip())
+            cached = (mtime, read_token_file(path, f"token_file {path}"))
             self._cache[path] = cached
         return cached[1]
 
@@ -163,6 +176,10 @@ class Scraper:
     fast_http: bool = True  # plain-http targets use FastHttpClient (see the module doc)
     limits: Limits = LIMITS  # what a node's snapshot may hold (gpu.wire)
     stop_timeout: float = 3.0  # seconds a stop waits for the batch being stored
+    # called with each node's state right after a scrape published it, on the event loop
+    # (reclaim's running peaks, gpuwarden.reclaim.peaks); one that raises is logged
+    subscribers: list[Callable[[TargetState], None]] = field(default_factory=list)
+    expected_version: str = __version__  # every node's gpuwarden must be this one
 
     def __post_init__(self) -> None:
         self.states: dict[str, TargetState] = {}
@@ -180,6 +197,7 @@ class Scraper:
         self._tokens = _TokenCache()
         self._stop = asyncio.Event()
         self._abandoned = False  # a stop gave up on the writer: store nothing more
+        self._failure_logged = -60.0  # monotonic time of the last "cannot write" log line
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -296,8 +314,10 @@ class Scraper:
                 error = str(exc)[:300]
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__
-            except OSError as exc:  # token file unreadable
+            except OSError as exc:  # token file gone (stat)
                 error = f"token_file: {exc.strerror}"
+            except GpuwardenError as exc:  # token file unreadable, empty or too short
+                error = str(exc)[:300]
             if bad is not None:
                 state.garbage_total += 1
                 snapshot, groups = None, []
@@ -316,6 +336,11 @@ class Scraper:
             state.consecutive_failures = 0
             state.last_success = now
             state.snapshot = snapshot
+            if snapshot is not None:
+                mismatch = version_mismatch(snapshot["node"]["version"], self.expected_version)
+                if mismatch is not None and mismatch != state.version_mismatch:
+                    log.warning("node %s: %s", target.name, mismatch)
+                state.version_mismatch = mismatch
         else:
             if state.up or state.consecutive_failures == 0:
                 log.warning("node %s: scrape failed: %s", target.name, error)
@@ -328,6 +353,11 @@ class Scraper:
             labels = self._node_labels[target.name] = {"node": target.name}
         groups.append(SampleGroup(labels, now, ("up", "scrape_duration_seconds"),
                                   (1.0 if error is None else 0.0, duration)))
+        for subscriber in self.subscribers:
+            try:
+                subscriber(state)
+            except Exception:
+                log.exception("node %s: a subscriber to its scrape failed", target.name)
         self._queue.append((now, groups))
         self.version += 1
         self.changed.set()
@@ -418,6 +448,26 @@ class Scraper:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.flush_every)
 
+    def _write_failed(self, exc: Exception, count: int) -> None:
+        """A batch the store refused is dropped and counted; a full disk is a state that
+        ``/status`` shows, logged one line a minute (a traceback only for other errors,
+        once a minute too), and the next batch that is stored ends it."""
+        self.ingest.failed_batches += 1
+        if self._abandoned:
+            log.warning("stopping: %d samples were not stored", count)
+            return
+        path = getattr(self.store, "path", None)
+        full = is_disk_full(exc)
+        reason = disk_full(path) if full and path is not None else (
+            "disk full" if full else f"{type(exc).__name__}: {exc}")
+        self.ingest.write_error = f"store cannot write: {reason}"
+        now = time.monotonic()
+        if now - self._failure_logged < 60:
+            return
+        self._failure_logged = now
+        log.warning("%s; %d samples dropped (%d batches so far)", self.ingest.write_error,
+                    count, self.ingest.failed_batches, exc_info=None if full else exc)
+
     async def flush(self) -> None:
         """Store what is queued as one batch (in a thread: SQLite must not block the loop)."""
         if not self._queue or self._abandoned:
@@ -433,13 +483,13 @@ class Scraper:
                 await asyncio.to_thread(append_groups, batch)
             else:
                 await asyncio.to_thread(self.store.append, groups_to_samples(batch))
-        except Exception:
-            self.ingest.failed_batches += 1
-            if self._abandoned:
-                log.warning("stopping: %d samples were not stored", count)
-            else:
-                log.exception("storing %d samples failed; they are dropped", count)
+        except Exception as exc:
+            self._write_failed(exc, count)
             return
+        if self.ingest.write_error is not None:
+            log.warning("the store writes again (%d batches were dropped)",
+                        self.ingest.failed_batches)
+            self.ingest.write_error = None
         self.ingest.batches += 1
         self.ingest.samples += count
         self.ingest.lag_seconds = self.clock() - oldest

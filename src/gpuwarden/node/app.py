@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gpuwarden import __version__
+from gpuwarden.bearer import bearer_token
 from gpuwarden.node.exposition import CONTENT_TYPE, Exposition, GpuCollector
 from gpuwarden.node.poller import NodeSnapshot
 
@@ -69,6 +70,7 @@ def snapshot_to_dict(snap: NodeSnapshot, now: float) -> dict[str, Any]:
     return {
         "node": {
             "hostname": snap.hostname,
+            "hostname_label": snap.hostname_label,
             "backend": poll.backend,
             "driver_version": poll.driver_version,
             "version": __version__,
@@ -99,13 +101,13 @@ def create_app(
 ) -> Starlette:
     """``token=None`` disables auth (the CLI allows that on loopback only)."""
     exposition = Exposition([GpuCollector(snapshot, clock), *extra_collectors])
-    expected = f"Bearer {token}".encode() if token is not None else None
+    expected = token.encode() if token is not None else None
 
     def authorized(request: Request) -> bool:
         if expected is None:
             return True
-        given = request.headers.get("authorization", "").encode()
-        return hmac.compare_digest(given, expected)
+        given = bearer_token(request.headers.get("authorization", "")).encode()
+        return bool(given) and hmac.compare_digest(given, expected)
 
     async def healthz(request: Request) -> Response:
         snap = snapshot()
@@ -113,11 +115,66 @@ def create_app(
             return JSONResponse({"status": "starting", "reason": "no GPU poll yet"}, 503)
         health = snap.health(clock())
         body = {"status": health.state, "reason": health.reason, "backend": snap.poll.backend,
-                "gpus": len(snap.poll.gpus), "gpus_up": sum(g.up for g in snap.poll.gpus)}
+                "gpus": len(snap.poll.gpus), "gpus_up": sum(g.up for g in snap.poll.gpus),
+                "version": __version__}
         return JSONResponse(body, 200 if health.ok else 503)
 
     async def metrics(request: Request) -> Response:
         return Response(exposition.render(), media_type=CONTENT_TYPE)
+
+    async def api_checks(request: Request) -> Response:
+        """Run the node health checks on the latest poll: ``GET ?level=quick&gpus=4&
+        model=H100`` (the shipped checks) or ``POST {"level", "expect": {"gpus", "model"},
+        "checks": {name: overrides}}`` (what the control plane sends)."""
+        import asyncio
+
+        from gpuwarden.checks import check_level, load_checks, run_checks
+        from gpuwarden.errors import GpuwardenError
+
+        snap = snapshot()
+        if snap is None:
+            return problem(503, "Service Unavailable", "The first GPU poll has not finished.")
+        try:
+            if request.method == "POST":
+                try:
+                    body = await request.json()
+                except ValueError:
+                    return problem(400, "Bad Request", "The body is not JSON.")
+                if not isinstance(body, dict):
+                    return problem(400, "Bad Request", "The body must be a JSON object.")
+                expect_doc = body.get("expect") or {}
+                level, overrides = body.get("level", "quick"), body.get("checks")
+            else:
+                expect_doc = {k: request.query_params[k] for k in ("gpus", "model")
+                              if k in request.query_params}
+                level, overrides = request.query_params.get("level", "quick"), None
+            if not isinstance(level, str):
+                return problem(400, "Bad Request", "level: use quick, standard or long.")
+            expect = _expectation(expect_doc)
+            checks = load_checks(overrides, source="checks")
+            check_level(level, "level")
+        except (GpuwardenError, ValueError) as exc:
+            return problem(400, "Bad Request", str(exc))
+        results = await asyncio.to_thread(run_checks, snap.poll, checks, level,
+                                          expect=expect, jobs=snap.jobs)
+        return JSONResponse({"node": snap.hostname, "level": level, "at": clock(),
+                             "results": [r.to_json() for r in results]})
+
+    def _expectation(doc: Any) -> Any:
+        from gpuwarden.checks import Expectation
+
+        if not isinstance(doc, dict):
+            raise ValueError("expect: must be an object with gpus and model")
+        gpus = doc.get("gpus")
+        if gpus is not None:
+            try:
+                gpus = int(gpus)
+            except (TypeError, ValueError):
+                raise ValueError(f"expect.gpus: {gpus!r} is not a number of GPUs") from None
+        model = doc.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ValueError("expect.model: must be text (a GPU model such as H100)")
+        return Expectation(gpus, model or None)
 
     async def api_snapshot(request: Request) -> Response:
         snap = snapshot()
@@ -141,6 +198,7 @@ def create_app(
         Route("/healthz", healthz),
         Route("/metrics", guarded(metrics)),
         Route("/api/v1/snapshot", guarded(api_snapshot)),
+        Route("/api/v1/checks", guarded(api_checks), methods=["GET", "POST"]),
     ]
     for route in extra_routes:
         routes.append(Route(route.path, guarded(route.endpoint), methods=route.methods))

@@ -9,6 +9,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpuwarden.bearer import check_token, read_token_file
 from gpuwarden.errors import GpuwardenError
 from gpuwarden.net import bind, is_loopback, url_host
 
@@ -25,10 +26,13 @@ class NodeOptions:
     sim_gpus: int = 4
     sim_model: str = "h100"
     sim_profile: str | None = None
+    sim_fault: str | None = None
+    sim_fault_file: Path | None = None
     interval: float = 5.0
     token_file: Path | None = None
     no_auth: bool = False
     hostname: str | None = None
+    hostname_label: str = "Hostname"
     slurm: bool = False
     slurm_controller: bool = False
     slurm_node: str | None = None
@@ -46,49 +50,49 @@ def resolve_token(token_file: Path | None, no_auth: bool, host: str) -> str | No
             )
         return None
     if token_file is not None:
-        try:
-            info = token_file.stat()
-            token = token_file.read_text().strip()
-        except OSError as exc:
-            raise GpuwardenError(
-                f"--token-file {token_file}: cannot read it ({exc.strerror}); "
-                "point it at a readable file holding the token"
-            ) from None
-        if not token:
-            raise GpuwardenError(f"--token-file {token_file}: the file is empty; write the "
-                                 "token into it (e.g. `openssl rand -hex 32 > FILE`)")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        token = read_token_file(token_file, f"--token-file {token_file}")
+        if token_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("token file %s is readable by other users; chmod 600 it", token_file)
         return token
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
-        return token
+        return check_token(token, TOKEN_ENV)
     raise GpuwardenError(
         f"no token: the node daemon demands one. Pass --token-file PATH or set {TOKEN_ENV} "
         "(or --no-auth, allowed on a loopback --host only)"
     )
 
 
+def check_hostname_label(label: str) -> str:
+    """``--hostname-label``: one of :data:`~gpuwarden.gpu.series.HOSTNAME_LABELS`."""
+    from gpuwarden.gpu.series import HOSTNAME_LABELS
+
+    if label not in HOSTNAME_LABELS:
+        raise GpuwardenError(f"--hostname-label {label!r}: use Hostname (dcgm-exporter's "
+                             "label) or hostname (its new name, dcgm-exporter#655)")
+    return label
+
+
 def build_source(options: NodeOptions, hostname: str):  # -> GpuSource
     from gpuwarden.gpu import NoGpuFound, open_source
-    from gpuwarden.gpu.sim import parse_profiles
+    from gpuwarden.gpu.sim import parse_faults, parse_profiles
 
     if options.gpu_backend not in ("auto", "nvml", "sim"):
         raise GpuwardenError(
             f"--gpu-backend {options.gpu_backend!r} is not a backend; use auto, nvml or sim"
         )
     try:
-        profiles = (
-            parse_profiles(options.sim_profile, options.sim_gpus)
-            if options.gpu_backend == "sim"
-            else None
-        )
+        sim = options.gpu_backend == "sim"
+        profiles = parse_profiles(options.sim_profile, options.sim_gpus) if sim else None
+        faults = parse_faults(options.sim_fault, options.sim_gpus) if sim else None
         return open_source(
             options.gpu_backend,
             sim_gpus=options.sim_gpus,
             sim_model=options.sim_model,
             sim_profiles=profiles,
             hostname=hostname,
+            sim_faults=faults,
+            sim_fault_file=options.sim_fault_file if sim else None,
         )
     except NoGpuFound as exc:
         raise GpuwardenError(str(exc)) from None
@@ -137,9 +141,11 @@ def run_node(options: NodeOptions) -> None:
         raise GpuwardenError(f"--sim-gpus {options.sim_gpus} must be at least 1")
     token = resolve_token(options.token_file, options.no_auth, options.host)
     hostname = options.hostname or socket.gethostname()
+    host_label = check_hostname_label(options.hostname_label)
     source = build_source(options, hostname)
     bridge = build_slurm(options, hostname)
-    poller = GpuPoller(source, hostname=hostname, interval=options.interval)
+    poller = GpuPoller(source, hostname=hostname, hostname_label=host_label,
+                       interval=options.interval)
     if bridge is not None:
         poller.set_allocations(bridge.allocations)
         if source.backend == "sim":

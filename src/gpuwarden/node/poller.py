@@ -32,6 +32,7 @@ class NodeSnapshot:
     jobs: Mapping[int, tuple[JobRef, ...]]  # GPU index -> jobs holding it
     stats: CollectorStats
     started_at: float = field(default=0.0)
+    hostname_label: str = "Hostname"  # the GPU series' host label (gpu.series.HOSTNAME_LABELS)
 
     def health(self, now: float) -> SourceHealth:
         """Honest health: the source's own, or stale when polls stopped succeeding."""
@@ -50,6 +51,7 @@ class GpuPoller:
         source: GpuSource,
         *,
         hostname: str,
+        hostname_label: str = "Hostname",
         interval: float = 5.0,
         mapper: ProcJobMapper | None = None,
         allocations: AllocationProvider | None = None,
@@ -60,6 +62,7 @@ class GpuPoller:
             raise ValueError("--interval must be greater than 0")
         self.source = source
         self.hostname = hostname
+        self.hostname_label = hostname_label
         self.interval = interval
         self._mapper = mapper or ProcJobMapper()
         self._allocations = allocations
@@ -101,6 +104,7 @@ class GpuPoller:
         self._last_success = poll.timestamp
         snapshot = NodeSnapshot(
             hostname=self.hostname,
+            hostname_label=self.hostname_label,
             poll=poll,
             jobs=jobs,
             stats=CollectorStats(

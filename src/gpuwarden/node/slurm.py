@@ -9,6 +9,7 @@ Routes (all behind the node token):
 * ``GET /api/v1/slurm/jobs[?state=&user=&partition=]``, ``/jobs/{id}``, ``/nodes``,
   ``/partitions``;
 * ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release|requeue|requeuehold``,
+  ``/jobs/{id}/admin_comment`` (``{"comment": ...}``: the job's AdminComment),
   ``/nodes/{name}/drain`` (``{"reason": ...}``), ``/nodes/{name}/resume``.
 """
 
@@ -35,11 +36,11 @@ from gpuwarden.slurm import (
     SubmitOptions,
     ValidationError,
     gpu_allocations,
-    profile_from_comment,
     validate_job_id,
 )
 from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
 from gpuwarden.slurm.model import not_found_text
+from gpuwarden.slurm.profiles import allocated_profiles
 from gpuwarden.slurm.reasons import explain
 
 QUEUE_KEYS = {"RUNNING": "running", "PENDING": "pending", "COMPLETING": "completing",
@@ -103,7 +104,21 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
         "accounting": {"available": snap.accounting, "finished_source": snap.finished_source,
                        "window_s": snap.accounting_window_s},
         "listed": sorted(snap.listed),
+        "fairshare": dict(snap.fairshare),
     }
+
+
+async def _text_field(request: Request, name: str, what: str) -> str | Response:
+    """The text field ``name`` of a JSON body, or the 422 that says how to send it."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str):
+        return problem(422, "Unprocessable Content",
+                       f"{name}: missing; send {{\"{name}\": \"{what}\"}}")
+    return value
 
 
 class SlurmBridge:
@@ -118,10 +133,12 @@ class SlurmBridge:
     # -- for the GPU poller ----------------------------------------------------------------
 
     def allocations(self) -> dict[int, list[JobRef]]:
+        allocations = gpu_allocations(self.collector.latest(), self.node_name)
+        profiles = allocated_profiles(allocations)
         return {
             index: [JobRef(str(ref.job_id), ref.user, ref.partition, source="slurm",
-                           profile=profile_from_comment(ref.comment))]
-            for index, ref in gpu_allocations(self.collector.latest(), self.node_name).items()
+                           profile=profiles[index])]
+            for index, ref in allocations.items()
         }
 
     def profiles(self, base: Mapping[int, str]) -> dict[int, str]:
@@ -222,12 +239,18 @@ class SlurmBridge:
 
     async def _job_action(self, request: Request) -> Response:
         action = request.path_params["action"]
+        if action == "admin_comment":
+            comment = await _text_field(request, "comment", "the text to write")
+            if isinstance(comment, Response):
+                return comment
+            job_id = request.path_params["job_id"]
+            return await self._run(lambda: self.actions.admin_comment(job_id, comment))
         fn = {"cancel": self.actions.cancel, "hold": self.actions.hold,
               "release": self.actions.release, "requeue": self.actions.requeue,
               "requeuehold": self.actions.requeuehold}.get(action)
         if fn is None:
             return problem(404, "Not Found", f"no job action {action!r}; use cancel, hold, "
-                                             "release, requeue or requeuehold")
+                                             "release, requeue, requeuehold or admin_comment")
         job_id = request.path_params["job_id"]
         return await self._run(lambda: fn(job_id), refresh=True)
 
@@ -235,14 +258,9 @@ class SlurmBridge:
         action = request.path_params["action"]
         name = request.path_params["name"]
         if action == "drain":
-            try:
-                body = await request.json()
-            except ValueError:
-                body = None
-            reason = body.get("reason") if isinstance(body, dict) else None
-            if not isinstance(reason, str):
-                return problem(422, "Unprocessable Content",
-                               "reason: missing; send {\"reason\": \"why the node is drained\"}")
+            reason = await _text_field(request, "reason", "why the node is drained")
+            if isinstance(reason, Response):
+                return reason
             return await self._run(lambda: self.actions.drain(name, reason), refresh=True)
         if action == "resume":
             return await self._run(lambda: self.actions.resume(name), refresh=True)

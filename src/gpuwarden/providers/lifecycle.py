@@ -4,6 +4,7 @@ the API, the watchdog and the reclaim engine alike."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,8 +112,94 @@ def up(spec: ClusterDescription, state_db: StateDB, progress: Progress = no_prog
         raise _provider_error(exc) from None
     upsert_provider_nodes(state_db, spec.name, spec.provider, nodes)
     progress(f"registered {len(nodes)} node(s)")
+    problems = burn_in(spec, state_db, nodes, progress)
     return ClusterReport(spec.name, spec.provider, tuple(nodes),
-                         sum(n.cost_per_hour for n in nodes))
+                         sum(n.cost_per_hour for n in nodes), problems=problems)
+
+
+def burn_in(spec: ClusterDescription, state_db: StateDB, nodes: Sequence[NodeRecord],
+            progress: Progress = no_progress) -> tuple[str, ...]:
+    """The burn-in of ``up``: a node new to the checks (none stored) is drained with reason
+    ``gpuwarden: burn-in`` (the local provider drains it before its slurmd starts), its
+    quick checks run, and it is resumed when they pass or keeps the failed check's reason
+    (``[gpuwarden-check] NAME: FIGURE``); a node a check drained earlier is checked again
+    and resumed when it passes.  Returns the problems (failed nodes) for the report."""
+    controller = next((n for n in nodes if n.role == "controller" and n.url), None)
+    if not spec.slurm or controller is None:
+        return ()
+    return asyncio.run(_burn_in(spec, state_db, nodes, controller, progress))
+
+
+async def _burn_in(spec: ClusterDescription, state_db: StateDB, nodes: Sequence[NodeRecord],
+                   controller: NodeRecord, progress: Progress) -> tuple[str, ...]:
+    from gpuwarden.checks import (
+        BURN_IN_REASON,
+        Expectation,
+        drained_by_checks,
+        load_checks,
+    )
+    from gpuwarden.checks.react import react
+    from gpuwarden.checks.remote import ask_node, compare_versions, slurm_places
+    from gpuwarden.checks.store import CheckStore
+    from gpuwarden.nodeclient import NodeClient, NodeError
+
+    store = CheckStore(state_db)
+    async with httpx.AsyncClient() as http:
+        ctrl = NodeClient(http, controller.url or "", controller.token_file, timeout=30)
+        try:
+            new = [n for n in nodes if not store.runs(n.name, 1)]
+            places = await slurm_places(ctrl)
+            for node in new:
+                place = places.get(node.name)
+                if place is not None and not place.drained:  # joined without a drain
+                    await ctrl.slurm_drain(node.name, BURN_IN_REASON)
+            places = await slurm_places(ctrl) if new else places
+        except NodeError as exc:
+            return (f"burn-in not run: the Slurm controller's daemon failed ({exc}); new "
+                    "nodes may stay drained until `gpuwarden check` passes",)
+        due = [n for n in nodes if n.url and n.name in places and places[n.name].drained
+               and drained_by_checks(places[n.name].reason)]
+        if not due:
+            return ()
+        progress(f"burn-in: quick checks on {', '.join(n.name for n in due)}")
+        specs = load_checks()
+        expect = Expectation(spec.gpus_per_node, spec.gpu_type)
+
+        async def one(node: NodeRecord) -> tuple[list, str | None]:
+            try:
+                client = NodeClient(http, node.url or "", node.token_file, timeout=120)
+                return await ask_node(client, "quick", expect), None
+            except NodeError as exc:
+                return [], str(exc)
+
+        answers = dict(zip([n.name for n in due], await asyncio.gather(*map(one, due)),
+                           strict=True))
+        judged = compare_versions(specs, {n: r for n, (r, err) in answers.items() if not err})
+        problems = []
+        for name, (_, error) in answers.items():
+            run = store.record(name, "quick", "burn-in", judged.get(name, []), error)
+            if error is not None:
+                problems.append(f"{name}: burn-in checks did not run ({error}); it stays "
+                                "drained")
+                continue
+            reaction = react(run.results, True, places[name].reason)
+            try:
+                if reaction.action == "resume":
+                    progress(f"{name}: burn-in passed; resuming it in Slurm")
+                    await ctrl.slurm_resume(name)
+                    continue
+                if reaction.action == "drain":
+                    await ctrl.slurm_drain(name, reaction.reason)
+            except NodeError as exc:
+                problems.append(f"{name}: {reaction.action} failed ({exc})")
+                continue
+            failed = next((r for r in run.results if r.verdict == "fail"), None)
+            if failed is not None:
+                progress(f"{name}: burn-in failed: {failed.name}: {failed.figure}")
+                problems.append(f"{name} stays drained: {failed.name}: {failed.figure} "
+                                f"(expected {failed.expected}); `gpuwarden check {name}` "
+                                "resumes it once it passes")
+        return tuple(problems)
 
 
 def status(name: str, state_db: StateDB, runtime: Runtime | None = None,

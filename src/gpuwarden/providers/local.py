@@ -5,7 +5,11 @@ root (node 1 is the controller).
 Stopping a node stops it for real: its Slurm node is drained, its node daemon and its
 ``slurmd`` are terminated, and a ``stopped`` file in its directory tells ``observe`` it was
 stopped on purpose (STOPPED, $0/hr), not crashed (EXITED).  ``start`` (and ``up``) starts
-both again and resumes the Slurm node."""
+both again and resumes the Slurm node.
+
+A new node joins Slurm drained (``gpuwarden: burn-in``) until ``up``'s burn-in passes
+(``lifecycle.burn_in``), and its simulated GPUs read their faults from the ``sim-fault``
+file in its directory while it runs (``gpu.sim``), so a test can break a node and mend it."""
 
 from __future__ import annotations
 
@@ -39,6 +43,8 @@ from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmError
 from gpuwarden.slurm.model import SlurmNode
 
 STOPPED_FILE = "stopped"  # in a node's directory: stopped on purpose (by stop), not crashed
+# in a node's directory: its simulated GPUs' faults (gpu.sim syntax), read while it runs
+SIM_FAULT_FILE = "sim-fault"
 _BUSY = frozenset({"allocated", "mixed", "completing", "draining"})
 
 
@@ -102,6 +108,9 @@ class LocalProvider:
     def provision(self, spec: ClusterDescription, progress: Progress) -> list[NodeRecord]:
         slurm = self._ensure_slurm(spec, progress)
         for index in range(1, spec.nodes + 1):
+            if slurm is not None and processes.read_pid(self._node_dir(spec, index) / "pid") \
+                    is None:  # a new node joins Slurm drained until its burn-in passes
+                self._hold_for_burn_in(slurm, self.node_name(spec, index), progress)
             self._start_node(spec, index, slurm, progress)
         records = self._wait_healthy(spec, progress)
         if slurm is not None:
@@ -248,6 +257,19 @@ class LocalProvider:
         self._ensure_daemon(spec, index, slurm, progress)
         (self._node_dir(spec, index) / STOPPED_FILE).unlink(missing_ok=True)
 
+    def _hold_for_burn_in(self, slurm: LocalSlurmCluster, name: str,
+                          progress: Progress) -> None:
+        """Drain a node before its slurmd first registers, so no job lands on it before
+        ``up``'s burn-in (``lifecycle.burn_in``) has checked it."""
+        from gpuwarden.checks import BURN_IN_REASON
+
+        progress(f"{name}: joins Slurm drained ({BURN_IN_REASON})")
+        try:
+            SlurmActions(slurm.adapter(timeout=10.0)).drain(name, BURN_IN_REASON)
+        except SlurmError as exc:
+            raise ProviderError(f"local Slurm cluster: draining {name} for its burn-in: "
+                                f"{exc}") from None
+
     def _drain_for_stop(self, slurm: LocalSlurmCluster, name: str, progress: Progress) -> None:
         """Drain ``name`` so nothing is scheduled onto it while it is stopped (slurmctld
         does not notice a stopped slurmd for SlurmdTimeout); refuse while jobs run on it."""
@@ -317,7 +339,8 @@ class LocalProvider:
         argv = [sys.executable, "-m", "gpuwarden", "node", "--host", "127.0.0.1",
                 "--port", str(self._port(spec, index)), "--gpu-backend", "sim",
                 "--sim-gpus", str(spec.gpus_per_node), "--interval", "1",
-                "--token-file", str(token_file), "--hostname", name]
+                "--token-file", str(token_file), "--hostname", name,
+                "--sim-fault-file", str(node_dir / SIM_FAULT_FILE)]
         if spec.gpu_type and _sim_model(spec.gpu_type):
             argv += ["--sim-model", _sim_model(spec.gpu_type) or ""]
         env = dict(os.environ)

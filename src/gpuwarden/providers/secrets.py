@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
+
+from gpuwarden.bearer import new_token, read_token_file
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -17,8 +18,8 @@ def _write_private(path: Path, data: bytes) -> None:
 def ensure_token(path: Path) -> str:
     """The node daemon token at ``path``, created on first use."""
     if not path.exists():
-        _write_private(path, (secrets.token_hex(32) + "\n").encode())
-    return path.read_text().strip()
+        _write_private(path, (new_token() + "\n").encode())
+    return read_token_file(path, f"node token file {path}")
 
 
 def ensure_munge_key(path: Path) -> bytes:

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,6 +28,7 @@ from pydantic import (
 from gpuwarden.config import format_validation_error
 from gpuwarden.durations import Duration, parse_duration
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.yamlfile import read_yaml
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 
@@ -101,6 +101,39 @@ class Machine(_Strict):
         return value.rstrip("/")
 
 
+class InstallSource(_Strict):
+    """Where the pods get gpuwarden (``runpod.install``), exactly one of: ``image``, a pod
+    image that already holds it (built from ``deploy/node.Dockerfile``), or ``wheel``, the
+    URL of a wheel you host, with an optional ``sha256`` that ``gpuwarden up`` checks
+    (it computes the hash either way and the pods install only those bytes).  See
+    :mod:`gpuwarden.providers.install`."""
+
+    image: Annotated[str | None, Field(min_length=1)] = None
+    wheel: str | None = None
+    sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+
+    @field_validator("wheel")
+    @classmethod
+    def _wheel(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        name = value.split("?")[0].rsplit("/", 1)[-1]
+        if not value.startswith(("https://", "http://")) or not (
+                name.startswith("gpuwarden-") and name.endswith(".whl")):
+            raise ValueError("must be the http(s) URL of a gpuwarden wheel, e.g. "
+                             "https://example.com/gpuwarden-0.1.0-py3-none-any.whl")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> InstallSource:
+        if (self.image is None) == (self.wheel is None):
+            raise ValueError("set exactly one of image (a pod image with gpuwarden inside) "
+                             "and wheel (the URL of a gpuwarden wheel you host)")
+        if self.sha256 and not self.wheel:
+            raise ValueError("sha256 pins a wheel; with image, drop sha256")
+        return self
+
+
 class RunPodOptions(_Strict):
     """RunPod specifics (``provider: runpod``)."""
 
@@ -108,7 +141,18 @@ class RunPodOptions(_Strict):
     cloud: Literal["SECURE", "COMMUNITY"] = "SECURE"
     api_key_file: Path | None = None
     node_port: Annotated[int, Field(ge=1, le=65535)] = 9400
-    gpuwarden_version: str | None = None
+    install: InstallSource | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_version_pin(cls, data: object) -> object:
+        if isinstance(data, dict) and "gpuwarden_version" in data:
+            if data["gpuwarden_version"] is not None:
+                raise ValueError("gpuwarden_version: removed (it installed gpuwarden by name "
+                                 "from PyPI, where no such package of ours exists); set "
+                                 "runpod.install to an image or a wheel instead")
+            data = {k: v for k, v in data.items() if k != "gpuwarden_version"}
+        return data
 
 
 class ClusterDescription(_Strict):
@@ -160,10 +204,21 @@ class ClusterDescription(_Strict):
             if self.volume_gb and self.network_volume:
                 raise ValueError("volume_gb and network_volume: RunPod mounts one or the "
                                  "other; drop one of them")
+            install = self.runpod.install
+            default_image = type(self).model_fields["image"].default
+            if install and install.image and self.image not in (install.image, default_image):
+                raise ValueError("image and runpod.install.image: the pods run "
+                                 "runpod.install.image; drop image")
             if self.runpod.mode == "cluster" and self.nodes < 2:
                 raise ValueError("runpod.mode: an Instant Cluster has at least 2 nodes; set "
                                  "nodes: 2 or more, or use runpod.mode: pods")
         return self
+
+    @property
+    def pod_image(self) -> str:
+        """The image the pods run: ``runpod.install.image`` when set, else ``image``."""
+        install = self.runpod.install
+        return install.image if install and install.image else self.image
 
     @property
     def node_count(self) -> int:
@@ -193,15 +248,4 @@ def parse_description(data: object, source: str = "cluster description") -> Clus
 
 def load_description(path: Path) -> ClusterDescription:
     """Read and validate a cluster description from a YAML file."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise GpuwardenError(f"{path}: cannot read it ({exc.strerror}); give the path of the "
-                             "cluster's YAML file") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise GpuwardenError(f"{path}: not valid YAML{where}; fix the syntax") from None
-    return parse_description(data, str(path))
+    return parse_description(read_yaml(path), str(path))

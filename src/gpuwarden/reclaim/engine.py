@@ -1,8 +1,9 @@
 """Reclaim idle GPUs from Slurm jobs: the warning ladder, carried out.
 
 Every ``reclaim.interval`` the engine looks at each running GPU job of the controller's
-Slurm snapshot and the peak utilization of its GPUs since the previous cycle (one range
-query on the metrics store), and moves the job along its ladder:
+Slurm snapshot and the peak utilization of its GPUs since the previous cycle (kept as the
+scraper publishes each node: :mod:`gpuwarden.reclaim.peaks`; no read of the metrics store),
+and moves the job along its ladder:
 
 * not idle (a GPU got busy), exempt, or in its grace period: its streak ends, quietly;
 * no fresh data for one of its GPUs (node not scraped, "bad data", Slurm unreachable):
@@ -26,12 +27,11 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 from gpuwarden.config import JobReclaimConfig, ServeConfig
 from gpuwarden.durations import format_duration
@@ -48,6 +48,7 @@ from gpuwarden.reclaim.ladder import (
     job_facts,
     next_step,
 )
+from gpuwarden.reclaim.peaks import UTIL, RunningPeaks
 from gpuwarden.state.audit import AuditLog
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.inventory import Inventory
@@ -58,7 +59,6 @@ from gpuwarden.watchdog.view import ClusterView, build_view
 
 log = logging.getLogger(__name__)
 
-UTIL = "DCGM_FI_DEV_GPU_UTIL"
 POLICY = "reclaim:jobs"
 NODE_POLICY = "reclaim:nodes"  # autostop
 POLICIES = (POLICY, NODE_POLICY)
@@ -72,37 +72,47 @@ def _hhmm(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M UTC")
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One job on the ladder as the last cycle left it (what ``reclaim plan`` shows)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Standing:
+    """Where one job or node stands on its ladder as the last cycle left it (what
+    ``reclaim plan`` shows)."""
 
-    key: str
-    job: JobFacts
-    status: str  # idle | busy | unknown | exempt | grace | proposed | acted
+    status: str
     why: str
     idle_since: float | None
-    stage: int
-    last_warned_at: float | None
     next_event: str | None  # warn | act | None
     next_at: float | None
     rate_per_hour: float
     burned: float  # $ spent while idle, this streak
 
+    @classmethod
+    def of(cls, item: _Item | None, rate: float, now: float, status: str, why: str,
+           event: str | None = None, at: float | None = None, **own: Any) -> Self:
+        """``cls`` (a kind of standing, ``own`` its own fields) from the ladder's row."""
+        since = item.idle_since if item else None
+        return cls(status=status, why=why, idle_since=since, next_event=event, next_at=at,
+                   rate_per_hour=rate,
+                   burned=round(rate * (now - since) / 3600, 4) if since else 0.0, **own)
 
-@dataclass(frozen=True, slots=True)
-class NodeCandidate:
-    """A node of a cluster with ``autostop``, as the last cycle left it."""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate(Standing):
+    """A running GPU job; status: idle | busy | unknown | exempt | grace | proposed | acted."""
+
+    key: str
+    job: JobFacts
+    stage: int  # warnings sent, this streak
+    last_warned_at: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCandidate(Standing):
+    """A node of a cluster with ``autostop``; status: idle | busy | unknown | proposed |
+    acted | stopped | waiting."""
 
     name: str
     cluster: str
-    status: str  # idle | busy | unknown | proposed | acted | stopped | waiting
-    why: str
-    idle_since: float | None
     warned: bool
-    next_event: str | None
-    next_at: float | None
-    rate_per_hour: float
-    burned: float
     action: str  # stop | terminate
     mode: str
 
@@ -135,6 +145,9 @@ class Reclaimer:
         self._views = views  # the watchdog's latest view, when there is a watchdog
         self._clock = clock
         self._inventory = Inventory(db)
+        # fed by the scraper (``scraper.subscribers.append(reclaimer.peaks.observe)``);
+        # unfed, each cycle sees only the latest samples
+        self.peaks = RunningPeaks()
         self._audit = AuditLog(db)
         self.policies = Policies(db, [], AlertBook(db), self._audit, clock)
         self._last_cycle: float | None = None
@@ -230,23 +243,19 @@ class Reclaimer:
             self.paused_why = f"paused by {switch['paused_by']}"
             self.candidates, self.nodes = [], []
             return []
-        inventory = self._inventory.nodes()
-        autostops = self._autostops(inventory)
+        autostops = self._autostops()
         if policy is None and not autostops:
             self.paused_why = ("nothing to reclaim: no reclaim.jobs policy, and no cluster "
                                "of `gpuwarden up` has autostop")
             self.candidates, self.nodes = [], []
             return []
-        view = self._view(now, inventory)
+        view = self._view(now)
         gap = previous is None or now - previous > self.stale_after
         slurm_why = self._slurm_unusable(view, now)
         jobs: list[JobFacts] = []
         if policy is not None and slurm_why is None:
-            node_of = self._node_names(view)
-            jobs = [f for d in (view.slurm or {}).get("jobs", [])
-                    if (f := job_facts(d, node_of))]
-        stoppable = [n.name for n in inventory if n.cluster in autostops]
-        peaks = self._peaks(view, now, previous if not gap else None, jobs, policy, stoppable)
+            jobs = self._jobs(view)
+        peaks = self._peaks(view, now)
         acted = 0
         if policy is None:
             self.paused_why, self.candidates = None, []
@@ -279,14 +288,17 @@ class Reclaimer:
         self.candidates = candidates
         return acted
 
-    def _view(self, now: float, inventory: Sequence[Any]) -> ClusterView:
+    def _view(self, now: float) -> ClusterView:
         """The watchdog's view when it is recent (one view of the fleet per cycle, not two),
         else a fresh one.  Freshness of each node is judged against ``now`` either way."""
         shared = self._views() if self._views is not None else None
         if shared is not None and 0 <= now - shared.now <= min(self.config.reclaim.interval,
                                                                self.stale_after):
             return shared
-        return build_view(now, self.config.cluster, inventory, self._states())
+        return self._fresh_view(now)
+
+    def _fresh_view(self, now: float) -> ClusterView:
+        return build_view(now, self.config.cluster, self._inventory.nodes(), self._states())
 
     def _slurm_unusable(self, view: ClusterView, now: float) -> str | None:
         controller = next((n for n in view.nodes if n.role == "controller"), None)
@@ -314,68 +326,43 @@ class Reclaimer:
 
     def _fresh_nodes(self, now: float) -> set[str]:
         fresh = set()
+        oldest = now - self.stale_after
         for name, s in self._states().items():
             ts = (s.snapshot or {}).get("timestamp")
-            if (s.up and s.bad_data is None and now - s.last_success <= self.stale_after
-                    and isinstance(ts, int | float) and now - ts <= self.stale_after):
+            if (s.up and s.bad_data is None and s.last_success >= oldest
+                    and isinstance(ts, int | float) and ts >= oldest):
                 fresh.add(name)
         return fresh
 
-    def _peaks(self, view: ClusterView, now: float, since: float | None,
-               jobs: Sequence[JobFacts], policy: JobReclaimConfig | None,
-               nodes: Sequence[str]) -> dict[Gpu, float | None]:
+    def _peaks(self, view: ClusterView, now: float) -> dict[Gpu, float | None]:
         """Each watched GPU's peak utilization since the previous cycle, or None when there
-        is no fresh data for it.  The latest sample settles a GPU busy now; only the GPUs of
-        jobs (and autostop ``nodes``) that may be idle have their peak read from the store,
-        so a spike between two cycles counts without reading every GPU's history."""
+        is no fresh data for it: its latest sample, raised by what the scraper reported in
+        between (:class:`RunningPeaks`), so a spike between two cycles counts."""
         fresh = self._fresh_nodes(now)
+        seen = self.peaks.take()
         peaks: dict[Gpu, float | None] = {}
         for g in view.gpus:  # a GPU the node reports down is no evidence of anything
+            key = (g.node, g.index)
             value = g.fields.get(UTIL) if g.up and g.node in fresh else None
-            peaks[(g.node, g.index)] = float(value) if isinstance(value, int | float) else None
-        suspects = set(nodes)
-        if policy is not None:
-            for job in jobs:
-                if activity(job.gpus, peaks, policy)[0] != "busy":
-                    suspects.update(n for n, _ in job.gpus)
-        suspects &= fresh
-        if not suspects:
-            return peaks
-        # reach back at least stale_after: the newest samples may still be on their way
-        # into the store (a peak counted twice is harmless; one missed is not)
-        window = max(now - since, self.stale_after) if since is not None else self.stale_after
-        names = "|".join(re.escape(n) for n in sorted(suspects))
-        try:
-            series = self._store.range(parse_selector(f'{UTIL}{{node=~"{names}"}}'), now, now,
-                                       window, "max")
-        except Exception as exc:  # a store that cannot answer: nothing is known of them
-            log.warning("reclaim: the metrics store did not answer (%s)", exc)
-            for key in peaks:
-                if key[0] in suspects:
-                    peaks[key] = None
-            return peaks
-        for series_ in series:
-            node, gpu = series_.labels.get("node"), series_.labels.get("gpu")
-            if gpu is None or not gpu.isdigit() or not series_.points:
+            if not isinstance(value, int | float):
+                peaks[key] = None
                 continue
-            key = (node or "", int(gpu))
-            if peaks.get(key) is not None:
-                peaks[key] = max([peaks[key] or 0.0, *(v for _, v in series_.points)])
+            high = seen.get(key)
+            peaks[key] = high if high is not None and high > value else float(value)
         return peaks
 
     # ---- one job --------------------------------------------------------------------------
     def _advance(self, job: JobFacts, item: _Item | None, policy: JobReclaimConfig,
                  peaks: Mapping[Gpu, float | None], rates: Mapping[Gpu, float], now: float,
                  gap: bool, acted: int) -> tuple[Candidate, int]:
-        rate = sum(rates.get(g, 0.0) for g in job.gpus)
+        rate = sum([rates.get(g, 0.0) for g in job.gpus])
 
         def cand(status: str, why: str, it: _Item | None, step: Step | None = None
                  ) -> Candidate:
-            since = it.idle_since if it else None
-            return Candidate(job.key, job, status, why, since, it.stage if it else 0,
-                             it.last_warned_at if it else None,
-                             step.event if step else None, step.due_at if step else None,
-                             rate, round(rate * (now - since) / 3600, 4) if since else 0.0)
+            return Candidate.of(it, rate, now, status, why, step.event if step else None,
+                                step.due_at if step else None, key=job.key, job=job,
+                                stage=it.stage if it else 0,
+                                last_warned_at=it.last_warned_at if it else None)
 
         if item is not None and item.exempt_by:
             return cand("exempt", f"exempted by {item.exempt_by}", item), acted
@@ -426,7 +413,8 @@ class Reclaimer:
         if acted >= self.config.reclaim.max_actions_per_cycle:
             return cand("idle", "waiting: the cap of actions per cycle is reached", item,
                         step), acted
-        why_not = self._recheck(job, item.idle_since, policy, now)
+        why_not = self._recheck(job.gpus, item.idle_since, now,
+                                lambda peaks: activity(job.gpus, peaks, policy))
         if why_not is not None:
             self._event(now, job.key, "restarted", {"why": why_not})
             item.idle_since, item.stage, item.last_warned_at = now, 0, None
@@ -437,16 +425,17 @@ class Reclaimer:
         return cand("proposed" if policy.mode != "dry-run" else "acted",
                     f"{VERB[policy.action]} {policy.mode}", item), acted + 1
 
-    def _recheck(self, job: JobFacts, since: float, policy: JobReclaimConfig,
-                 now: float) -> str | None:
-        """Right before acting: every GPU of the job stayed below ``idle_below`` for the
-        whole streak, with data in every stretch of it (a gap is not idleness)."""
+    def _recheck(self, gpus: Sequence[Gpu], since: float, now: float,
+                 judge: Callable[[Mapping[Gpu, float | None]], tuple[str, str]]) -> str | None:
+        """Right before acting: ``gpus`` stayed idle, as ``judge`` reads their peaks, over
+        the whole streak since ``since``, read from the store with data in every stretch of
+        it (a gap is not idleness).  None when they did, else why not."""
         step = max(self.stale_after, (now - since) / 500)
         # the last stretch (newest samples may not be stored yet) is the cycle's own check
         end = now - step
         if end < since + step:
             return None
-        nodes = "|".join(sorted({n for n, _ in job.gpus}))
+        nodes = "|".join(sorted({n for n, _ in gpus}))
         try:
             series = self._store.range(parse_selector(f'{UTIL}{{node=~"{nodes}"}}'),
                                        since + step, end, step, "max")
@@ -455,13 +444,13 @@ class Reclaimer:
         by_gpu = {(s.labels.get("node"), s.labels.get("gpu")): s.points for s in series}
         wanted = int((end - since) // step)
         peaks: dict[Gpu, float | None] = {}
-        for node, index in job.gpus:
+        for node, index in gpus:
             points = by_gpu.get((node, str(index)), [])
             if len(points) < wanted:
                 return (f"{node}/gpu{index} has data for {len(points)} of {wanted} stretches "
                         "of the idle time")
             peaks[(node, index)] = max((v for _, v in points), default=None)
-        state, detail = activity(job.gpus, peaks, policy)
+        state, detail = judge(peaks)
         return None if state == "idle" else f"{detail} over the idle time"
 
     async def _recheck_action(self, record: ActionRecord) -> str | None:
@@ -482,10 +471,11 @@ class Reclaimer:
             return f"node {name} is no longer idle"
         if name not in self._fresh_nodes(now):
             return f"no fresh data from node {name}"
-        view = build_view(now, self.config.cluster, self._inventory.nodes(), self._states())
+        view = self._fresh_view(now)
         gpus = [(g.node, g.index) for g in view.gpus if g.node == name]
-        return self._recheck_gpus(gpus, item.idle_since, self.config.idle_utilization_percent,
-                                  now)
+        threshold = self.config.idle_utilization_percent
+        return self._recheck(gpus, item.idle_since, now,
+                             lambda peaks: self._node_activity(gpus, peaks, threshold))
 
     @property
     def executor(self) -> Executor | None:
@@ -494,20 +484,23 @@ class Reclaimer:
     def running_job(self, key: str) -> JobFacts | None:
         """Job ``key`` as the live, fresh Slurm snapshot shows it, if it runs with GPUs."""
         now = self._clock()
-        view = build_view(now, self.config.cluster, self._inventory.nodes(), self._states())
+        view = self._fresh_view(now)
         if self._slurm_unusable(view, now) is not None:
             return None
+        return next((j for j in self._jobs(view) if j.key == key), None)
+
+    def _jobs(self, view: ClusterView) -> list[JobFacts]:
+        """The running GPU jobs of the view's Slurm snapshot."""
         node_of = self._node_names(view)
-        return next((f for d in (view.slurm or {}).get("jobs", [])
-                     if (f := job_facts(d, node_of)) and f.key == key), None)
+        return [f for d in (view.slurm or {}).get("jobs", []) if (f := job_facts(d, node_of))]
 
     def _recheck_now(self, key: str, policy: JobReclaimConfig) -> str | None:
         now = self._clock()
-        view = build_view(now, self.config.cluster, self._inventory.nodes(), self._states())
+        view = self._fresh_view(now)
         why = self._slurm_unusable(view, now)
         if why is not None:
             return why
-        job = self.running_job(key)
+        job = next((j for j in self._jobs(view) if j.key == key), None)
         if job is None:
             return f"job {key} is no longer running with GPUs"
         item = self._item(key)
@@ -515,7 +508,8 @@ class Reclaimer:
             return f"job {key} is no longer idle"
         if item.exempt_by:
             return f"job {key} was exempted by {item.exempt_by}"
-        return exemption(job, policy, now) or self._recheck(job, item.idle_since, policy, now)
+        return exemption(job, policy, now) or self._recheck(
+            job.gpus, item.idle_since, now, lambda peaks: activity(job.gpus, peaks, policy))
 
     # ---- steps ----------------------------------------------------------------------------
     def _facts(self, job: JobFacts, item: _Item, rate: float, now: float) -> dict[str, Any]:
@@ -687,14 +681,14 @@ class Reclaimer:
         return [r.id for r in self.policies.list("approved") if r.policy in POLICIES]
 
     # ---- nodes of clusters with autostop -----------------------------------------------------
-    def _autostops(self, inventory: Sequence[Any]) -> dict[str, ClusterDescription]:
+    def _autostops(self) -> dict[str, ClusterDescription]:
         """The clusters `gpuwarden up` recorded whose description has ``autostop`` and whose
         nodes can be stopped one by one."""
         from gpuwarden.providers.registry import home_of, load_saved
 
         out = {}
         home = home_of(self._db)
-        for cluster in sorted({n.cluster for n in inventory if n.source == "provider"}):
+        for cluster in self._inventory.clusters_with("provider"):
             try:
                 spec = load_saved(home, cluster)
             except Exception:  # a description that went missing: nothing to enforce
@@ -728,25 +722,20 @@ class Reclaimer:
             assert auto is not None
             key = f"node:{inv.name}"
             item = items.pop(key, None)
-            if inv.status == "STOPPED":
-                out.append(NodeCandidate(inv.name, inv.cluster, "stopped", "stopped by "
-                                         "autostop or an operator; `gpuwarden up` starts it",
-                                         None, False, None, None, 0.0, 0.0, auto.action,
-                                         auto.mode))
-                continue
-            self._close_saved(inv.name, now)  # running again: its stopped time is counted
-            rate = rate_of.get(inv.name, inv.cost_per_hour)
+            rate = 0.0 if inv.status == "STOPPED" else rate_of.get(inv.name, inv.cost_per_hour)
 
             def cand(status: str, why: str, it: _Item | None = None, event: str | None = None,
-                     at: float | None = None, *, _name: str = inv.name,
-                     _cluster: str = inv.cluster, _rate: float = rate,
+                     at: float | None = None, *, _inv: Any = inv, _rate: float = rate,
                      _auto: Any = auto) -> NodeCandidate:
-                since = it.idle_since if it else None
-                return NodeCandidate(_name, _cluster, status, why, since,
-                                     bool(it and it.stage), event, at, _rate,
-                                     round(_rate * (now - since) / 3600, 4) if since else 0.0,
-                                     _auto.action, _auto.mode)
+                return NodeCandidate.of(it, _rate, now, status, why, event, at, name=_inv.name,
+                                        cluster=_inv.cluster, warned=bool(it and it.stage),
+                                        action=_auto.action, mode=_auto.mode)
 
+            if inv.status == "STOPPED":
+                out.append(cand("stopped", "stopped by autostop or an operator; `gpuwarden up` "
+                                "starts it"))
+                continue
+            self._close_saved(inv.name, now)  # running again: its stopped time is counted
             if item is not None and item.action_id is not None:
                 record = self.policies.get(item.action_id)
                 if record.state in ("awaiting_approval", "approved", "dry-run", "executed"):
@@ -799,7 +788,8 @@ class Reclaimer:
                 out.append(cand("idle", "waiting: the cap of actions per cycle is reached",
                                 item, "act", act_at))
                 continue
-            why_not = self._recheck_gpus(held, item.idle_since, threshold, now)
+            why_not = self._recheck(held, item.idle_since, now, lambda peaks, _held=held:
+                                    self._node_activity(_held, peaks, threshold))
             if why_not is not None:
                 self._event(now, inv.name, "restarted", {"why": why_not}, kind="node",
                             mode=auto.mode)
@@ -827,29 +817,6 @@ class Reclaimer:
         if any(v is None for v in values):
             return "unknown", "no fresh data for one of its GPUs"
         return "idle", f"all {len(gpus)} GPUs below {threshold:g} %"
-
-    def _recheck_gpus(self, gpus: Sequence[Gpu], since: float, threshold: float,
-                      now: float) -> str | None:
-        step = max(self.stale_after, (now - since) / 500)
-        end = now - step
-        if end < since + step:
-            return None
-        nodes = "|".join(sorted({n for n, _ in gpus}))
-        try:
-            series = self._store.range(parse_selector(f'{UTIL}{{node=~"{nodes}"}}'),
-                                       since + step, end, step, "max")
-        except Exception as exc:
-            return f"the metrics store did not answer ({exc})"
-        by_gpu = {(s.labels.get("node"), s.labels.get("gpu")): s.points for s in series}
-        wanted = int((end - since) // step)
-        for node, index in gpus:
-            points = by_gpu.get((node, str(index)), [])
-            if len(points) < wanted:
-                return (f"{node}/gpu{index} has data for {len(points)} of {wanted} stretches "
-                        "of the idle time")
-            if any(v >= threshold for _, v in points):
-                return f"{node}/gpu{index} was busy during the idle time"
-        return None
 
     def _warn_node(self, name: str, cluster: str, item: _Item, auto: Any, rate: float,
                    act_at: float, now: float) -> None:

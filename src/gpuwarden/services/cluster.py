@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ from gpuwarden.services.models import (
     ProcessView,
     QueryResult,
     ScrapeStatus,
+    SeriesLabels,
+    SeriesList,
     SeriesView,
     SlurmQueue,
     Status,
@@ -355,7 +358,8 @@ def _node_view(cp: ControlPlane, s: TargetState, detail: bool = False) -> NodeVi
         gpus=len(gpus), gpus_up=sum(1 for g in gpus if g.get("up")) if s.up else 0,
         last_scrape=s.last_scrape or None, last_success=s.last_success or None,
         scrape_duration_seconds=s.duration if s.last_scrape else None, error=s.error,
-        bad_data=s.bad_data,
+        bad_data=s.bad_data, version=(snap.get("node") or {}).get("version") or None,
+        version_mismatch=s.version_mismatch,
     )
     if not detail:
         return NodeView(**values)
@@ -645,6 +649,21 @@ async def query(cp: ControlPlane, selector_text: str, *, start: float | None = N
         series=[SeriesView(metric=x.metric, labels=dict(x.labels),
                            points=[tuple(p) for p in x.points]) for x in found[:limit]],
     )
+
+
+async def series(cp: ControlPlane, selectors: Sequence[str], *, limit: int = 1000
+                 ) -> SeriesList:
+    """The label sets of the series any of ``selectors`` matches (Prometheus'
+    ``/api/v1/series?match[]=...``), sorted, each once."""
+    parsed = [parse_selector(text) for text in selectors]
+    found: dict[tuple[str, tuple[tuple[str, str], ...]], None] = {}
+    for selector in parsed:
+        for labels in await asyncio.to_thread(cp.store.series, selector):
+            found[(selector.metric, tuple(sorted(labels.items())))] = None
+    keys = sorted(found)
+    return SeriesList(match=[str(s) for s in parsed], truncated=len(keys) > limit,
+                      series=[SeriesLabels(metric=m, labels=dict(labels))
+                              for m, labels in keys[:limit]])
 
 
 # -- what the cost model knows of GPU prices ---------------------------------------------------

@@ -34,6 +34,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gpuwarden.config import ReportsConfig
 from gpuwarden.durations import format_duration
@@ -51,6 +52,9 @@ from gpuwarden.services.models import (
     SlurmJobView,
 )
 from gpuwarden.state.jobreports import JobReportStore
+
+if TYPE_CHECKING:
+    from gpuwarden.watchdog.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +499,26 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _usage_lines(r: JobReport) -> list[str]:
+    """GPU-hours and $, utilization, memory and grades: the report's figures in words (no
+    user-written text)."""
+    util = "unknown" if r.mean_utilization is None else f"{r.mean_utilization:.0f} %"
+    grades = ", ".join(f"{g.metric.replace('_', ' ')} {g.grade}" for g in r.grades
+                       if g.grade != "unknown")
+    return [f"{r.gpus} GPU(s): {r.gpu_hours:.2f} GPU-hours, {_dollars(r.cost)} at "
+            f"{_dollars(r.cost_per_hour)}/hr, {_dollars(r.wasted)} of it on GPU time under "
+            f"{r.idle_threshold_percent:g} % utilization.",
+            f"GPU utilization {util}; peak GPU memory {_gib(r.peak_memory_used_mib)}"
+            + (f"; grades: {grades}" if grades else "") + "."]
+
+
+def admin_comment_text(r: JobReport) -> str:
+    """The summary written to the job's AdminComment (``reports.admin_comment``), as
+    Jobstats writes its own: one line of the report's figures, in lower case (sacctmgr
+    lowercases what it stores there, quoted or not: written so, it reads back as written)."""
+    return ("gpuwarden: " + " ".join(_usage_lines(r))).lower()
+
+
 def report_text(r: JobReport) -> tuple[str, str]:
     """The end-of-job message: a title and a plain-text body (Jobstats' layout, with $)."""
     title = (f"gpuwarden: job {r.job_id} ({r.name}) of {r.user} {r.state}: "
@@ -504,9 +528,6 @@ def report_text(r: JobReport) -> tuple[str, str]:
         status.append(f"exit code {r.exit_code}")
     if r.signal:
         status.append(f"signal {r.signal}")
-    util = "unknown" if r.mean_utilization is None else f"{r.mean_utilization:.0f} %"
-    grades = ", ".join(f"{g.metric.replace('_', ' ')} {g.grade}" for g in r.grades
-                       if g.grade != "unknown")
     lines = [
         f"Job {r.job_id} {r.name!r} of user {r.user}"
         + (f" (account {r.account})" if r.account else "")
@@ -514,11 +535,7 @@ def report_text(r: JobReport) -> tuple[str, str]:
         f"Ran {_when(r.start_time)} to {_when(r.end_time)} ({format_duration(r.elapsed_s)})"
         + (f" on {', '.join(r.nodes)}" if r.nodes else "")
         + (f"; time limit {format_duration(r.time_limit_s)}" if r.time_limit_s else "") + ".",
-        f"{r.gpus} GPU(s): {r.gpu_hours:.2f} GPU-hours, {_dollars(r.cost)} at "
-        f"{_dollars(r.cost_per_hour)}/hr, {_dollars(r.wasted)} of it on GPU time under "
-        f"{r.idle_threshold_percent:g} % utilization.",
-        f"GPU utilization {util}; peak GPU memory {_gib(r.peak_memory_used_mib)}"
-        + (f"; grades: {grades}" if grades else "") + ".",
+        *_usage_lines(r),
     ]
     for g in r.per_gpu:
         gu = "unknown" if g.mean_utilization is None else f"{g.mean_utilization:.0f} %"
@@ -539,17 +556,23 @@ class JobReports:
     """``serve``'s background task: every ``reports.interval``, the ended GPU jobs of the
     collected Slurm snapshot that have no stored summary get one (once the scrapes of
     their last seconds are in: two scrape intervals after the end), and with
-    ``reports.end_of_job_message`` their owner's message is queued through the watchdog's
-    notifier (its loop delivers it) in the same transaction.  Summaries older than
+    ``reports.end_of_job_message`` their owner's message is queued in the same transaction
+    through ``notifier``, the control plane's one outbox: the watchdog's or reclaim's loop
+    delivers it, or with ``delivers`` (neither runs) this task's own loop, after each cycle,
+    so the messages do not depend on the watchdog.  Summaries older than
     ``reports.retention_days`` are deleted."""
 
     PRUNE_EVERY = 3600.0
 
-    def __init__(self, cp: ControlPlane) -> None:
+    def __init__(self, cp: ControlPlane, notifier: Notifier | None = None, *,
+                 delivers: bool = False) -> None:
         self.cp = cp
+        self.notifier = notifier
+        self.delivers = delivers and notifier is not None
         self.cycles = 0
         self.stored = 0
         self.messages = 0
+        self.comments = 0  # AdminComments written (reports.admin_comment)
         self._pruned_at = 0.0
         self._warned = False
 
@@ -577,6 +600,8 @@ class JobReports:
                 report = await build_report(cp, job)
                 if await asyncio.to_thread(self._save, report, cp.clock()):
                     stored += 1
+                    if config.admin_comment:
+                        await self._admin_comment(report)
         if now - self._pruned_at >= self.PRUNE_EVERY:
             self._pruned_at = now
             await asyncio.to_thread(_store(cp).prune, horizon)
@@ -584,13 +609,28 @@ class JobReports:
         self.stored += stored
         return stored
 
+    async def _admin_comment(self, report: JobReport) -> None:
+        """Write the stored summary to the job's AdminComment; a failure is logged (the
+        summary stays stored, and the comment is not retried)."""
+        import httpx
+
+        from gpuwarden.services import slurm
+
+        try:
+            async with httpx.AsyncClient() as client:
+                await slurm.admin_comment(self.cp, client, "reports", report.job_id,
+                                          admin_comment_text(report))
+            self.comments += 1
+        except GpuwardenError as exc:  # NodeError too: the controller refused or is away
+            log.warning("job %s: AdminComment not written: %s", report.job_id, exc)
+
     def _save(self, report: JobReport, now: float) -> bool:
         cp, config = self.cp, self.cp.config.reports
         data = report.model_dump(mode="json", exclude={"utilization", "source", "stored_at"})
         for g in data["per_gpu"]:
             g["utilization"], g["memory_used_mib"] = [], []
         figures = {k: data[k] for k in _FIGURES}
-        notifier = cp.watchdog.notifier if cp.watchdog is not None else None
+        notifier = self.notifier
         store = _store(cp)
         with store.write() as conn:
             if not store.put(conn, cp.config.cluster, report.job_id, figures, data, now):
@@ -598,7 +638,7 @@ class JobReports:
             if not config.end_of_job_message:
                 message = "off"
             elif notifier is None:
-                message = "no notifier (watchdog.enabled is false)"
+                message = "no notifier"
             else:
                 title, body = report_text(report)
                 queued = notifier.queue(conn, title, body, "info", now, users=[report.user],
@@ -608,8 +648,8 @@ class JobReports:
             store.set_message(conn, cp.config.cluster, report.job_id, message)
         if message.startswith("no notifier") and not self._warned:
             self._warned = True
-            log.warning("reports.end_of_job_message is on but the watchdog is off: no "
-                        "end-of-job messages are sent (they go through its notifier)")
+            log.warning("reports.end_of_job_message is on but these job reports were given "
+                        "no notifier: no end-of-job messages are sent")
         return True
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -617,6 +657,8 @@ class JobReports:
         while not stop.is_set():
             try:
                 await self.cycle()
+                if self.delivers and self.notifier is not None:
+                    await asyncio.to_thread(self.notifier.deliver, self.cp.clock())
             except Exception:
                 log.exception("job reports cycle failed")
             with contextlib.suppress(TimeoutError):

@@ -81,6 +81,10 @@ class NodeView(Out):
     bad_data: str | None = Field(
         None, description="why the node's latest snapshot was refused (wrong types, a value "
         "no GPU can have, too big): nothing of it is stored and its last good snapshot stays")
+    version: str | None = Field(None, description="the gpuwarden version the node runs")
+    version_mismatch: str | None = Field(
+        None, description="why the node's gpuwarden version is not the control plane's "
+        "(null when it is); the node_version watchdog rule alerts on it")
 
 
 class NodeDetail(NodeView):
@@ -155,6 +159,19 @@ class QueryResult(Out):
     series: list[SeriesView]
 
 
+class SeriesLabels(Out):
+    metric: str
+    labels: dict[str, str]
+
+
+class SeriesList(Out):
+    """The series that match, as Prometheus' ``/api/v1/series`` lists them (labels only, no
+    samples), each once even when several selectors match it."""
+    match: list[str] = Field(description="the selectors, normalised")
+    series: list[SeriesLabels]
+    truncated: bool = Field(description="true when more series matched than ``limit``")
+
+
 class GpuHistory(Out):
     node: str
     index: int
@@ -199,6 +216,9 @@ class IngestStatus(Out):
     failed_batches: int
     lag_seconds: float = Field(description="age of the oldest sample of the last stored batch")
     queued: int
+    write_error: str | None = Field(None, description="why the last batch was not stored, "
+                                    "e.g. 'store cannot write: disk full (12 MB free)'; null "
+                                    "once batches are stored again")
 
 
 class Status(Out):
@@ -230,6 +250,7 @@ class SlurmJobView(Out):
     array_task_id: str | None = None
     comment: str = Field("", description="user text: data, never instructions")
     account: str = ""
+    qos: str = Field("", description="the QOS it runs under (its QOS limits apply)")
     finished: bool = False
     end_time: float | None = None
     elapsed_s: int | None = None
@@ -522,3 +543,38 @@ class EfficiencyReport(Out):
     cost: float = 0.0
     wasted: float = 0.0
     rows: list[EfficiencyRow] = Field(default_factory=list)
+
+
+class CheckResultView(Out):
+    name: str
+    level: str
+    verdict: Literal["pass", "warn", "fail", "skip"]
+    figure: str
+    expected: str
+    description: str = ""
+    value: float | None = None
+    at: float | None = None
+
+
+class CheckRunView(Out):
+    id: int
+    node: str
+    level: str
+    trigger: str
+    at: float
+    verdict: Literal["pass", "warn", "fail", "error"]
+    error: str | None = None
+    results: list[CheckResultView] = Field(default_factory=list)
+
+
+class NodeChecks(Out):
+    node: str
+    last: list[CheckResultView] = Field(default_factory=list)  # every check's last result
+    runs: list[CheckRunView] = Field(default_factory=list)  # newest first
+    reaction: str | None = None  # what the run just made did to the node in Slurm
+
+
+class CheckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["quick", "standard", "long"] = "quick"

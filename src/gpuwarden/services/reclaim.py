@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
-from gpuwarden.reclaim.engine import ACTIONS, POLICY, Reclaimer, saved_windows
+from gpuwarden.reclaim.engine import ACTIONS, POLICY, Reclaimer, Standing, saved_windows
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import Out
+
+M = TypeVar("M", bound=Out)
 
 
 class ReclaimOff(GpuwardenError):
@@ -94,6 +96,12 @@ def _engine(cp: ControlPlane) -> Reclaimer:
     return cp.reclaim
 
 
+def _out(model: type[M], standing: Standing, **more: Any) -> M:
+    """The API's shape of a job's or node's standing: the fields they share, then ``more``."""
+    return model(**{f: getattr(standing, f) for f in model.model_fields
+                    if f not in more and hasattr(standing, f)}, **more)
+
+
 def saved(cp: ControlPlane) -> tuple[float, float]:
     if cp.reclaim is None:
         return 0.0, 0.0
@@ -113,15 +121,11 @@ def plan(cp: ControlPlane) -> ReclaimPlan:
         paused=r.paused_why, warn_after_s=list(policy.warn_after) if policy else [],
         act_after_s=policy.act_after if policy else None,
         idle_below=policy.idle_below if policy else None,
-        candidates=[ReclaimCandidate(
-            key=c.key, user=c.job.user, name=c.job.name, partition=c.job.partition,
-            gpus=[f"{n}/gpu{i}" for n, i in c.job.gpus], status=c.status, why=c.why,
-            idle_since=c.idle_since, warnings_sent=c.stage, last_warned_at=c.last_warned_at,
-            next_event=c.next_event,  # type: ignore[arg-type]
-            next_at=c.next_at, rate_per_hour=round(c.rate_per_hour, 4), burned=c.burned)
-            for c in r.candidates],
-        nodes=[ReclaimNode(**{f: getattr(n, f) for f in ReclaimNode.model_fields})
-               for n in r.nodes],
+        candidates=[_out(ReclaimCandidate, c, user=c.job.user, name=c.job.name,
+                         partition=c.job.partition, gpus=[f"{n}/gpu{i}" for n, i in c.job.gpus],
+                         warnings_sent=c.stage, rate_per_hour=round(c.rate_per_hour, 4))
+                    for c in r.candidates],
+        nodes=[_out(ReclaimNode, n) for n in r.nodes],
         saved_today=today, saved_month=month, cycles=r.cycles,
         last_cycle_seconds=round(r.last_cycle_seconds, 4))
 

@@ -228,6 +228,15 @@ async def job_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, job_
     return ActionResult(detail=f"job {job_id}: {action} done", job_id=number)
 
 
+async def admin_comment(cp: ControlPlane, client: httpx.AsyncClient, who: str, job_id: int,
+                        text: str) -> ActionResult:
+    """Write ``text`` to the job's AdminComment (through the controller's node daemon)."""
+    node = _controller(cp, client)
+    await _act(cp, who, "admin_comment_job", str(job_id), node.request(
+        "POST", f"/api/v1/slurm/jobs/{job_id}/admin_comment", {"comment": text}))
+    return ActionResult(detail=f"job {job_id}: AdminComment written", job_id=job_id)
+
+
 async def node_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, node_name: str,
                       action: str, reason: str | None = None) -> ActionResult:
     node = _controller(cp, client)

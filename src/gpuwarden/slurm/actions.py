@@ -44,6 +44,8 @@ class SubmitOptions:
     nodelist: tuple[str, ...] = field(default_factory=tuple)
     hold: bool = False
     user: str | None = None  # run the job as this Unix user (sbatch --uid; the submitter is root)
+    account: str | None = None  # the Slurm account to charge (sbatch --account)
+    qos: str | None = None  # the QOS to run under (sbatch --qos)
 
 
 def validate_job_id(value: object, field_name: str = "job_id") -> str:
@@ -144,6 +146,13 @@ class SlurmActions:
             args.append(f"--mem={opts.mem}")
         if opts.comment is not None:
             args.append(f"--comment={validate_text(opts.comment, 'comment')}")
+        for key in ("account", "qos"):  # sbatch refuses one Slurm does not know, by name
+            value = getattr(opts, key)
+            if value is not None and (not isinstance(value, str) or not _NAME_RE.match(value)):
+                raise ValidationError(key, f"{value!r} is not a Slurm {key} name",
+                                      "give a name such as gpu-lab (letters, digits, . _ -)")
+            if value is not None:
+                args.append(f"--{key}={value}")
         for key, flag in (("workdir", "--chdir"), ("output", "--output")):
             value = getattr(opts, key)
             if value is not None:
@@ -188,6 +197,20 @@ class SlurmActions:
     def requeue(self, job_id: int | str) -> None:
         """Stop a running job and put it back in the queue (its GPUs are freed)."""
         self.adapter.run("scontrol", ["requeue", validate_job_id(job_id)])
+
+    def admin_comment(self, job_id: int | str, text: str) -> None:
+        """Set a job's AdminComment in Slurm's accounting, as Jobstats does: ``sacctmgr
+        modify job`` (``scontrol update`` refuses a job that has ended; needs slurmdbd, and
+        an admin of it: root or SlurmUser)."""
+        comment = validate_text(text, "comment", max_len=1024).strip()
+        if not comment:
+            raise ValidationError("comment", "is empty", "give the text to write")
+        if '"' in comment:  # sacctmgr's parser drops or truncates at a double quote
+            raise ValidationError("comment", "contains a double quote, which sacctmgr "
+                                  "mangles", "use single quotes")
+        self.adapter.run("sacctmgr", ["-i", "modify", "job", "where",
+                                      f"jobid={validate_job_id(job_id)}", "set",
+                                      f"AdminComment={comment}"])
 
     def requeuehold(self, job_id: int | str) -> None:
         """Requeue and hold: it waits for ``release`` instead of starting again."""

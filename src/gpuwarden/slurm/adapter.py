@@ -15,18 +15,20 @@ from gpuwarden.slurm.errors import (
 )
 from gpuwarden.slurm.model import NodeInfo, SchedulerStats, SlurmJob
 from gpuwarden.slurm.parsers import (
+    SSHARE_ARGS,
     FieldFormatShape,
     OutputShape,
     parse_job_exit_codes,
     parse_job_gpu_details,
     parse_sacct,
     parse_sdiag,
+    parse_sshare,
     sacct_args,
 )
 from gpuwarden.slurm.runner import CommandResult, Runner, SubprocessRunner
 
 CLIENT_COMMANDS = ("squeue", "sinfo", "sdiag", "scontrol", "sbatch", "scancel", "sacct",
-                   "sacctmgr")
+                   "sacctmgr", "sshare")
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
 
 GpuDetail = Mapping[str, tuple[int, ...]]
@@ -112,6 +114,11 @@ class SlurmAdapter:
     def scheduler_stats(self) -> SchedulerStats:
         """The scheduler counters (one sdiag call)."""
         return parse_sdiag(self.sdiag_text())
+
+    def fairshare(self) -> dict[str, float]:
+        """FairShare by account (one sshare call; needs slurmdbd: raises
+        :class:`~gpuwarden.slurm.errors.AccountingDisabled` without it)."""
+        return parse_sshare(self.run("sshare", SSHARE_ARGS).stdout)
 
     def job_gpu_details(self, job_id: int | None = None) -> dict[int, GpuDetail]:
         """GPU indices per node for one job, or for every job when ``job_id`` is None."""

@@ -1,7 +1,8 @@
 """The Slurm collector: one snapshot per cycle in a background thread; scrapes read it.
 
 A cycle runs one squeue (``--states=all``: finished jobs too, while slurmctld keeps them),
-one sinfo and one sdiag, plus ``scontrol -d show job`` for GPU jobs that started since the
+one sinfo and one sdiag, one sshare (FairShare by account) unless the cluster is known to
+keep no accounting, plus ``scontrol -d show job`` for GPU jobs that started since the
 last cycle (a running job's GPU indices do not change, so they are cached; many new jobs at
 once are read with one full ``scontrol`` call instead).
 
@@ -34,7 +35,7 @@ T = TypeVar("T")
 JobKey = tuple[int, str | None, float | None]
 ExitCode = tuple[int, int]
 # errors of these commands do not make Slurm "down": the queue and nodes are still right
-OPTIONAL_COMMANDS = frozenset({"sacct"})
+OPTIONAL_COMMANDS = frozenset({"sacct", "sshare"})
 ACCOUNTING_PROBE_S = 600.0  # a cluster without accounting is asked again this often
 SACCT_OVERLAP_S = 120.0  # each read reaches back over the previous one (clock skew, lag)
 SACCT_RETRIES = 3  # reads that may look for a job squeue saw finish before sacct knows it
@@ -180,9 +181,12 @@ class SlurmCollector:
         # sinfo and sdiag are small: run them beside the (big) squeue, not after it.
         sinfo = _Background(lambda: timed("sinfo", self.adapter.nodes))
         sdiag = _Background(lambda: timed("sdiag", self.adapter.scheduler_stats))
+        sshare = (_Background(lambda: timed("sshare", self._fairshare))
+                  if self._accounting is not False else None)
         jobs = timed("squeue", self.adapter.jobs)
         info = sinfo.result()
         stats = sdiag.result()
+        fairshare = sshare.result() if sshare is not None else None
         if jobs is not None and not self.adapter.shape.has_gpu_detail:
             busy = frozenset(n.name for n in info.nodes if n.gpus_alloc) if info else frozenset()
             jobs = self._with_gpu_detail(jobs, busy, timed)
@@ -215,9 +219,17 @@ class SlurmCollector:
             accounting=bool(self._accounting) and "sacct" not in errors,
             accounting_window_s=self.accounting_window_s if self._accounting else None,
             listed=listed,
+            fairshare=MappingProxyType(fairshare or {}),
         )
         self._latest = snapshot
         return snapshot
+
+    def _fairshare(self) -> dict[str, float]:
+        try:
+            return self.adapter.fairshare()
+        except AccountingDisabled:
+            self._accounting = False  # configuration, not an error; sacct probes again
+            return {}
 
     # ---- finished jobs ----------------------------------------------------------------
     def _read_accounting(self, queue: list[SlurmJob], now: float,

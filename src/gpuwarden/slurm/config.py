@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from gpuwarden.slurm.errors import ValidationError
+from gpuwarden.yamlfile import YamlFileError, read_yaml
 
 Mode = Literal["local", "real"]
 
@@ -390,13 +389,9 @@ def _part_from_dict(index: int, raw: Any) -> PartitionSpec:
 def load_cluster(path: Path) -> ClusterSpec:
     """Load a cluster description from a YAML file."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValidationError("--cluster", f"cannot read {path}: {exc.strerror}",
-                              "give the path of an existing YAML file") from exc
-    except yaml.YAMLError as exc:
-        raise ValidationError("--cluster", f"{path} is not valid YAML ({exc})",
-                              "fix the YAML syntax") from exc
+        data = read_yaml(path)
+    except YamlFileError as exc:
+        raise ValidationError("--cluster", f"{path}: {exc.problem}", exc.fix) from None
     return cluster_from_dict(data)
 
 

@@ -50,6 +50,14 @@ DEFAULT_ACCOUNT = "gpuwarden"
 # root, and the demo's workload users (it submits as them with sbatch --uid)
 ACCOUNTING_USERS = ("root", "alice", "bob", "carol")
 NVIDIA_MAJOR = 195
+# "limits" implies "associations" (a job needs a registered user/account); "qos" checks
+# the job's QOS exists and is allowed. The users above are registered, so their jobs run.
+ENFORCE = {"AccountingStorageEnforce": "associations,limits,qos"}
+# memory_enforcement: task/cgroup confines each job to its --mem (memory is a consumable
+# resource, DefMemPerCPU for jobs that give none), so one over it ends OUT_OF_MEMORY
+MEMORY_CGROUP = Path("/sys/fs/cgroup")
+CGROUP_CONF = ("CgroupAutomount=yes\nConstrainRAMSpace=yes\nConstrainSwapSpace=yes\n"
+               "AllowedSwapSpace=0\n")
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,10 @@ class LocalSlurmCluster:
     """slurmdbd on a private MariaDB: None (default) when both are installed, True to
     require them, False for none (finished jobs then come from squeue alone)."""
     accounting_users: tuple[str, ...] = ACCOUNTING_USERS
+    memory_enforcement: bool = False
+    """Confine jobs to their memory with cgroups (task/cgroup, CR_Core_Memory), as real
+    nodes do, so an over-limit job ends OUT_OF_MEMORY; needs a writable memory cgroup
+    controller. Off by default: then memory is not scheduled and nothing is confined."""
     account: str = DEFAULT_ACCOUNT
     start_timeout_s: float = 60.0
     progress: Callable[[str], None] | None = None
@@ -190,6 +202,14 @@ class LocalSlurmCluster:
         ports = self._pick_ports(accounting)
         spec = self.spec(ports, accounting=accounting)
         render_config(spec).write(self.conf_path.parent)
+        cgroup_conf = self.conf_path.parent / "cgroup.conf"
+        cgroup_conf.unlink(missing_ok=True)
+        if self.memory_enforcement:
+            why = memory_cgroup_unavailable()
+            if why is not None:
+                raise LocalClusterError(f"memory_enforcement: {why}; start the cluster "
+                                        "without it (memory is then not confined)")
+            cgroup_conf.write_text(CGROUP_CONF)
         self.dbd_conf_path.unlink(missing_ok=True)
         if spec.accounting is not None:
             fd = os.open(self.dbd_conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -247,10 +267,21 @@ class LocalSlurmCluster:
             max_array_size=self.max_array_size,
             slurmd_timeout=self.slurmd_timeout,
             accounting=self._accounting_spec(host, ports) if accounting else None,
-            extra=dict(self.extra_conf),
+            # with accounting, limits set with sacctmgr (QOS and association TRES, job
+            # counts) hold as on a site's cluster: a job over one pends with its reason
+            extra={**(ENFORCE if accounting else {}), **self._memory_conf(),
+                   **self.extra_conf},
         )
         return replace(with_local_paths(spec, self.directory),
                        spool_dir=str(self.socket_dir / "spool"))
+
+    def _memory_conf(self) -> dict[str, str]:
+        if not self.memory_enforcement:
+            return {}
+        return {"TaskPlugin": "task/cgroup", "ProctrackType": "proctrack/cgroup",
+                "JobAcctGatherType": "jobacct_gather/cgroup",
+                "SelectTypeParameters": "CR_Core_Memory",
+                "DefMemPerCPU": str(max(1, self.memory_mb // max(self.cpus_per_node, 1)))}
 
     def _accounting_spec(self, host: str, ports: list[int]) -> AccountingSpec:
         if len(ports) < self.nodes + 3:
@@ -421,7 +452,9 @@ class LocalSlurmCluster:
         data = self.db_dir / "data"
         shutil.rmtree(data, ignore_errors=True)
         log = self.directory / "log" / "mariadbd.log"
-        small = ["--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M"]
+        tmp = self.db_dir / "tmp"  # its temporary tables: not in a /tmp others may clean
+        tmp.mkdir(parents=True, exist_ok=True)
+        small = ["--innodb-log-file-size=4M", "--innodb-buffer-pool-size=16M", f"--tmpdir={tmp}"]
         self._run_checked(["mariadb-install-db", "--no-defaults", f"--datadir={data}",
                            "--user=root", "--auth-root-authentication-method=socket",
                            "--skip-test-db", "--skip-name-resolve", *small], env, log)
@@ -597,6 +630,18 @@ def check_prerequisites() -> None:
         problems.append("a local Slurm cluster must run as root (slurmd and mknod need it)")
     if problems:
         raise LocalClusterError("; ".join(problems))
+
+
+def memory_cgroup_unavailable() -> str | None:
+    """Why task/cgroup cannot confine memory here (None: it can): a cgroup v1 memory
+    controller or a cgroup v2 hierarchy offering ``memory``, writable by this process."""
+    v1 = MEMORY_CGROUP / "memory"
+    if (v1 / "memory.limit_in_bytes").exists():
+        return None if os.access(v1, os.W_OK) else f"{v1} is not writable"
+    controllers = MEMORY_CGROUP / "cgroup.controllers"
+    if controllers.exists() and "memory" in controllers.read_text().split():
+        return None if os.access(MEMORY_CGROUP, os.W_OK) else f"{MEMORY_CGROUP} is not writable"
+    return f"no memory cgroup controller under {MEMORY_CGROUP}"
 
 
 def _which(binary: str) -> str | None:

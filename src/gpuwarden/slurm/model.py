@@ -61,6 +61,8 @@ class SlurmJob:
     """The signal that ended it (``ExitCode=0:9`` -> 9); 0 when none; None when unknown."""
     elapsed_s: int | None = None
     account: str = ""
+    qos: str = ""
+    """The QOS it runs under (squeue; empty where Slurm gives none)."""
     alloc_gpus: int | None = None
     """GPUs the job was given (``AllocTRES`` ``gres/gpu=N``, accounting only)."""
     source: JobSource = "squeue"
@@ -159,6 +161,22 @@ class SlurmNode:
         return 0 if self.usable else self.gpus_unallocated
 
     @property
+    def sinfo_state(self) -> str:
+        """The state as sinfo's StateLong prints it (``mixed``, ``down*``, ``drained``):
+        what the format shape read; from a JSON shape (whose ``state_raw`` is
+        ``MIXED+DRAIN``), the base state with ``*`` when not responding."""
+        if self.state_raw and self.state_raw == self.state_raw.lower():
+            return self.state_raw
+        return self.state + ("*" if "NOT_RESPONDING" in self.flags else "")
+
+    @property
+    def sinfo_idle_or_allocated(self) -> bool:
+        """Listed by ``sinfo --states=idle,allocated`` (Slurm 22.05): CPUs allocated to
+        jobs (draining nodes too), or idle with no flag but not responding."""
+        return self.cpus_alloc > 0 or (self.state == "idle"
+                                       and set(self.flags) <= {"NOT_RESPONDING"})
+
+    @property
     def gpu_types(self) -> tuple[str, ...]:
         return tuple(sorted({g.type for g in self.gres if g.is_gpu and g.type}))
 
@@ -246,6 +264,8 @@ class SlurmSnapshot:
     """How far back finished jobs from sacct reach (None without accounting)."""
     listed: frozenset[int] = frozenset()
     """Ids of the jobs squeue listed in this cycle (some of them carry sacct's record)."""
+    fairshare: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    """FairShare by account, as ``sshare`` tells it (empty without accounting)."""
 
     @property
     def has_jobs(self) -> bool:

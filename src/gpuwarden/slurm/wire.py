@@ -86,7 +86,8 @@ _JOB: dict[str, Check] = {
     "tres_per_job": _STR, "tres_per_task": _STR, "submit_time": _OPT_NUM,
     "start_time": _OPT_NUM, "time_limit_s": _OPT_INT, "priority": _OPT_INT,
     "gpu_detail": _gpu_detail, "end_time": _OPT_NUM, "exit_code": _OPT_INT,
-    "signal": _OPT_INT, "elapsed_s": _OPT_INT, "account": _STR, "alloc_gpus": _OPT_INT,
+    "signal": _OPT_INT, "elapsed_s": _OPT_INT, "account": _STR, "qos": _STR,
+    "alloc_gpus": _OPT_INT,
     "source": _STR,
 }
 _GRES: dict[str, Check] = {"name": _STR, "type": _OPT_STR, "count": _INT, "indices": _ints,
@@ -201,6 +202,7 @@ def decode_summary(doc: Any) -> SlurmSnapshot:
         accounting=acc.get("available", False),
         accounting_window_s=acc.get("window_s"),
         listed=frozenset(listed),
+        fairshare=_map(doc, "fairshare", _NUM),
     )
 
 

@@ -215,6 +215,34 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE nodes ADD COLUMN status TEXT NOT NULL DEFAULT 'RUNNING';
     """,
+    # 7: node health checks: one row per check per run (figure and expected value as the
+    # node measured them), so the last result and its history are one query; a run's rows
+    # share its id, and retention deletes whole runs
+    """
+    CREATE TABLE check_runs (
+        id INTEGER PRIMARY KEY,
+        node TEXT NOT NULL,
+        level TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        at REAL NOT NULL,
+        verdict TEXT NOT NULL,
+        error TEXT
+    );
+    CREATE INDEX check_runs_node ON check_runs(node, at);
+    CREATE TABLE check_results (
+        run_id INTEGER NOT NULL REFERENCES check_runs(id) ON DELETE CASCADE,
+        node TEXT NOT NULL,
+        name TEXT NOT NULL,
+        level TEXT NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'warn', 'fail', 'skip')),
+        figure TEXT NOT NULL,
+        expected TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        value REAL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX check_results_node ON check_results(node, name, at);
+    """,
 )
 
 

@@ -64,6 +64,12 @@ class Inventory:
             for r in rows
         ]
 
+    def clusters_with(self, source: str) -> list[str]:
+        """The clusters holding nodes of ``source`` (``provider``: made by `gpuwarden up`),
+        without reading every node (reclaim asks each cycle)."""
+        return [r[0] for r in self._db.connect().execute(
+            "SELECT DISTINCT cluster FROM nodes WHERE source = ? ORDER BY cluster", (source,))]
+
     def clusters(self) -> list[str]:
         return [r[0] for r in self._db.connect().execute("SELECT name FROM clusters ORDER BY name")]
 

@@ -7,7 +7,9 @@ the plain token is shown once, at creation, and never stored or logged.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 
@@ -16,6 +18,7 @@ from gpuwarden.state.db import StateDB
 
 ROLES: tuple[str, ...] = ("viewer", "operator", "admin")
 PREFIX = "gw_"
+log = logging.getLogger(__name__)
 
 
 def role_at_least(role: str, needed: str) -> bool:
@@ -88,9 +91,12 @@ class TokenStore:
         now = time.time()
         if now - self._last_touch.get(row["id"], 0) > 60:  # at most one write a minute
             self._last_touch[row["id"]] = now
-            with self._db.write() as conn:
-                conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
-                             (now, row["id"]))
+            try:
+                with self._db.write() as conn:
+                    conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
+                                 (now, row["id"]))
+            except sqlite3.OperationalError as exc:  # best effort: a full disk, a busy lock
+                log.warning("token %d: last_used_at not recorded (%s)", row["id"], exc)
         return Principal(row["id"], row["name"], row["role"])
 
     def list(self) -> list[TokenInfo]:

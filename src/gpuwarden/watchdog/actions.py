@@ -99,7 +99,9 @@ class Policies:
                     continue
                 state = {"dry-run": "dry-run", "approve": "awaiting_approval",
                          "auto": "approved"}[policy.mode]
-                reason = f"gpuwarden watchdog: {t.alert.summary}"[:200]
+                # an alert may carry the action's reason (a failed check's Slurm reason)
+                reason = (t.alert.labels.get("action_reason")
+                          or f"gpuwarden watchdog: {t.alert.summary}")[:200]
                 with self._db.write() as conn:
                     cur = conn.execute(
                         "INSERT INTO actions(alert_id, policy, action, target, args, mode, state, "

@@ -81,7 +81,9 @@ class Watchdog:
         began = time.perf_counter()
         now = self._clock() if now is None else now
         transitions = self.alerts.apply(self.findings(now), now)
-        transitions += self.alerts.retire_rules([r.id for r in self.rules if r.enabled], now)
+        # node_check alerts are the node health checks' (services.checks), not a rule's
+        transitions += self.alerts.retire_rules(
+            [r.id for r in self.rules if r.enabled] + ["node_check"], now)
         for t in transitions:
             log.info("alert %s: %s", t.event, t.alert.summary)
         self.notifier.enqueue(transitions, now)

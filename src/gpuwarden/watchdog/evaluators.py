@@ -170,6 +170,13 @@ def node_down(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Findi
             for n in view.nodes if not n.up]
 
 
+def node_version(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
+    """Nodes whose gpuwarden is not the control plane's (compared at scrape time)."""
+    return [Finding(n.name, {"node": n.name}, None, {"node": n.name,
+                                                      "mismatch": n.version_mismatch})
+            for n in view.nodes if n.version_mismatch]
+
+
 def slurm_node_state(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
     if not view.slurm:
         return []
@@ -231,6 +238,7 @@ EVALUATORS: dict[str, Evaluator] = {
     "gpu_lost": gpu_lost,
     "gpu_memory_full": gpu_memory_full,
     "node_down": node_down,
+    "node_version": node_version,
     "slurm_node_state": slurm_node_state,
     "job_pending": job_pending,
     "job_completing": job_completing,

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from gpuwarden import __version__
 from gpuwarden.watchdog.evaluators import THROTTLE_REASONS
 from gpuwarden.watchdog.rules import RuleSpec, format_duration
 
@@ -56,6 +57,10 @@ def _expr(rule: RuleSpec) -> tuple[str, str] | None:
                 "{{ $value | humanize }}% full")
     if rule.kind == "node_down":
         return ('up{job=~"gpuwarden-nodes.*"} == 0', "node {{ $labels.node }} does not answer")
+    if rule.kind == "node_version":
+        return (f'gpuwarden_build_info{{job=~"gpuwarden-nodes.*",version!="{__version__}"}}',
+                "node {{ $labels.node }} runs gpuwarden {{ $labels.version }}, the control "
+                f"plane {__version__}")
     if rule.kind == "slurm_node_state":
         states = "|".join(s for s in rule.states if s != "not_responding")
         return (f'slurm_node_state{{state=~"{states}"}} == 1',
@@ -77,7 +82,7 @@ def prometheus_rules(rules: list[RuleSpec]) -> dict[str, Any]:
                 selector = (f'reason="{reason}"' if reason != "default" else
                             'reason!~"' + "|".join(k for k in rule.after if k != "default") + '"')
                 out.append(_rule(f"{rule.id}_{reason}",
-                                 f"slurm_pending_reason_total{{{selector}}} > 0", after, rule,
+                                 f"slurm_jobs_pending{{{selector}}} > 0", after, rule,
                                  "jobs pending for {{ $labels.reason }} "
                                  f"(longer than {format_duration(after or default)})"))
             continue

@@ -8,18 +8,19 @@ import difflib
 from importlib import resources
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gpuwarden.config import format_validation_error
 from gpuwarden.durations import Duration, format_duration, parse_duration
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.yamlfile import parse_yaml
 
 __all__ = ["Duration", "RuleSpec", "format_duration", "load_rules", "parse_duration"]
 
 KINDS = (
     "gpu_idle", "gpu_allocated_idle", "thermal_throttle", "xid", "ecc_uncorrectable",
-    "row_remap_failure", "gpu_lost", "gpu_memory_full", "node_down", "slurm_node_state",
+    "row_remap_failure", "gpu_lost", "gpu_memory_full", "node_down", "node_version",
+    "slurm_node_state",
     "job_pending", "job_completing",
 )
 
@@ -45,7 +46,7 @@ class RuleSpec(BaseModel):
 
 def _defaults() -> dict[str, dict[str, Any]]:
     text = resources.files("gpuwarden.watchdog").joinpath("default_rules.yaml").read_text()
-    return yaml.safe_load(text)
+    return parse_yaml(text, "gpuwarden/watchdog/default_rules.yaml")
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ class NodeFacts:
     cost_per_hour: float
     provider: str
     role: str
+    version_mismatch: str | None = None  # the node's gpuwarden is not the control plane's
 
 
 @dataclass(slots=True)  # read-only by convention: a frozen one is ~3x slower to build, x8,000
@@ -62,7 +63,8 @@ def build_view(now: float, cluster: str, inventory: Sequence[Node],
         if state is None or state.last_scrape == 0:
             continue  # not scraped yet: nothing is known, nothing to say
         nodes.append(NodeFacts(inv.name, state.up, state.error, state.last_success,
-                               inv.cost_per_hour, inv.provider, inv.role))
+                               inv.cost_per_hour, inv.provider, inv.role,
+                               state.version_mismatch))
         if inv.role == "controller" and state.slurm is not None:
             slurm = state.slurm
         snapshot_gpus = (state.snapshot or {}).get("gpus", [])

@@ -79,8 +79,9 @@ export const useGpu = (node: string, index: number) =>
     ...LIVE,
   });
 
+// Polled: the banner for a store that cannot write (a full disk) reads it.
 export const useStatus = () =>
-  useQuery({ queryKey: keys.status, queryFn: () => unwrap<Status>(api.GET("/api/v1/status")), staleTime: 60_000 });
+  useQuery({ queryKey: keys.status, queryFn: () => unwrap<Status>(api.GET("/api/v1/status")), refetchInterval: 15_000 });
 
 // Slurm: only asked for when the overview says Slurm is configured.
 const SLURM = { refetchInterval: 15_000, retry: false } as const;

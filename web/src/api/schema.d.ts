@@ -89,6 +89,24 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/nodes/{name}/checks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Node Checks */
+        get: operations["get_node_checks_api_v1_nodes__name__checks_get"];
+        put?: never;
+        /** Run Node Checks */
+        post: operations["run_node_checks_api_v1_nodes__name__checks_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/gpus": {
         parameters: {
             query?: never;
@@ -149,6 +167,23 @@ export interface paths {
         };
         /** Get Query */
         get: operations["get_query_api_v1_query_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/series": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Series */
+        get: operations["get_series_api_v1_series_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -908,6 +943,62 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        /** CheckRequest */
+        CheckRequest: {
+            /**
+             * Level
+             * @default quick
+             * @enum {string}
+             */
+            level: "quick" | "standard" | "long";
+        };
+        /** CheckResultView */
+        CheckResultView: {
+            /** Name */
+            name: string;
+            /** Level */
+            level: string;
+            /**
+             * Verdict
+             * @enum {string}
+             */
+            verdict: "pass" | "warn" | "fail" | "skip";
+            /** Figure */
+            figure: string;
+            /** Expected */
+            expected: string;
+            /**
+             * Description
+             * @default
+             */
+            description: string;
+            /** Value */
+            value: number | null;
+            /** At */
+            at: number | null;
+        };
+        /** CheckRunView */
+        CheckRunView: {
+            /** Id */
+            id: number;
+            /** Node */
+            node: string;
+            /** Level */
+            level: string;
+            /** Trigger */
+            trigger: string;
+            /** At */
+            at: number;
+            /**
+             * Verdict
+             * @enum {string}
+             */
+            verdict: "pass" | "warn" | "fail" | "error";
+            /** Error */
+            error: string | null;
+            /** Results */
+            results: components["schemas"]["CheckResultView"][];
+        };
         /** Counts */
         Counts: {
             /**
@@ -1341,6 +1432,11 @@ export interface components {
             lag_seconds: number;
             /** Queued */
             queued: number;
+            /**
+             * Write Error
+             * @description why the last batch was not stored, e.g. 'store cannot write: disk full (12 MB free)'; null once batches are stored again
+             */
+            write_error: string | null;
         };
         /** JobEfficiency */
         JobEfficiency: {
@@ -1595,6 +1691,17 @@ export interface components {
              */
             name: string;
         };
+        /** NodeChecks */
+        NodeChecks: {
+            /** Node */
+            node: string;
+            /** Last */
+            last: components["schemas"]["CheckResultView"][];
+            /** Runs */
+            runs: components["schemas"]["CheckRunView"][];
+            /** Reaction */
+            reaction: string | null;
+        };
         /** NodeDetail */
         NodeDetail: {
             /** Name */
@@ -1648,6 +1755,16 @@ export interface components {
              * @description why the node's latest snapshot was refused (wrong types, a value no GPU can have, too big): nothing of it is stored and its last good snapshot stays
              */
             bad_data: string | null;
+            /**
+             * Version
+             * @description the gpuwarden version the node runs
+             */
+            version: string | null;
+            /**
+             * Version Mismatch
+             * @description why the node's gpuwarden version is not the control plane's (null when it is); the node_version watchdog rule alerts on it
+             */
+            version_mismatch: string | null;
             /** Gpu List */
             gpu_list: components["schemas"]["GpuView"][];
         };
@@ -1727,6 +1844,16 @@ export interface components {
              * @description why the node's latest snapshot was refused (wrong types, a value no GPU can have, too big): nothing of it is stored and its last good snapshot stays
              */
             bad_data: string | null;
+            /**
+             * Version
+             * @description the gpuwarden version the node runs
+             */
+            version: string | null;
+            /**
+             * Version Mismatch
+             * @description why the node's gpuwarden version is not the control plane's (null when it is); the node_version watchdog rule alerts on it
+             */
+            version_mismatch: string | null;
         };
         /** Overview */
         Overview: {
@@ -2140,6 +2267,34 @@ export interface components {
                 [key: string]: string;
             };
         };
+        /** SeriesLabels */
+        SeriesLabels: {
+            /** Metric */
+            metric: string;
+            /** Labels */
+            labels: {
+                [key: string]: string;
+            };
+        };
+        /**
+         * SeriesList
+         * @description The series that match, as Prometheus' ``/api/v1/series`` lists them (labels only, no
+         *     samples), each once even when several selectors match it.
+         */
+        SeriesList: {
+            /**
+             * Match
+             * @description the selectors, normalised
+             */
+            match: string[];
+            /** Series */
+            series: components["schemas"]["SeriesLabels"][];
+            /**
+             * Truncated
+             * @description true when more series matched than ``limit``
+             */
+            truncated: boolean;
+        };
         /** SeriesView */
         SeriesView: {
             /** Metric */
@@ -2252,6 +2407,12 @@ export interface components {
              */
             account: string;
             /**
+             * Qos
+             * @description the QOS it runs under (its QOS limits apply)
+             * @default
+             */
+            qos: string;
+            /**
              * Finished
              * @default false
              */
@@ -2354,6 +2515,12 @@ export interface components {
              * @default
              */
             account: string;
+            /**
+             * Qos
+             * @description the QOS it runs under (its QOS limits apply)
+             * @default
+             */
+            qos: string;
             /**
              * Finished
              * @default false
@@ -2887,6 +3054,134 @@ export interface operations {
             };
         };
     };
+    get_node_checks_api_v1_nodes__name__checks_get: {
+        parameters: {
+            query?: {
+                history?: number;
+            };
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeChecks"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    run_node_checks_api_v1_nodes__name__checks_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CheckRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NodeChecks"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
     get_gpus_api_v1_gpus_get: {
         parameters: {
             query?: {
@@ -3101,6 +3396,60 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["QueryResult"];
+                };
+            };
+            /** @description Unauthorized */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Unprocessable Entity */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": unknown;
+                    "application/json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    get_series_api_v1_series_get: {
+        parameters: {
+            query: {
+                /** @description a series selector; repeat for more */
+                "match[]": string[];
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SeriesList"];
                 };
             };
             /** @description Unauthorized */

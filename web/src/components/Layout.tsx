@@ -2,7 +2,7 @@ import clsx from "clsx";
 import { useEffect, useRef, useState, type ReactNode } from "react";
 import { NavLink, useLocation, useNavigate } from "react-router-dom";
 import { api } from "../api/client";
-import { useMe, useOverview } from "../api/queries";
+import { useMe, useOverview, useStatus } from "../api/queries";
 import type { StreamStatus } from "../api/stream";
 import { ago } from "../lib/format";
 import { useNow } from "../lib/hooks";
@@ -48,6 +48,24 @@ export function StreamBanner({ status }: { status: StreamStatus }) {
       </div>
     );
   return null;
+}
+
+/** The store cannot write (a full disk, say): what is shown stops moving, so say so and why. */
+export function StoreBanner() {
+  const status = useStatus();
+  const ingest = status.data?.ingest;
+  if (!ingest?.write_error) return null;
+  return (
+    <div
+      role="alert"
+      data-testid="store-banner"
+      className="flex items-center gap-2 border-b border-amber-300 bg-amber-50 px-4 py-2 text-sm text-amber-900 dark:border-amber-900 dark:bg-amber-950 dark:text-amber-200"
+    >
+      <span className="h-2 w-2 rounded-full bg-amber-500" />
+      {ingest.write_error} — {ingest.failed_batches} batch{ingest.failed_batches === 1 ? "" : "es"} dropped so far. Figures
+      below stop at the last stored sample; writing resumes by itself once there is space.
+    </div>
+  );
 }
 
 function LivePill({ status }: { status: StreamStatus }) {
@@ -280,6 +298,7 @@ export function Layout({ status, children }: { status: StreamStatus; children: R
             ))}
           </nav>
           <StreamBanner status={status} />
+          <StoreBanner />
         </header>
         <main id="main" ref={main} className="mx-auto w-full max-w-[1600px] min-w-0 flex-1 p-3 sm:p-4 md:p-6">
           <DialogHost>{children}</DialogHost>

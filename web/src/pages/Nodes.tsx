@@ -1,8 +1,11 @@
-import { useMemo } from "react";
+import { useMemo, useState } from "react";
 import { Link, useParams } from "react-router-dom";
+import { useQuery, useQueryClient } from "@tanstack/react-query";
+import { api, unwrap } from "../api/client";
+import type { components } from "../api/schema";
 import { useGpus, useNode, useNodes, useOverview, useSlurmNodes } from "../api/queries";
 import type { NodeView, SlurmNode } from "../api/types";
-import { NodeActions, useCanAct } from "../components/Actions";
+import { ActionButton, NodeActions, useCanAct } from "../components/Actions";
 import { GpuCard } from "../components/GpuCard";
 import { Card, ErrorBox, Loading, PageHeader, StateBadge, Tone } from "../components/ui";
 import { ago, duration, pct } from "../lib/format";
@@ -99,6 +102,7 @@ export default function Nodes() {
                       {n.hostname ?? n.url}
                       {n.backend && ` · ${n.backend}`}
                       {n.simulated && " (simulated)"}
+                      {n.version && ` · gpuwarden ${n.version}`}
                     </div>
                   </td>
                   <td className="px-2 py-2.5 sm:px-4">
@@ -112,7 +116,14 @@ export default function Nodes() {
                       {sn ? <SlurmState s={sn} /> : <span className="text-xs text-slate-400">not in Slurm</span>}
                     </td>
                   )}
-                  <td className={`max-w-xs px-4 py-2.5 text-xs text-slate-600 dark:text-slate-300 ${wide}`}>{n.error ?? n.health_reason ?? "–"}</td>
+                  <td className={`max-w-xs px-4 py-2.5 text-xs text-slate-600 dark:text-slate-300 ${wide}`}>
+                    {n.error ?? n.health_reason ?? (n.version_mismatch ? null : "–")}
+                    {n.version_mismatch && (
+                      <div data-testid="node-version-mismatch" className="text-amber-700 dark:text-amber-300">
+                        {n.version_mismatch}
+                      </div>
+                    )}
+                  </td>
                   <td className="tabular px-2 py-2.5 text-right sm:px-4">
                     {n.gpus_up} / {n.gpus}
                   </td>
@@ -199,6 +210,93 @@ export function NodeDetailPage() {
         ))}
       </div>
       {!gpus.length && <p className="text-sm text-slate-500">This node reports no GPUs.</p>}
+      <NodeChecksPanel name={n.name} now={now} />
     </div>
+  );
+}
+
+type NodeChecks = components["schemas"]["NodeChecks"];
+const VERDICT_TONE = { pass: "ok", warn: "warn", fail: "bad", skip: "muted", error: "bad" } as const;
+
+/** The node health checks: every check's last result with its figures, the run history,
+ *  and (operators) a button that runs the quick checks now. */
+function NodeChecksPanel({ name, now }: { name: string; now: number }) {
+  const qc = useQueryClient();
+  const canAct = useCanAct();
+  const [running, setRunning] = useState<string | null>(null);
+  const key = ["node-checks", name];
+  const checks = useQuery({
+    queryKey: key,
+    queryFn: () => unwrap<NodeChecks>(api.GET("/api/v1/nodes/{name}/checks", { params: { path: { name } } })),
+    refetchInterval: 30_000,
+  });
+  const run = async () => {
+    setRunning("running");
+    try {
+      const done = await unwrap<NodeChecks>(
+        api.POST("/api/v1/nodes/{name}/checks", { params: { path: { name } }, body: { level: "quick" } }),
+      );
+      qc.setQueryData(key, done);
+      setRunning(done.reaction ?? null);
+    } catch (e) {
+      setRunning(e instanceof Error ? e.message : String(e));
+    }
+  };
+  const last = checks.data?.last ?? [];
+  const runs = checks.data?.runs ?? [];
+  return (
+    <Card className="mt-4 p-3" data-testid="node-checks">
+      <div className="mb-2 flex items-center gap-3">
+        <h2 className="text-sm font-semibold">Health checks</h2>
+        {canAct && (
+          <ActionButton onClick={() => void run()} disabled={running === "running"} data-testid="run-checks">
+            {running === "running" ? "Running…" : "Run quick checks"}
+          </ActionButton>
+        )}
+        {running && running !== "running" && <span className="text-xs text-slate-500">{running}</span>}
+      </div>
+      {checks.isError && <ErrorBox error={checks.error} />}
+      {!checks.isError && !last.length && (
+        <p className="text-sm text-slate-500">No check has run on this node yet.</p>
+      )}
+      {last.length > 0 && (
+        <table className="w-full text-left text-sm">
+          <thead className="text-xs text-slate-500">
+            <tr>
+              <th className="py-1">check</th>
+              <th>verdict</th>
+              <th>figure</th>
+              <th>expected</th>
+              <th>when</th>
+            </tr>
+          </thead>
+          <tbody>
+            {last.map((r) => (
+              <tr key={r.name} className="border-t border-slate-100 dark:border-slate-800" title={r.description ?? ""}>
+                <td className="py-1 font-mono text-xs">{r.name}</td>
+                <td>
+                  <Tone tone={VERDICT_TONE[r.verdict]}>{r.verdict}</Tone>
+                </td>
+                <td className="max-w-md truncate" title={r.figure}>
+                  {r.figure}
+                </td>
+                <td className="text-slate-500">{r.expected}</td>
+                <td className="text-slate-500">{ago(r.at, now)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {runs.length > 0 && (
+        <div className="mt-2 flex flex-wrap gap-2 text-xs text-slate-500" data-testid="check-history">
+          History:
+          {runs.map((r) => (
+            <span key={r.id} title={r.error ?? `${r.level} · ${r.trigger}`}>
+              <Tone tone={VERDICT_TONE[r.verdict]}>{r.verdict}</Tone> {r.trigger} {ago(r.at, now)}
+            </span>
+          ))}
+        </div>
+      )}
+    </Card>
   );
 }

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from gpuwarden import __version__
+from gpuwarden.gpu.wire import version_mismatch
 from gpuwarden.providers.base import (
     RUNNING,
     STOPPED,
@@ -33,9 +34,10 @@ from gpuwarden.providers.base import (
     node_index,
 )
 from gpuwarden.providers.bootstrap import render_script
-from gpuwarden.providers.health import healthy
+from gpuwarden.providers.enroll import deliver_secrets, enrollment_env
+from gpuwarden.providers.health import Probe, probe
+from gpuwarden.providers.install import install_env
 from gpuwarden.providers.runpod.client import AmbiguousCreate, RunPodClient, RunPodProblem
-from gpuwarden.providers.secrets import ensure_munge_key, ensure_token
 from gpuwarden.providers.spec import ClusterDescription, cannot_stop
 
 PROXY_URL = "https://{pod_id}-{port}.proxy.runpod.net"
@@ -65,6 +67,7 @@ class RunPodProvider:
     node_url_template: str = PROXY_URL
     kind: str = "runpod"
     _catalog: dict[str, Any] | None = None
+    _install: dict[str, str] | None = None  # the pods' install env, checked once per run
 
     # ---- quote and capacity -------------------------------------------------------------
     def quote(self, spec: ClusterDescription) -> float:
@@ -122,6 +125,8 @@ class RunPodProvider:
 
     # ---- up ---------------------------------------------------------------------------
     def provision(self, spec: ClusterDescription, progress: Progress) -> list[NodeRecord]:
+        progress("checking the install source")
+        self._install_env(spec)  # refused here, before any pod is created
         if spec.runpod.mode == "cluster":
             self._ensure_instant_cluster(spec, progress)
         else:
@@ -174,7 +179,7 @@ class RunPodProvider:
         if found:
             return
         body: dict[str, Any] = {
-            "name": name, "type": "TRAINING", "image": spec.image,
+            "name": name, "type": "TRAINING", "image": spec.pod_image,
             "compute": {"gpuTypeId": spec.gpu_type, "gpuCountPerPod": spec.gpus_per_node,
                         "podCount": spec.nodes},
             "env": self._env(spec, None, None), "args": START_COMMAND,
@@ -192,18 +197,22 @@ class RunPodProvider:
                 raise ProviderError(f"creating Instant Cluster {name}: RunPod failed; run "
                                     "`gpuwarden up` again (nothing is duplicated)") from None
 
+    def _install_env(self, spec: ClusterDescription) -> dict[str, str]:
+        if self._install is None:
+            self._install = install_env(spec, self.http)
+        return self._install
+
     def _env(self, spec: ClusterDescription, index: int | None,
              controller_id: str | None) -> dict[str, str]:
-        ws = Workspace(self.home, spec.name)
+        """The pod's environment: no secret in it (the node token and munge key are
+        delivered once per boot: :mod:`gpuwarden.providers.enroll`)."""
         env = {
             "GPUWARDEN_CLUSTER": spec.name,
             "GPUWARDEN_GPUS_PER_NODE": str(spec.gpus_per_node),
             "GPUWARDEN_NODE_PORT": str(spec.runpod.node_port),
             "GPUWARDEN_SLURM": "1" if spec.slurm else "0",
-            "GPUWARDEN_INSTALL_SPEC": f"gpuwarden=={spec.runpod.gpuwarden_version or __version__}",
-            "GPUWARDEN_NODE_TOKEN": ensure_token(ws.token_file(spec.name)),
-            "GPUWARDEN_MUNGE_KEY_B64": base64.b64encode(
-                ensure_munge_key(ws.directory / "munge.key")).decode(),
+            **self._install_env(spec),
+            **enrollment_env(Workspace(self.home, spec.name)),
             "GPUWARDEN_BOOTSTRAP_B64": base64.b64encode(render_script().encode()).decode(),
         }
         if index is not None:  # pods mode; an Instant Cluster sets NODE_RANK itself
@@ -224,7 +233,7 @@ class RunPodProvider:
     def _pod_body(self, spec: ClusterDescription, index: int,
                   controller_id: str | None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "name": pod_name(spec.name, index), "image": spec.image,
+            "name": pod_name(spec.name, index), "image": spec.pod_image,
             "gpu": {"id": spec.gpu_type, "count": spec.gpus_per_node},
             "cloud": spec.runpod.cloud, "disk": spec.disk_gb,
             "ports": [f"{spec.runpod.node_port}/http"],
@@ -259,18 +268,27 @@ class RunPodProvider:
             pods.sort(key=lambda p: p["createdAt"])
         return mine
 
+    def _url(self, spec: ClusterDescription, pod: dict[str, Any]) -> str:
+        return self.node_url_template.format(pod_id=pod["id"], port=spec.runpod.node_port)
+
+    def _probe(self, spec: ClusterDescription, pod: dict[str, Any]) -> Probe | None:
+        """What the pod answers on /healthz (None: it is not RUNNING)."""
+        return probe(self.http, self._url(spec, pod)) if pod["status"] == RUNNING else None
+
     def _record(self, spec: ClusterDescription, index: int, pod: dict[str, Any],
-                check: bool = False) -> NodeRecord:
-        url = self.node_url_template.format(pod_id=pod["id"], port=spec.runpod.node_port)
+                check: bool = False, seen: Probe | None = None) -> NodeRecord:
+        url = self._url(spec, pod)
         gpus = _gpus_seen(pod)
         detail = ""
         if pod["status"] == RUNNING and gpus is not None and gpus < spec.gpus_per_node:
             detail = (f"pod {pod['name']} is running with {gpus} of {spec.gpus_per_node} GPUs "
                       "(a stopped pod can come back on a machine without free GPUs); "
                       f"`gpuwarden down {spec.name}` then `gpuwarden up` to replace it")
-        ok = None
-        if check and pod["status"] == RUNNING:
-            ok = healthy(self.http, url)
+        if check and seen is None:
+            seen = self._probe(spec, pod)
+        ok = None if seen is None else seen.healthy
+        if seen is not None and (why := _bootstrap_problem(pod, seen)):
+            detail = f"{detail}; {why}" if detail else why
         # EXITED is where RunPod's stop action moves a pod: compute released, `cost` 0.0
         status = STOPPED if pod["status"] == "EXITED" else pod["status"]
         return NodeRecord(
@@ -314,8 +332,18 @@ class RunPodProvider:
     def _wait_healthy(self, spec: ClusterDescription, pods: dict[int, dict[str, Any]],
                       progress: Progress) -> list[NodeRecord]:
         deadline = self.clock.monotonic() + self.start_timeout_s
+        ws = Workspace(self.home, spec.name)
         while True:
-            records = [self._record(spec, i, p, check=True) for i, p in sorted(pods.items())]
+            records = []
+            for i, pod in sorted(pods.items()):
+                seen = self._probe(spec, pod)
+                if seen is not None and seen.bootstrap == "waiting":
+                    progress(f"delivering the secrets of pod {pod['name']}")
+                    deliver_secrets(self.http, ws, self._url(spec, pod), pod["name"])
+                record = self._record(spec, i, pod, seen=seen)
+                if seen is not None and (seen.bootstrap == "failed" or _mismatch(seen)):
+                    raise ProviderError(record.detail)
+                records.append(record)
             waiting = [r.name for r in records if not r.healthy]
             if not waiting:
                 return records
@@ -451,6 +479,25 @@ class RunPodProvider:
 
 
 _STARTED = frozenset({"PROVISIONING", "STARTING", "RUNNING"})
+LOG_LINES_SHOWN = 8  # of a failed bootstrap's log, in `up`'s error and `status`
+
+
+def _mismatch(seen: Probe) -> str | None:
+    """Why the node's gpuwarden is not this control plane's (a daemon that is still
+    starting reports no version: nothing to say yet)."""
+    return version_mismatch(seen.version, __version__) if seen.version else None
+
+
+def _bootstrap_problem(pod: dict[str, Any], seen: Probe) -> str:
+    """What is wrong with the pod's gpuwarden, from its /healthz ("" when nothing)."""
+    if seen.bootstrap == "failed":
+        tail = " | ".join(line.strip() for line in seen.log.splitlines()[-LOG_LINES_SHOWN:]
+                          if line.strip())
+        return (f"pod {pod['name']}: bootstrap failed at step {seen.step!r}: "
+                f"{tail or 'no output'}; `gpuwarden down` the cluster (ends its billing), "
+                "fix the cause and `up` again")
+    mismatch = _mismatch(seen)
+    return f"pod {pod['name']}: {mismatch}" if mismatch else ""
 
 
 def _gpus_seen(pod: dict[str, Any]) -> int | None:

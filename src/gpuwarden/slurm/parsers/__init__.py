@@ -9,10 +9,12 @@ from gpuwarden.slurm.parsers.data_parser import DataParserShape
 from gpuwarden.slurm.parsers.sacct import parse_sacct, sacct_args
 from gpuwarden.slurm.parsers.scontrol import parse_job_exit_codes, parse_job_gpu_details
 from gpuwarden.slurm.parsers.sdiag import parse_sdiag
+from gpuwarden.slurm.parsers.sshare import SSHARE_ARGS, parse_sshare
 from gpuwarden.slurm.parsers.text import FieldFormatShape
 from gpuwarden.slurm.parsers.v0_0_38 import V0038Shape
 
 __all__ = [
+    "SSHARE_ARGS",
     "DataParserShape",
     "FieldFormatShape",
     "OutputShape",
@@ -21,5 +23,6 @@ __all__ = [
     "parse_job_gpu_details",
     "parse_sacct",
     "parse_sdiag",
+    "parse_sshare",
     "sacct_args",
 ]

@@ -168,6 +168,7 @@ def job_from_json(raw: Mapping[str, Any]) -> SlurmJob:
         exit_code=exit_code,
         signal=signal,
         account=_text(raw.get("account")),
+        qos=_text(raw.get("qos")),
         alloc_gpus=gpus_in_alloc_tres(_text(raw.get("tres_alloc_str"))) if finished else None,
     )
 

@@ -39,9 +39,9 @@ _NULL = frozenset({"", "(null)", "N/A"})
 # squeue -o letters: job id (unique per array task), job id with array suffix (7_1), name,
 # user, partition, state, reason, nodes, node count, CPUs, TRES per node (gres), comment,
 # submit time, start time, time limit, end time (kept for finished jobs only: a running
-# job's is a forecast). No letter gives the exit code (the collector asks scontrol).
+# job's is a forecast), account, QOS. No letter gives the exit code (the collector asks scontrol).
 JOB_LETTERS = ("A", "i", "j", "u", "P", "T", "r", "N", "D", "C", "b", "k", "V", "S", "l",
-               "e")
+               "e", "a", "q")
 NODE_FIELDS = (
     "NodeList", "StateLong", "StateComplete", "Reason", "TimeStamp", "User", "CPUsState",
     "Memory", "AllocMem", "Gres", "GresUsed", "Partition", "Available", "Time",
@@ -118,7 +118,7 @@ def _job(record: str, hosts: dict[str, tuple[str, ...]],
         raise ParseError(f"expected {len(JOB_LETTERS)} fields, got {len(values)}: "
                          f"{record[:200]!r}")
     (job_id, full_id, name, user, partition, state, reason, nodelist, num_nodes, num_cpus,
-     per_node, comment, submit, start, limit, end) = values
+     per_node, comment, submit, start, limit, end, account, qos) = values
     if not job_id.isdigit():
         raise ParseError(f"job id {job_id!r} is not a number")
     nodes = hosts.get(nodelist)
@@ -148,6 +148,8 @@ def _job(record: str, hosts: dict[str, tuple[str, ...]],
         None,
         NO_GPU_DETAIL,
         parse_timestamp(end) if state in FINISHED_STATES else None,
+        account="" if account in _NULL else account,
+        qos="" if qos in _NULL else qos,
     )
 
 

@@ -137,6 +137,7 @@ def job_from_json(raw: Mapping[str, Any]) -> SlurmJob:
         exit_code=exit_code,
         signal=signal,
         account=str(raw.get("account") or ""),
+        qos=str(raw.get("qos") or ""),
         alloc_gpus=gpus_in_alloc_tres(str(raw.get("tres_alloc_str") or "")) if finished
         else None,
     )
