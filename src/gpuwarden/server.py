@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,7 @@ def _serve(options: ServeOptions, stopper) -> None:  # stopper: gpuwarden.stoppi
     else:
         say(f"sign in: {url}/signin with an API token (`gpuwarden token create --role viewer`)",
             flush=True)
+    gc.freeze()  # setup's objects (modules, app, loaded store) skip every GC
     # a graceful stop waits for open requests (the UI's event streams) this long, no more
     server = make_server(app, cp.closing, log_level="warning", access_log=False,
                          timeout_graceful_shutdown=5)

@@ -14,8 +14,9 @@ NODES = ["a", "b", "c.d", "c-d", "cxd", "ab"]
 def index() -> SeriesIndex:
     idx = SeriesIndex()
     for i, node in enumerate(NODES):
-        idx.add(i + 1, "DCGM_FI_DEV_GPU_UTIL", {"node": node, "gpu": "0"})
-        idx.add(100 + i, "DCGM_FI_DEV_GPU_TEMP", {"node": node, "gpu": "0"})
+        labels = idx.label_set({"node": node, "gpu": "0"}, [])
+        idx.add(i + 1, "DCGM_FI_DEV_GPU_UTIL", labels)
+        idx.add(100 + i, "DCGM_FI_DEV_GPU_TEMP", labels)
     return idx
 
 

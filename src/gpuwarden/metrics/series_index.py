@@ -6,14 +6,17 @@ under the same lock, briefly.
 
 Lookups are built for a fleet (1,000 nodes x 8 GPUs x ~40 fields: ~340,000 series):
 
-* ``by_labelkey``: label set -> metric -> series id.  The series of one GPU share one label
-  set, so ingest resolves a label set once per GPU and then a name per value.
+* :class:`LabelSet`: one record per label set (its labels once, its series by metric, the
+  newest timestamp of any of them, and the series ids and head buffers of the last group
+  taken whole), found from a group's label dict by one lookup of its items as given
+  (``aliases``): a scrape's group of a known label set costs one dict lookup and one
+  comparison of its names, not a sort of its labels.  Its labels are stored once too (the
+  ``label_sets`` table).
 * ``by_label``: (label, value) -> series ids, so a selector with equality matchers
   (``{node="n1",gpu="3"}``) reads the few series it names instead of testing every series
   of its metric.
-* label dicts are shared by the series of one label set (one dict per GPU, not per series),
-  and a series is (metric, label key): tuples of strings, which the garbage collector stops
-  tracking, so ~340,000 series do not make every full collection scan them.
+* a series is (metric, label set id): a tuple the garbage collector stops tracking, so
+  ~340,000 series do not make every full collection scan them.
 """
 
 from __future__ import annotations
@@ -25,64 +28,142 @@ from dataclasses import dataclass, field
 
 from gpuwarden.metrics.model import Selector
 
-LabelKey = tuple[tuple[str, str], ...]
 NO_TIME = -1 << 62
+_MAX_ALIASES = 4  # item orders remembered per label set (a sorted key is computed past them)
+
+
+@dataclass(slots=True, eq=False)
+class LabelSet:
+    """One label set: its labels (once, shared by its series), its series by metric, and
+    what ingest needs to take a group of samples of it in one step.  Only the writer
+    touches ``metrics``, ``newest`` and the cache; readers reach ``labels`` by ``id``."""
+
+    id: int  # its row in ``label_sets``
+    labels: dict[str, str]  # sorted by name; shared by its series: copy before handing out
+    metrics: dict[str, int] = field(default_factory=dict)  # metric -> series id
+    # an upper bound of the newest timestamp of any of its series: a group of samples
+    # newer than it needs no per-series order check
+    newest: int = NO_TIME
+    # its keys in SeriesIndex.aliases: items_key() of ``labels`` (its identity), then of the
+    # other orders its producers build its labels in
+    aliases: tuple[tuple[str, ...], ...] = ()
+    # the names of the last group taken whole, with their series ids and head buffers: the
+    # next scrape's group has the same names, so it costs one list comparison
+    names: object = None
+    # (tuples of untracked objects: the garbage collector stops scanning them)
+    sids: tuple[int, ...] = ()
+    bufs: tuple[tuple[array, array], ...] = ()
+    # ingest's bookkeeping during one batch (its ``mark``), kept here so that a batch makes
+    # no object per group that outlives the group (which would feed the garbage collector):
+    # its newest before the batch (to roll back), and the series ids and timestamp of its
+    # latest group taken whole (older ones, with other ids, in ``taken_more``), for a later
+    # group of the batch that goes sample by sample
+    mark: int = 0
+    before: int = NO_TIME
+    taken_sids: tuple[int, ...] | None = None
+    taken_ts: int = NO_TIME
+    taken_more: list[tuple[tuple[int, ...], int]] | None = None
 
 
 @dataclass(slots=True)
 class SeriesIndex:
-    info: dict[int, tuple[str, LabelKey]] = field(default_factory=dict)  # metric, label key
+    info: dict[int, tuple[str, int]] = field(default_factory=dict)  # metric, label set id
     by_metric: dict[str, set[int]] = field(default_factory=dict)
     by_label: dict[tuple[str, str], set[int]] = field(default_factory=dict)
-    by_labelkey: dict[LabelKey, dict[str, int]] = field(default_factory=dict)
-    labels_of: dict[LabelKey, dict[str, str]] = field(default_factory=dict)
-    # an upper bound of the newest timestamp of any series of a label set: a group of
-    # samples newer than it needs no per-series order check
-    group_newest: dict[LabelKey, int] = field(default_factory=dict)
+    # items_key() of a label dict, sorted by name or in the order a producer builds it ->
+    # its set (writer only): one dict lookup per group finds its label set, no sort (a flat
+    # tuple of names and values stands for exactly one label dict, in whatever order)
+    aliases: dict[tuple[str, ...], LabelSet] = field(default_factory=dict)
+    by_id: dict[int, LabelSet] = field(default_factory=dict)  # sets with series
     # head: series id -> (times in ms, values), time-ordered, not yet in a chunk
     head: dict[int, tuple[array, array]] = field(default_factory=dict)
     # the newest point of a series with no head (the newest of one with a head is the head's
     # last sample): see newest()
     latest: dict[int, tuple[int, float]] = field(default_factory=dict)
     next_id: int = 1
+    next_set_id: int = 1
 
-    def add(self, sid: int, metric: str, labels: Mapping[str, str],
-            key: LabelKey | None = None) -> None:
-        key = tuple(sorted(labels.items())) if key is None else key
-        shared = self.labels_of.get(key)
-        if shared is None:
-            shared = self.labels_of[key] = dict(key)
-        self.by_labelkey.setdefault(key, {})[metric] = sid
-        self.info[sid] = (metric, key)
+    def label_set(self, labels: Mapping[str, str], new: list[LabelSet]) -> LabelSet:
+        """The set of ``labels``, by one lookup of their items in the order given; a set
+        not known yet is made (with the next free id) and appended to ``new``: it has no
+        series (and readers do not see it) until :meth:`add` gives it one."""
+        items = items_key(labels)
+        found = self.aliases.get(items)
+        if found is not None:
+            return found
+        ordered = dict(sorted(labels.items()))
+        found = self.aliases.get(items_key(ordered))
+        if found is None:
+            found = self._register(self.next_set_id + len(new), ordered)
+            new.append(found)
+        if len(found.aliases) < _MAX_ALIASES and items not in self.aliases:
+            found.aliases += (items,)
+            self.aliases[items] = found
+        return found
+
+    def drop_sets(self, sets: list[LabelSet]) -> None:
+        """Forget sets made by :meth:`label_set` that got no series (a batch abandoned)."""
+        for ls in sets:
+            if not ls.metrics:
+                self._unregister(ls)
+
+    def add_set(self, set_id: int, labels: Mapping[str, str]) -> LabelSet:
+        """Register a stored label set (loading the store)."""
+        ls = self.by_id[set_id] = self._register(set_id, dict(sorted(labels.items())))
+        if set_id >= self.next_set_id:
+            self.next_set_id = set_id + 1
+        return ls
+
+    def _register(self, set_id: int, ordered: dict[str, str]) -> LabelSet:
+        ls = LabelSet(set_id, ordered)
+        key = items_key(ordered)
+        ls.aliases = (key,)
+        self.aliases[key] = ls
+        return ls
+
+    def add(self, sid: int, metric: str, ls: LabelSet) -> None:
+        ls.metrics[metric] = sid
+        self.by_id[ls.id] = ls
+        self.info[sid] = (metric, ls.id)
         self.by_metric.setdefault(metric, set()).add(sid)
-        for pair in key:
+        for pair in ls.labels.items():
             self.by_label.setdefault(pair, set()).add(sid)
         if sid >= self.next_id:
             self.next_id = sid + 1
+        if ls.id >= self.next_set_id:
+            self.next_set_id = ls.id + 1
 
-    def forget(self, sid: int) -> None:
-        metric, key = self.info.pop(sid)
-        metrics = self.by_labelkey.get(key)
-        if metrics is not None and metrics.get(metric) == sid:
-            del metrics[metric]
-            if not metrics:
-                del self.by_labelkey[key]
-                self.labels_of.pop(key, None)
-                self.group_newest.pop(key, None)
+    def forget(self, sid: int) -> int | None:
+        """Drop a series; the id of its label set when that set has no series left."""
+        metric, set_id = self.info.pop(sid)
+        ls = self.by_id[set_id]
+        if ls.metrics.get(metric) == sid:
+            del ls.metrics[metric]
+        ls.names = None
         _discard(self.by_metric, metric, sid)
-        for pair in key:
+        for pair in ls.labels.items():
             _discard(self.by_label, pair, sid)
         self.head.pop(sid, None)
         self.latest.pop(sid, None)
+        if ls.metrics:
+            return None
+        self._unregister(ls)
+        return set_id
+
+    def _unregister(self, ls: LabelSet) -> None:
+        self.by_id.pop(ls.id, None)
+        for items in ls.aliases:
+            self.aliases.pop(items, None)
+
+    def drop_head(self, sid: int) -> None:
+        """Drop an emptied head buffer (a series with nothing since the last chunk)."""
+        del self.head[sid]
+        self.by_id[self.info[sid][1]].names = None  # its cached buffers are stale
 
     def labels(self, sid: int) -> dict[str, str]:
         """The series' labels: a dict shared with its label set's other series (copy it
         before handing it out)."""
-        return self.labels_of[self.info[sid][1]]
-
-    def sid(self, metric: str, key: LabelKey) -> int | None:
-        metrics = self.by_labelkey.get(key)
-        return None if metrics is None else metrics.get(metric)
+        return self.by_id[self.info[sid][1]].labels
 
     def newest(self, sid: int) -> tuple[int, float] | None:
         buf = self.head.get(sid)
@@ -119,11 +200,11 @@ class SeriesIndex:
                 narrowing.append(union)
         narrowing.sort(key=len)
         smallest, others = narrowing[0], narrowing[1:]
-        info, labels_of = self.info, self.labels_of
+        info, by_id = self.info, self.by_id
         out = []
         for sid in smallest:
             if all(sid in s for s in others):
-                labels = labels_of[info[sid][1]]
+                labels = by_id[info[sid][1]].labels
                 if all(m.matches(labels) for m in selector.matchers):
                     out.append(sid)
         out.sort()
@@ -135,6 +216,12 @@ class SeriesIndex:
             buf = self.head[sid] = (array("q"), array("d"))
         buf[0].append(ts_ms)
         buf[1].append(value)
+
+
+def items_key(labels: Mapping[str, str]) -> tuple[str, ...]:
+    """A label dict's names then values, in its own order: what ``SeriesIndex.aliases`` is
+    keyed by (one flat tuple of strings, whose hashes are cached: no pair tuples)."""
+    return (*labels, *labels.values())
 
 
 _META = set(".^$*+?{}[]\\|()")

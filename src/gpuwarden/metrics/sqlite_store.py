@@ -2,9 +2,12 @@
 
 Layout (why: see ``bench/bench_store.py`` — row-per-sample SQLite costs ~10x the bytes):
 
+* ``label_sets`` (each label set's labels, once) and ``metric_series`` (a series: its metric
+  and label set); ``series`` is a view joining them (id, metric, labels JSON), the layout
+  before format 1, which files of format 0 are converted from when opened.
 * ``wal``: every :meth:`SqliteStore.append` batch as one compressed row, committed in one
-  transaction with any new ``series`` rows, so a batch is all there or not at all after a
-  crash.  The same samples also go to the in-memory *head* (per-series arrays).
+  transaction with any new label set and series rows, so a batch is all there or not at all
+  after a crash.  The same samples also go to the in-memory *head* (per-series arrays).
 * ``chunks``: once the clock passes a chunk boundary (``chunk_seconds``, default 10 min),
   each series' head samples before it become one compressed row (deltas of deltas for
   times, exact scaled-integer deltas or raw doubles for values); ``wal`` rows wholly before
@@ -30,7 +33,8 @@ writer's disk work; they only take the in-memory lock long enough to copy the se
 read.
 
 Every step of an append is linear in the batch (a node that sends 20,000 field names costs
-20,000 dict lookups, never 20,000 x 20,000), and :meth:`SqliteStore.interrupt` abandons the
+20,000 dict lookups, never 20,000 x 20,000); :meth:`append` and :meth:`append_groups` are
+one path (runs of samples become groups), and :meth:`SqliteStore.interrupt` abandons the
 append in flight (nothing of that batch is stored), so a stop never waits on a huge batch.
 """
 
@@ -44,11 +48,12 @@ import threading
 import time
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
+from gpuwarden.gpu.series import SeriesGroup
 from gpuwarden.metrics import codec
 from gpuwarden.metrics.ingest import SampleGroup
 from gpuwarden.metrics.model import AGGREGATIONS, Aggregation, Sample, Selector, Series
@@ -63,14 +68,18 @@ from gpuwarden.metrics.rollup import (
     decode_buckets,
     rollup_blob,
 )
-from gpuwarden.metrics.series_index import NO_TIME, LabelKey, SeriesIndex
+from gpuwarden.metrics.series_index import NO_TIME, LabelSet, SeriesIndex
 
 MAX_POINTS = 11_000  # what Prometheus allows per series in a range query
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS series (
-  id INTEGER PRIMARY KEY, metric TEXT NOT NULL, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS label_sets (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS metric_series (
+  id INTEGER PRIMARY KEY, metric TEXT NOT NULL, label_set INTEGER NOT NULL);
+CREATE VIEW IF NOT EXISTS series (id, metric, labels) AS
+  SELECT m.id, m.metric, l.labels FROM metric_series AS m JOIN label_sets AS l
+  ON l.id = m.label_set;
 CREATE TABLE IF NOT EXISTS wal (
   id INTEGER PRIMARY KEY, max_ts INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (
@@ -81,6 +90,19 @@ CREATE TABLE IF NOT EXISTS rollups (
   series_id INTEGER NOT NULL, t_first INTEGER NOT NULL, t_last INTEGER NOT NULL,
   data BLOB NOT NULL, PRIMARY KEY (series_id, t_first)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollups_t_last ON rollups (t_last);
+"""
+
+SCHEMA_VERSION = 1  # PRAGMA user_version; 0: one ``series`` row per series with its labels
+
+# version 0 -> 1: labels stored once per label set (``label_sets``); ``series`` becomes a view
+_MIGRATE_1 = """
+CREATE TABLE label_sets (id INTEGER PRIMARY KEY, labels TEXT NOT NULL);
+INSERT INTO label_sets (labels) SELECT labels FROM series GROUP BY labels ORDER BY min(id);
+CREATE TABLE metric_series (
+  id INTEGER PRIMARY KEY, metric TEXT NOT NULL, label_set INTEGER NOT NULL);
+INSERT INTO metric_series SELECT s.id, s.metric, l.id FROM series AS s JOIN label_sets AS l
+  ON l.labels = s.labels;
+DROP TABLE series;
 """
 
 
@@ -131,11 +153,12 @@ class SqliteStore:
         self._flush_target = 0
         self._rollup_queue: list[int] = []
         self._interrupt = threading.Event()
+        self._batch = 0  # appends so far (LabelSet.mark)
         self.dropped = 0
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA synchronous={synchronous}")
-        self._conn.executescript(_SCHEMA)
+        self._migrate()
         self._flushed_cut = self._meta("flushed_cut", self._now_ms() // self._chunk_ms
                                        * self._chunk_ms)
         self._rolled_until = self._meta(
@@ -151,183 +174,195 @@ class SqliteStore:
     # Writing ----------------------------------------------------------------------------------
 
     def append(self, samples: Sequence[Sample]) -> None:
-        """Store one batch atomically and durably (committed before this returns)."""
+        """Store one batch atomically and durably (committed before this returns).  Runs of
+        samples that share a labels mapping and a timestamp become one group of
+        :meth:`append_groups`, whose rules are those of the samples one at a time."""
+        groups: list[SampleGroup] = []
+        labels: object = None
+        ts: object = None
+        names: list[str] = []
+        values: list[float] = []
+        interrupted = self._interrupt.is_set
+        for k, s in enumerate(samples):
+            if not k & 4095 and interrupted():
+                self._abandon()
+            if s.labels is not labels or s.timestamp != ts:
+                labels, ts, names, values = s.labels, s.timestamp, [], []
+                groups.append(SampleGroup(labels, ts, names, values))
+            names.append(s.metric)
+            values.append(s.value)
+        self.append_groups(groups)
+
+    def append_groups(self, groups: Iterable[SeriesGroup]) -> None:
+        """Store one batch of samples in columnar groups (one label set and timestamp each,
+        as :func:`~gpuwarden.metrics.ingest.snapshot_groups` makes them) atomically and
+        durably, by the rules of the module doc applied to its samples one at a time, in
+        order.  A group newer than every sample of its label set, with finite values and
+        the names of that label set's last such group (the steady state of a scrape), is
+        taken whole: one dict lookup finds its :class:`LabelSet`, whose series ids and head
+        buffers it reuses.  Any other goes sample by sample."""
         with self._write_lock:
             self._check_open()
             now = self._now_ms()
             lo, hi = now - self._chunk_ms, now + self._chunk_ms
             index = self._index
-            label_keys: dict[int, LabelKey] = {}
-            new: dict[tuple[str, LabelKey], int] = {}
-            newest: dict[int, int] = {}
-            group_newest: dict[LabelKey, int] = {}
+            aliases, label_set = index.aliases, index.label_set
+            self._batch += 1
+            batch = self._batch
+            new_sets: list[LabelSet] = []
+            new_series: list[tuple[int, str, LabelSet]] = []
+            new_bufs: dict[int, tuple[array, array]] = {}
+            touched: list[LabelSet] = []
+            newest: dict[int, int] = {}  # per series, for groups checked sample by sample
+            pushes: list = []  # head buffers, timestamp, values: three items per group
             sids, times, values = array("q"), array("q"), array("d")
-            next_id = index.next_id
             dropped = 0
             interrupted = self._interrupt.is_set
-            for k, s in enumerate(samples):
-                if not k & 4095 and interrupted():
-                    self._abandon()
-                v = s.value
-                if v - v != 0.0:  # NaN or +-inf
-                    dropped += 1
-                    continue
-                ts = round(s.timestamp * 1000)
-                if ts < lo or ts > hi:
-                    dropped += 1
-                    continue
-                labels = s.labels
-                lk = label_keys.get(id(labels))
-                if lk is None:
-                    lk = label_keys[id(labels)] = tuple(sorted(labels.items()))
-                key = (s.metric, lk)
-                sid = index.sid(s.metric, lk) or new.get(key)
-                if sid is None:
-                    sid = new[key] = next_id
-                    next_id += 1
-                prev = newest.get(sid)
-                if prev is None:
-                    prev = index.newest_ts(sid)
-                if ts <= prev:
-                    dropped += 1
-                    continue
-                newest[sid] = ts
-                if ts > group_newest.get(lk, NO_TIME):
-                    group_newest[lk] = ts
-                sids.append(sid)
-                times.append(ts)
-                values.append(float(v))
+            last_timestamp: object = None
+            ts = 0
+            ts_rows: dict[int, array] = {}  # ts repeated n times, for the current ts
+            try:
+                for k, (labels, timestamp, names, vals) in enumerate(groups):
+                    if (not k & 63 or len(names) > 512) and interrupted():
+                        self._abandon()
+                    if timestamp is not last_timestamp:  # a node's groups share one
+                        last_timestamp = timestamp
+                        ts = round(timestamp * 1000)
+                        ts_rows = {}
+                    if ts < lo or ts > hi:
+                        dropped += len(names)
+                        continue
+                    ls = aliases.get((*labels, *labels.values()))  # items_key()
+                    if ls is None:
+                        ls = label_set(labels, new_sets)
+                    if ls.mark != batch:
+                        ls.mark = batch
+                        ls.before = ls.newest
+                        touched.append(ls)
+                    if ts > ls.newest:
+                        total = sum(vals)
+                        if total - total == 0 and len(vals) == len(names) and (
+                                ls.names == names
+                                or self._cache(ls, names, new_series, new_bufs)):
+                            ls.newest = ts
+                            if ls.taken_sids is not None and ls.taken_sids is not ls.sids:
+                                if ls.taken_more is None:
+                                    ls.taken_more = []
+                                ls.taken_more.append((ls.taken_sids, ls.taken_ts))
+                            ls.taken_sids, ls.taken_ts = ls.sids, ts
+                            sids.extend(ls.sids)
+                            row = ts_rows.get(len(vals))
+                            if row is None:
+                                row = ts_rows[len(vals)] = array("q", (ts,)) * len(vals)
+                            times.extend(row)
+                            values.extend(vals)
+                            pushes += ls.bufs, ts, vals
+                            continue
+                    # the general case: order, NaN and duplicates checked per sample
+                    if ls.taken_sids is not None:  # groups of it taken whole in this batch
+                        for taken_sids, taken_ts in (*(ls.taken_more or ()),
+                                                     (ls.taken_sids, ls.taken_ts)):
+                            for sid in taken_sids:
+                                if newest.get(sid, NO_TIME) < taken_ts:
+                                    newest[sid] = taken_ts
+                        ls.taken_sids = ls.taken_more = None
+                    kept_bufs: list[tuple[array, array]] = []
+                    kept_vals: list[float] = []
+                    metrics = ls.metrics
+                    for n, v in zip(names, vals, strict=True):
+                        if v - v != 0.0:  # NaN or +-inf (and TypeError if not a number)
+                            dropped += 1
+                            continue
+                        sid = metrics.get(n)
+                        if sid is None:
+                            sid = self._new_series(ls, n, new_series)
+                        prev = newest.get(sid)
+                        if prev is None:
+                            prev = index.newest_ts(sid)
+                        if ts <= prev:
+                            dropped += 1
+                            continue
+                        newest[sid] = ts
+                        sids.append(sid)
+                        kept_bufs.append(self._buffer(sid, new_bufs))
+                        kept_vals.append(float(v))
+                    if kept_vals:
+                        times.extend(array("q", (ts,)) * len(kept_vals))
+                        values.extend(kept_vals)
+                        pushes += kept_bufs, ts, kept_vals
+                        if ts > ls.newest:
+                            ls.newest = ts
+                if sids:
+                    self._commit_batch(new_sets, new_series, new_bufs, sids, times, values,
+                                       pushes)
+            except BaseException:
+                for ls in touched:  # nothing of the batch is stored
+                    ls.newest = ls.before
+                    ls.names = ls.taken_sids = ls.taken_more = None
+                first_new = index.next_set_id
+                for ls in new_sets:
+                    ls.metrics.clear()
+                for _sid, metric, ls in new_series:
+                    if ls.id < first_new:
+                        del ls.metrics[metric]
+                index.drop_sets(new_sets)
+                raise
+            for ls in touched:
+                ls.taken_sids = ls.taken_more = None
+            index.drop_sets(new_sets)  # sets whose every sample was dropped
             self.dropped += dropped
-            if sids:
-                def push() -> None:
-                    push_one = index.push
-                    for sid, ts, v in zip(sids, times, values, strict=True):
-                        push_one(sid, ts, v)
-
-                self._commit_batch(new, sids, times, values, group_newest, push)
             self._maintain_slice()
 
-    def append_groups(self, groups: Sequence[SampleGroup]) -> None:
-        """:meth:`append` for samples in columnar groups (one label set and timestamp each,
-        as :func:`~gpuwarden.metrics.ingest.snapshot_groups` makes them): the same rules and
-        the same atomic, durable batch, without a Python object per sample.  A group whose
-        timestamp is after every sample of its label set (the steady state of a scrape) is
-        taken whole; any other goes sample by sample."""
-        with self._write_lock:
-            self._check_open()
-            now = self._now_ms()
-            lo, hi = now - self._chunk_ms, now + self._chunk_ms
-            index = self._index
-            by_labelkey = index.by_labelkey
-            group_newest = index.group_newest
-            new: dict[tuple[str, LabelKey], int] = {}
-            batch_newest: dict[LabelKey, int] = {}  # label sets seen in this batch
-            newest: dict[int, int] = {}  # the slow path's per-series order
-            taken: dict[LabelKey, tuple[int, list[int]]] = {}  # groups taken whole: ts, sids
-            taken_sets: dict[LabelKey, set[int]] = {}  # their sids as sets, when asked for
-            sids, times, values = array("q"), array("q"), array("d")
-            pushes: list[tuple[list[int], int, Sequence[float]]] = []
-            dropped = 0
-            interrupted = self._interrupt.is_set
-            for labels, timestamp, names, vals in groups:
-                if interrupted():
-                    self._abandon()
-                ts = round(timestamp * 1000)
-                if ts < lo or ts > hi:
-                    dropped += len(names)
-                    continue
-                lk = tuple(sorted(labels.items()))
-                metrics = by_labelkey.get(lk)
-                gsids: list[int] | None = None
-                total = sum(vals)
-                if lk not in batch_newest and ts > group_newest.get(lk, NO_TIME) \
-                        and total - total == 0 and len(names) == len(vals):
-                    if metrics is not None:
-                        try:
-                            gsids = [metrics[n] for n in names]
-                        except KeyError:
-                            gsids = None
-                    if gsids is None:
-                        gsids = []
-                        for n in names:
-                            sid = (metrics.get(n) if metrics is not None else None) \
-                                or new.get((n, lk))
-                            if sid is None:
-                                sid = new[(n, lk)] = index.next_id + len(new)
-                            gsids.append(sid)
-                    if len(set(gsids)) != len(gsids):
-                        gsids = None  # a name twice: sample by sample
-                if gsids is not None:
-                    vals = list(vals)
-                    sids.extend(gsids)
-                    times.extend(array("q", (ts,)) * len(gsids))
-                    values.extend(vals)
-                    pushes.append((gsids, ts, vals))
-                    batch_newest[lk] = ts
-                    taken[lk] = (ts, gsids)
-                    continue
-                # the general case: order, NaN and duplicates checked per sample
-                kept_sids: list[int] = []
-                kept_vals: list[float] = []
-                whole = taken.get(lk)  # a group of this batch taken whole had this label set?
-                whole_sids: set[int] = set()
-                if whole is not None:
-                    whole_sids = taken_sets.get(lk) or taken_sets.setdefault(lk, set(whole[1]))
-                for n, v in zip(names, vals, strict=True):
-                    v = float(v)
-                    if v - v != 0.0:
-                        dropped += 1
-                        continue
-                    sid = (metrics.get(n) if metrics is not None else None) or new.get((n, lk))
-                    if sid is None:
-                        sid = new[(n, lk)] = index.next_id + len(new)
-                    prev = newest.get(sid)
-                    if prev is None:
-                        prev = index.newest_ts(sid)
-                        if whole is not None and sid in whole_sids:
-                            prev = max(prev, whole[0])
-                    if ts <= prev:
-                        dropped += 1
-                        continue
-                    newest[sid] = ts
-                    kept_sids.append(sid)
-                    kept_vals.append(v)
-                if kept_sids:
-                    sids.extend(kept_sids)
-                    times.extend(array("q", (ts,)) * len(kept_sids))
-                    values.extend(kept_vals)
-                    pushes.append((kept_sids, ts, kept_vals))
-                    if ts > batch_newest.get(lk, NO_TIME):
-                        batch_newest[lk] = ts
-            self.dropped += dropped
-            if sids:
-                def push() -> None:
-                    head = index.head
-                    for gsids, ts, vals in pushes:
-                        for sid, v in zip(gsids, vals, strict=True):
-                            buf = head.get(sid)
-                            if buf is None:
-                                buf = head[sid] = (array("q"), array("d"))
-                            buf[0].append(ts)
-                            buf[1].append(v)
+    def _new_series(self, ls: LabelSet, metric: str,
+                    new_series: list[tuple[int, str, LabelSet]]) -> int:
+        """A series id for a metric the label set does not have yet (registered for readers
+        when the batch commits)."""
+        sid = ls.metrics[metric] = self._index.next_id + len(new_series)
+        new_series.append((sid, metric, ls))
+        return sid
 
-                self._commit_batch(new, sids, times, values, batch_newest, push)
-            self._maintain_slice()
+    def _buffer(self, sid: int, new_bufs: dict[int, tuple[array, array]],
+                ) -> tuple[array, array]:
+        """The head buffer of a series (a new one goes into the head when the batch
+        commits)."""
+        buf = self._index.head.get(sid) or new_bufs.get(sid)
+        if buf is None:
+            buf = new_bufs[sid] = (array("q"), array("d"))
+        return buf
 
-    def _commit_batch(self, new: Mapping[tuple[str, LabelKey], int], sids: array,
-                      times: array, values: array, group_newest: Mapping[LabelKey, int],
-                      push: Callable[[], None]) -> None:
+    def _cache(self, ls: LabelSet, names: Sequence[str],
+               new_series: list[tuple[int, str, LabelSet]],
+               new_bufs: dict[int, tuple[array, array]]) -> bool:
+        """Make ``names`` the label set's cached group (series ids and head buffers); False
+        when a name is there twice (such a group goes sample by sample)."""
+        metrics = ls.metrics
+        sids = [metrics.get(n) or self._new_series(ls, n, new_series) for n in names]
+        if len(set(sids)) != len(sids):
+            return False
+        ls.names, ls.sids = names, tuple(sids)
+        ls.bufs = tuple([self._buffer(sid, new_bufs) for sid in sids])
+        return True
+
+    def _commit_batch(self, new_sets: list[LabelSet],
+                      new_series: list[tuple[int, str, LabelSet]],
+                      new_bufs: dict[int, tuple[array, array]], sids: array, times: array,
+                      values: array,
+                      pushes: list,
+                      ) -> None:
         """Write the batch durably, then, in one hold of the index lock, register its new
-        series and ``push`` its samples into the head: a reader sees all of a batch or
-        none of it, and never a series without its points."""
-        rows = [(sid, metric, json.dumps(dict(lk), separators=(",", ":")))
-                for (metric, lk), sid in new.items()]
+        series and push its samples into the head: a reader sees all of a batch or none of
+        it, and never a series without its points."""
+        set_rows = [(ls.id, json.dumps(ls.labels, separators=(",", ":")))
+                    for ls in new_sets if ls.metrics]
+        series_rows = [(sid, metric, ls.id) for sid, metric, ls in new_series]
         blob = codec.encode_batch(sids, times, values)
         if self._interrupt.is_set():
             self._abandon()
         try:
             with self._transaction() as c:
-                c.executemany("INSERT INTO series (id, metric, labels) VALUES (?, ?, ?)", rows)
+                c.executemany("INSERT INTO label_sets (id, labels) VALUES (?, ?)", set_rows)
+                c.executemany("INSERT INTO metric_series (id, metric, label_set) "
+                              "VALUES (?, ?, ?)", series_rows)
                 c.execute("INSERT INTO wal (max_ts, data) VALUES (?, ?)", (max(times), blob))
         except sqlite3.OperationalError:
             if self._interrupt.is_set():  # interrupt() stopped the statement: rolled back
@@ -335,13 +370,14 @@ class SqliteStore:
             raise
         with self._lock:
             index = self._index
-            for (metric, lk), sid in new.items():
-                index.add(sid, metric, index.labels_of.get(lk) or dict(lk), lk)
-            newest = index.group_newest
-            for lk, ts in group_newest.items():
-                if ts > newest.get(lk, NO_TIME):
-                    newest[lk] = ts
-            push()
+            for sid, metric, ls in new_series:
+                index.add(sid, metric, ls)
+            index.head.update(new_bufs)
+            it = iter(pushes)
+            for bufs, ts, vals in zip(it, it, it, strict=True):
+                for (buf_ts, buf_vs), v in zip(bufs, vals, strict=True):
+                    buf_ts.append(ts)
+                    buf_vs.append(v)
 
     def interrupt(self) -> None:
         """Abandon the append in flight in another thread (or the next one, if none is):
@@ -448,7 +484,7 @@ class SqliteStore:
                 del ts[:i]
                 del vs[:i]
                 if not ts:
-                    del head[sid]
+                    self._index.drop_head(sid)
         if not self._flush_queue:
             self._finish_flush()
 
@@ -458,14 +494,21 @@ class SqliteStore:
         raw_cut = min(now - self._raw_ms, self._rolled_until)
         old = now - self._retention_ms
         with self._lock:
-            expired = [sid for sid, (ts, _) in self._index.latest.items()
-                       if ts < old and sid not in self._index.head]
+            index = self._index
+            expired = [sid for sid, (ts, _) in index.latest.items()
+                       if ts < old and sid not in index.head]
+            gone = set(expired)
+            emptied = {index.info[sid][1] for sid in expired}
+            emptied = [(set_id,) for set_id in emptied
+                       if gone.issuperset(index.by_id[set_id].metrics.values())]
         with self._transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES ('flushed_cut', ?)", (target,))
             c.execute("DELETE FROM wal WHERE max_ts < ?", (target,))
             c.execute("DELETE FROM chunks WHERE t_last < ?", (raw_cut,))
             c.execute("DELETE FROM rollups WHERE t_last < ?", (old,))
-            c.executemany("DELETE FROM series WHERE id = ?", [(sid,) for sid in expired])
+            c.executemany("DELETE FROM metric_series WHERE id = ?",
+                          [(sid,) for sid in expired])
+            c.executemany("DELETE FROM label_sets WHERE id = ?", emptied)
         self._flushed_cut = target
         with self._lock:
             for sid in expired:
@@ -671,6 +714,27 @@ class SqliteStore:
             c.execute("INSERT INTO meta VALUES (?, ?)", (key, default))
         return default
 
+    def _migrate(self) -> None:
+        """Create the schema, converting a file of an older layout first; one transaction,
+        so a crash midway leaves the old layout, converted again on the next open."""
+        c = self._conn
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: metrics store format {version} is newer than this gpuwarden "
+                f"reads ({SCHEMA_VERSION}); upgrade gpuwarden or move the file away")
+        if version == SCHEMA_VERSION:
+            return
+        found = c.execute("SELECT type FROM sqlite_master WHERE name = 'series'").fetchone()
+        steps = _MIGRATE_1 if found is not None and found[0] == "table" else ""
+        try:  # one script (executescript commits any transaction open before it)
+            c.executescript(f"BEGIN IMMEDIATE;{steps}{_SCHEMA}"
+                            f"PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         c = self._conn
@@ -701,8 +765,12 @@ class SqliteStore:
     def _load(self) -> None:
         """Series, the newest point of each, and the head replayed from ``wal``."""
         index = self._index
-        for sid, metric, labels in self._conn.execute("SELECT id, metric, labels FROM series"):
-            index.add(sid, metric, json.loads(labels))
+        sets = {set_id: index.add_set(set_id, json.loads(labels)) for set_id, labels
+                in self._conn.execute("SELECT id, labels FROM label_sets")}
+        for sid, metric, set_id in self._conn.execute(
+                "SELECT id, metric, label_set FROM metric_series"):
+            index.add(sid, metric, sets[set_id])
+        index.drop_sets(list(sets.values()))  # none without series, unless damaged
         for table in ("rollups", "chunks"):  # chunks last: they are newer
             for sid, blob in self._conn.execute(
                     f"SELECT series_id, data FROM {table} AS t WHERE t_first = "
@@ -718,8 +786,7 @@ class SqliteStore:
             for sid, ts, v in zip(sids, times, values, strict=True):
                 if sid in index.info and ts > index.newest_ts(sid):
                     index.push(sid, ts, v)
-        newest = index.group_newest
-        for sid, (_, key) in index.info.items():
-            ts = index.newest_ts(sid)
-            if ts > newest.get(key, NO_TIME):
-                newest[key] = ts
+        by_id = index.by_id
+        for sid, (_, set_id) in index.info.items():
+            ls = by_id[set_id]
+            ls.newest = max(ls.newest, index.newest_ts(sid))
