@@ -109,3 +109,37 @@ def test_a_spike_between_two_cycles_keeps_a_job_busy_and_stale_data_is_unknown(
         assert state == "unknown" and since is None
     finally:
         store.close()
+
+
+def test_a_slurm_snapshot_ages_by_its_own_interval_before_it_is_stale(tmp_path: Path):
+    """A 1 s scrape beside a 15 s Slurm cycle: the snapshot is up to 15 s old between two
+    cycles, and that is not staleness (it was, and paused every ladder for most of each
+    Slurm cycle); past its interval plus ``stale_after`` it is."""
+    config = ServeConfig.model_validate({
+        "cluster": "c", "scrape": {"interval": 1},
+        "nodes": [{"name": "n1", "url": "http://127.0.0.1:9", "role": "controller"},
+                  {"name": "n2", "url": "http://127.0.0.1:10"}],
+        "reclaim": {"jobs": {"warn_after": ["30s"], "act_after": "60s", "grace": "1s"}}})
+    db = StateDB(tmp_path / "state.db")
+    Inventory(db).sync_config(config.cluster, config.nodes)
+    store = SqliteStore(tmp_path / "metrics.db")
+    states: dict[str, TargetState] = {}
+    reclaim = Reclaimer(db, config, store, lambda: states, executor=None,
+                        notifier=Notifier(db, []), clock=lambda: T0)
+
+    def judged(age: float, interval: float | None) -> str | None:
+        for n in ("n1", "n2"):
+            slurm = {**_slurm(T0 - age), "interval_s": interval} if n == "n1" else None
+            states[n] = TargetState(
+                Target(n, "http://127.0.0.1:9", role="controller" if n == "n1" else "worker"),
+                up=True, last_scrape=T0, last_success=T0, snapshot=_snapshot(T0, 0.0),
+                slurm=slurm)
+        reclaim.judge()
+        return reclaim.paused_why
+
+    try:
+        assert judged(12, 15) is None and reclaim.candidates[0].status == "idle"
+        assert judged(12, None) == "the Slurm snapshot is 12s old"  # no interval: 3 s allowed
+        assert judged(19, 15) == "the Slurm snapshot is 19s old"  # 15 s + 3 s allowed
+    finally:
+        store.close()

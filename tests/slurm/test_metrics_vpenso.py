@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gpuwarden.gpu.wire import SnapshotRefused
 from gpuwarden.node.exposition import render
 from gpuwarden.node.slurm import snapshot_json
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmAdapter, SlurmCollector
@@ -178,6 +179,15 @@ def test_fairshare_travels_to_the_control_plane() -> None:
     assert series_of(exposed(back)) == series_of(exposed(snap))
     assert series_of(exposed(snap))[("slurm_account_fairshare",
                                      (("account", "root"),))] == 0.5
+
+
+def test_the_slurm_interval_travels_and_is_checked() -> None:
+    doc = snapshot_json(recorded_snapshot())
+    assert decode_summary({**doc, "interval_s": 15.0}).interval_s == 15.0
+    assert decode_summary({k: v for k, v in doc.items() if k != "interval_s"}).interval_s is None
+    for bad in (0, -1, 1e308, float("nan"), "15"):
+        with pytest.raises(SnapshotRefused, match="interval_s"):
+            decode_summary({**doc, "interval_s": bad})
 
 
 # ---- against the real cluster, with vpenso's commands ------------------------------------

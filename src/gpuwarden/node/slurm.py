@@ -86,6 +86,7 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
             queue[key] += 1
     return {
         "collected_at": snap.collected_at,
+        "interval_s": snap.interval_s,
         "duration_s": snap.duration_s,
         "up": snap.up,
         "errors": dict(snap.errors),

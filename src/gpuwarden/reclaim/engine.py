@@ -312,7 +312,11 @@ class Reclaimer:
         if not doc.get("up", True):
             return "Slurm is not answering the controller (squeue failed)"
         collected = doc.get("last_success") or doc.get("collected_at")
-        if isinstance(collected, int | float) and now - collected > self.stale_after:
+        # a snapshot ages by the controller's Slurm interval before the next one replaces
+        # it: that much is not staleness (a 2 s scrape beside a 15 s Slurm cycle)
+        every = doc.get("interval_s")
+        allowed = self.stale_after + (every if isinstance(every, int | float) else 0.0)
+        if isinstance(collected, int | float) and now - collected > allowed:
             return f"the Slurm snapshot is {format_duration(now - collected)} old"
         return None
 

@@ -220,6 +220,7 @@ class SlurmCollector:
             accounting_window_s=self.accounting_window_s if self._accounting else None,
             listed=listed,
             fairshare=MappingProxyType(fairshare or {}),
+            interval_s=self.interval,
         )
         self._latest = snapshot
         return snapshot

@@ -266,6 +266,9 @@ class SlurmSnapshot:
     """Ids of the jobs squeue listed in this cycle (some of them carry sacct's record)."""
     fairshare: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     """FairShare by account, as ``sshare`` tells it (empty without accounting)."""
+    interval_s: float | None = None
+    """Seconds between the collector's cycles: how old a snapshot gets before the next one
+    replaces it (readers judging staleness add it to their own allowance)."""
 
     @property
     def has_jobs(self) -> bool:

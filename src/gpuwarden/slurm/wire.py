@@ -179,11 +179,14 @@ def decode_summary(doc: Any) -> SlurmSnapshot:
     if type(accounting) is not dict:
         raise SnapshotRefused("accounting: not an object")
     head = _record(dict, {"collected_at": _NUM, "duration_s": _NUM, "up": _BOOL,
-                          "last_success": _OPT_NUM}, doc, "")
+                          "last_success": _OPT_NUM, "interval_s": _OPT_NUM}, doc, "")
     acc = _record(dict, {"available": _BOOL, "window_s": _OPT_NUM}, accounting, "accounting")
     for key in ("collected_at", "duration_s", "up"):
         if key not in head:
             raise SnapshotRefused(f"{key}: missing")
+    every = head.get("interval_s")
+    if every is not None and not 0 < every <= 3600:  # NaN fails this too
+        raise SnapshotRefused(f"interval_s: {every!r} is not a Slurm interval (0 to 3600 s)")
     listed = doc.get("listed", [])
     if type(listed) is not list or not all(type(v) is int for v in listed):
         raise SnapshotRefused("listed: not a list of job ids")
@@ -203,6 +206,7 @@ def decode_summary(doc: Any) -> SlurmSnapshot:
         accounting_window_s=acc.get("window_s"),
         listed=frozenset(listed),
         fairshare=_map(doc, "fairshare", _NUM),
+        interval_s=head.get("interval_s"),
     )
 
 
