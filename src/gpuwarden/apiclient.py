@@ -92,7 +92,8 @@ def explain(endpoint: Endpoint, response: httpx.Response, *, what: str, needs: s
     """One line for a 4xx/5xx answer that names the fix.
 
     ``what``: the command, e.g. ``token create``; ``needs``: the role it needs; ``options``:
-    API field -> CLI option, so a 422 names the option (and the value ``sent`` for it);
+    API field -> CLI option, so a 422 (or a 404 naming a field) names the option (and
+    the value ``sent`` for it);
     ``not_found``: the hint for a 404.
     """
     status, detail = response.status_code, problem_detail(response)
@@ -117,7 +118,7 @@ def explain(endpoint: Endpoint, response: httpx.Response, *, what: str, needs: s
         return f"`gpuwarden {what}` needs {article} {needs} token ({detail}); {fix}"
     if status == 404 and not_found:
         return f"{detail}; {not_found}"
-    if status == 422:
+    if status in (404, 422):  # a 404 naming a field: what it names does not exist
         for field, option in (options or {}).items():
             if detail.startswith(f"{field}:"):
                 rest = detail[len(field):]
@@ -125,7 +126,8 @@ def explain(endpoint: Endpoint, response: httpx.Response, *, what: str, needs: s
                 if value is not None and repr(value) not in rest:
                     option = f"{option} {value!r}"
                 return option + rest
-        return detail
+        if status == 422:
+            return detail
     hint = "; is that a gpuwarden control plane?" if status == 404 else ""
     return f"{endpoint.url} answered {status} to `gpuwarden {what}`: {detail}{hint}"
 

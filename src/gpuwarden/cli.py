@@ -68,8 +68,8 @@ def node(
     sim_fault: Annotated[
         str | None,
         typer.Option(help="Hardware fault of the simulated GPUs, for the node health checks: "
-                     "pcie-degraded, row-remap-pending, gpu-missing, slow, ecc-storm; or per "
-                     "GPU: 1=pcie-degraded."),
+                     "pcie-degraded, row-remap-pending, gpu-missing, slow, ecc-storm, xid-79; or "
+                     "per GPU: 1=pcie-degraded."),
     ] = None,
     sim_fault_file: Annotated[
         Path | None,

@@ -377,9 +377,11 @@ def _run(options: DemoOptions, home: Path, stopper: Stopper, console: Console) -
         with contextlib.suppress(Stop):  # a stop during the start goes straight to the teardown
             demo.start_cluster()
             # reclaim in dry-run, on a short ladder: the forgotten notebook shows its stage
-            # ("would warn", "would cancel") within minutes, and nothing is cancelled
+            # ("would warn", "would cancel") within minutes, and nothing is cancelled; a
+            # failed node check (the XID 79 GPU) proposes its drain for the operator
             config = ServeConfig(cluster=CLUSTER, scrape={"interval": 2, "timeout": 2},
                                  watchdog=WatchdogConfig(interval=2, rules=DEMO_RULES),
+                                 checks={"drain": "approve"},
                                  reclaim={"interval": "5s", "jobs": {
                                      "mode": "dry-run", "warn_after": ["2m", "4m"],
                                      "act_after": "5m", "grace": "30s"}})

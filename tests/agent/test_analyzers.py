@@ -84,6 +84,41 @@ def test_node_doctor_finds_each_fault(live):
     assert fine.data["problems"] == [] and "looks healthy" in fine.summary
 
 
+def test_node_doctor_names_failed_checks_first_with_figure_and_expected(live):
+    from gpuwarden.checks import CheckResult
+    from gpuwarden.services import checks
+
+    cp, name = live.cp, node(4)  # healthy: nothing but the checks to say
+    book = checks.store(cp)
+    bad = CheckResult("pcie_link", "quick", "fail", "GPU 0: x8 of x16, gen 3 of gen 5",
+                      "x16 gen 5")
+    warn = CheckResult("power_limit", "quick", "warn", "GPU 1: 500 W of default 700 W",
+                       "the default limit")
+    book.record(name, "quick", "on-demand", [bad, warn])
+    try:
+        a = analyzers.node_doctor(cp, name)
+        assert a.data["problems"] == ["check pcie_link failed: GPU 0: x8 of x16, gen 3 of "
+                                      "gen 5 (expected x16 gen 5)"], a.data["problems"]
+        assert a.facts[0].startswith("Health check pcie_link failed (")
+        assert a.facts[0].endswith("GPU 0: x8 of x16, gen 3 of gen 5; expected x16 gen 5.")
+        assert any(f.startswith("Health check power_limit warns") for f in a.facts)
+        assert [c["name"] for c in a.data["checks"]] == ["pcie_link", "power_limit"]
+    finally:  # the node passes again: the doctor says nothing of the checks
+        book.record(name, "quick", "on-demand", [
+            CheckResult(r, "quick", "pass", "ok", "ok") for r in ("pcie_link", "power_limit")])
+    again = analyzers.node_doctor(cp, name)
+    assert again.data["problems"] == [] and not again.data["checks"]
+    # node3's XID 79 (the storm's): the watchdog recorded it as a failed xid_hardware check,
+    # which the doctor names before the XIDs themselves
+    _wait("the watchdog's failed xid_hardware check on node3", lambda: any(
+        c.name == "xid_hardware" and c.verdict == "fail"
+        for c in checks.node_checks(cp, node(3), history=0).last), 30)
+    problems = analyzers.node_doctor(cp, node(3)).data["problems"]
+    assert problems[0].startswith("check xid_hardware failed: GPU 1: XID 79 x"), problems
+    assert problems[0].endswith("(expected none)")
+    assert any(p.startswith("gpu1 hardware XID 79") for p in problems[1:]), problems
+
+
 def test_job_efficiency_of_running_and_finished_jobs(live):
     cp = live.cp
     train = asyncio.run(analyzers.job_efficiency(cp, job_id=live.jobs["llm-train"]))

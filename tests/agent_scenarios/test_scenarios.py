@@ -315,8 +315,12 @@ def truth_xids(live, name: str, spec: dict[str, Any]) -> None:
     assert set(before) <= set(seen) <= set(after), (before, seen, after)
     assert all(before[k] <= seen[k] <= after[k] for k in seen), (before, seen, after)
     # worst first: the most severe hardware XID leads, every application one comes after
-    # every hardware one, the GPU's count is in the words
+    # every hardware one, the GPU's count is in the words; failed health checks come
+    # before all of it (the watchdog records a hardware XID as a failed check)
     problems = a.data["problems"]
+    failed_checks = [p for p in problems if p.startswith("check ")]
+    assert problems[:len(failed_checks)] == failed_checks, problems
+    problems = problems[len(failed_checks):]
     worst_gpu, worst = min(((g, x) for g, x in seen if not is_application_xid(x)),
                            key=lambda k: analyzers.xid_rank(k[1]))
     first = next(p for p in problems if "XID" in p)

@@ -42,6 +42,7 @@ FOUND_BY = {
     "gpu-missing": ("gpu_count", "3 answering"),
     "slow": ("clocks_idle", "hw_slowdown, hw_power_brake_slowdown"),
     "ecc-storm": ("ecc_uncorrectable", "volatile"),
+    "xid-79": ("xid_hardware", "GPU 0: XID 79 x1"),
 }
 
 
@@ -52,6 +53,20 @@ def test_each_simulated_fault_fails_its_check(fault):
     assert results[name].verdict == "fail" and piece in results[name].figure, results[name]
     failed = {n for n, r in results.items() if r.verdict == "fail"}
     assert failed == ({name, "xid_hardware"} if fault == "ecc-storm" else {name})
+
+
+def test_a_hardware_xid_fails_one_run_and_passes_once_none_came_since():
+    source = SimSource(2, "h100", faults=parse_faults("1=xid-79", 2), seed=3)
+    poll = source.poll()
+    seen = next(x.last_seen for x in poll.gpus[1].xids)
+    first = verdicts(poll, expect=Expectation(2, xids_since=seen - 1))["xid_hardware"]
+    assert (first.verdict, first.figure) == ("fail", "GPU 1: XID 79 x1")
+    assert first.expected == "none since the last check"
+    source.poll()  # the XID does not repeat: the run after the failed one passes
+    again = verdicts(source.poll(), expect=Expectation(2, xids_since=seen + 0.5))
+    assert (again["xid_hardware"].verdict, again["xid_hardware"].figure) == ("pass", "none")
+    # with no time given, every XID since the node daemon started counts
+    assert verdicts(source.poll(), expect=Expectation(2))["xid_hardware"].verdict == "fail"
 
 
 def test_gpu_model_and_count_against_what_was_asked():
@@ -167,6 +182,8 @@ def test_node_route_runs_checks_with_auth():
     assert bad.status_code == 400 and "use one of quick, standard, long" in bad.json()["detail"]
     bad = client.post("/api/v1/checks", headers=auth, json={"expect": {"gpus": "many"}})
     assert bad.status_code == 400 and "expect.gpus" in bad.json()["detail"]
+    bad = client.post("/api/v1/checks", headers=auth, json={"expect": {"xids_since": "x"}})
+    assert bad.status_code == 400 and "expect.xids_since" in bad.json()["detail"]
 
 
 def test_react_resumes_only_what_gpuwarden_drained():
@@ -223,6 +240,7 @@ def test_store_keeps_history_and_drops_old_runs(tmp_path):
         assert store.latest("n1")["pcie_link"] == (1050.0, good)
         assert {n: r.verdict for n, r in store.last_runs().items()} == {"n1": "pass",
                                                                         "n2": "error"}
+        assert store.run_times() == {"n1": (1050.0, 1050.0), "n2": (None, None)}
         now[0] = 1120.0  # past the retention of the first run
         store.record("n1", "quick", "on-demand", [good])
         assert [r.trigger for r in store.runs("n1")] == ["on-demand", "on-demand"]

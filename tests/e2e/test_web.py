@@ -61,6 +61,8 @@ def test_overview_equals_the_api(page: Page, cluster: Cluster) -> None:
         assert o["waste_today"] is not None  # the idle GPU has cost money since it started
         assert _num(page, "ov-waste-today") == pytest.approx(o["waste_today"])
         assert _num(page, "ov-alerts-count") == o["alerts_active"]
+        assert _num(page, "ov-burn-in") == o["checks"]["burn_in"]
+        assert _num(page, "ov-checks-failing") == o["checks"]["failing"]
         mem = o["memory_used_mib"] / o["memory_total_mib"]
         assert _num(page, "ov-mem-pct") == pytest.approx(mem)
         # what is shown is the same figure, formatted

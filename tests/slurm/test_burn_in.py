@@ -2,7 +2,8 @@
 provider, real Slurm): the node whose simulated GPU has a degraded PCIe link stays drained
 with the check's reason in ``sinfo -R``, the healthy one runs a job, ``gpuwarden check``
 shows the figure and an alert fires; once the fault clears, a re-check resumes the node and
-resolves the alert."""
+resolves the alert.  In service, a hardware XID that stops by itself (the sim's ``xid-79``)
+drains the node under the checks' policy and keeps its alerts firing until a check passes."""
 
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
             wait_until("the job ran", ran)
 
             config = tmp_path / "gpuwarden.yaml"
-            config.write_text("scrape: {interval: 1, timeout: 2}\nchecks: {drain: auto}\n")
+            config.write_text("scrape: {interval: 1, timeout: 2}\nchecks: {drain: auto}\n"
+                              "watchdog: {interval: 1}\n")
             serve = _admin_token(start_serve(config, home))
             token_file = tmp_path / "admin.token"
             token_file.write_text(serve.admin + "\n")
@@ -86,8 +88,23 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
             assert "x16 gen 5" in shown.stdout  # the expected figure
             headers = {"Authorization": f"Bearer {serve.admin}"}
             firing = httpx.get(serve.url + "/api/v1/alerts", headers=headers).json()
-            assert [(a["rule"], a["subject"], a["state"]) for a in firing] == [
+            # (the daemon's Slurm snapshot may still show the job above pending, for a
+            # ReqNodeNotAvail alert of its own: only the nodes' alerts are this test's)
+            assert [(a["rule"], a["subject"], a["state"]) for a in firing
+                    if a["rule"] != "slurm_node_unavailable"
+                    and not a["subject"].startswith("job/")] == [
                 ("node_check", "brn-node2", "firing")], firing
+            firing = [a for a in firing if a["rule"] == "node_check"]
+
+            def health() -> dict[str, int]:  # the Overview's node health counts
+                return httpx.get(serve.url + "/api/v1/overview", headers=headers).json()[
+                    "checks"]
+
+            assert health() == {"burn_in": 0, "failing": 1}
+            actions.drain("brn-node1", "gpuwarden: burn-in")  # as `up` holds a new node
+            wait_until("the Overview counts the burn-in", lambda: health() == {
+                "burn_in": 1, "failing": 1})
+            actions.resume("brn-node1")
             assert "[gpuwarden-check] pcie_link" in firing[0]["summary"]
 
             fault.write_text("none\n")  # the fault clears; the node's next poll sees it
@@ -119,6 +136,37 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
                 "check", "brn-node2", home=home, token_file=token_file).returncode == 0)
             assert "DRAIN" not in next(n for n in slurm.adapter().nodes().nodes
                                        if n.name == "brn-node2").flags
+
+            # a hardware XID, raised once: the watchdog records it as a failed check and
+            # drains the node under the same policy; the alerts stay firing after the XID
+            # stopped, until a re-check passes (and resumes the node gpuwarden drained)
+            fault.write_text("xid-79\n")
+
+            def place():
+                return next(n for n in slurm.adapter().nodes().nodes if n.name == "brn-node2")
+
+            wait_until("the XID drains the node", lambda: "DRAIN" in place().flags)
+            assert place().reason == "[gpuwarden-check] xid_hardware: GPU 0: XID 79 x1"
+            fault.write_text("")  # nothing new; the XID stays counted on the node
+            def open_alerts() -> set[tuple[str, str]]:
+                return {(a["rule"], a["subject"]) for a in httpx.get(
+                    serve.url + "/api/v1/alerts", headers=headers).json()}
+
+            assert {("xid_hardware", "brn-node2/gpu0/xid79"),
+                    ("node_check", "brn-node2")} <= open_alerts()
+            done = httpx.get(serve.url + "/api/v1/actions", headers=headers).json()
+            assert next((a["policy"], a["target"], a["state"]) for a in done) == (
+                "checks:drain", "brn-node2", "executed"), done
+            xid = next(r for r in httpx.get(serve.url + "/api/v1/nodes/brn-node2/checks",
+                                             headers=headers).json()["runs"][0]["results"])
+            assert (xid["name"], xid["verdict"]) == ("xid_hardware", "fail")
+            shown = gpuwarden("check", "brn-node2", home=home, token_file=token_file)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert "DRAIN" not in place().flags
+            wait_until("the XID's alerts resolve", lambda: not {
+                ("xid_hardware", "brn-node2/gpu0/xid79"), ("node_check", "brn-node2")}
+                & open_alerts())
+            assert health() == {"burn_in": 0, "failing": 0}
         finally:
             if serve is not None:
                 stop(serve.proc)

@@ -3,6 +3,8 @@ from plain data (the evaluators' input is data, so no fake is needed)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from gpuwarden.errors import GpuwardenError
@@ -103,13 +105,13 @@ def test_thermal_xid_ecc_lost_memory(tmp_path):
         gpu(index=4, fields={"DCGM_FI_DEV_FB_USED": 79000.0}),
         gpu(index=5, xids=[{"xid": 48, "count": 1, "last_seen": now - 3600, "kind": "hardware"}]),
     ]
-    v = view(gpus, now=now)
+    v = replace(view(gpus, now=now), checks_passed={"n1": now - 1800})  # a check passed
     subjects = {rid: [t.alert.subject for t in c.run(rid, v)] for rid in (
         "thermal_throttle", "xid_hardware", "xid_application", "ecc_uncorrectable",
         "row_remap_failure", "gpu_lost", "gpu_memory_full")}
     assert subjects == {
         "thermal_throttle": ["n1/gpu0"],
-        "xid_hardware": ["n1/gpu1/xid79"],  # XID 48 on gpu5 is an hour old: over
+        "xid_hardware": ["n1/gpu1/xid79"],  # XID 48 on gpu5 came before the pass: over
         "xid_application": ["n1/gpu1/xid13"],
         "ecc_uncorrectable": ["n1/gpu2"],
         "row_remap_failure": ["n1/gpu2"],
@@ -132,12 +134,37 @@ def test_application_xid_without_a_job_says_so(tmp_path):
 
 
 def test_xid_alert_keeps_firing_then_resolves(tmp_path):
-    c = Cycle(tmp_path, xid_hardware={"keep_firing_for": "15m"})
-    x = [{"xid": 79, "count": 1, "last_seen": 0.0, "kind": "hardware"}]
-    assert [t.event for t in c.run("xid_hardware", view([gpu(xids=x)], now=10))] == ["firing"]
-    assert c.run("xid_hardware", view([gpu(xids=x)], now=800)) == []
-    assert [t.event for t in c.run("xid_hardware", view([gpu(xids=x)], now=2000))] == [
+    c = Cycle(tmp_path, xid_application={"keep_firing_for": "15m"})
+    x = [{"xid": 13, "count": 1, "last_seen": 0.0, "kind": "application"}]
+    assert [t.event for t in c.run("xid_application", view([gpu(xids=x)], now=10))] == [
+        "firing"]
+    assert c.run("xid_application", view([gpu(xids=x)], now=800)) == []
+    assert [t.event for t in c.run("xid_application", view([gpu(xids=x)], now=2000))] == [
         "resolved"]
+
+
+def test_hardware_xid_alert_fires_until_a_check_passes_after_it(tmp_path):
+    c = Cycle(tmp_path, xid_hardware={"keep_firing_for": "20s"})  # the demo's
+    x = [{"xid": 79, "count": 1, "last_seen": 100.0, "kind": "hardware"}]
+    passed_before = {"n1": 50.0}  # the burn-in passed before the XID
+
+    def at(now, passed):
+        v = view([gpu(xids=x)], now=now)
+        return [t.event for t in c.run("xid_hardware", replace(v, checks_passed=passed))]
+
+    assert at(101, passed_before) == ["firing"]
+    assert at(3600, passed_before) == []  # an hour on, no new XID: still firing
+    assert [a.state for a in c.book.list()] == ["firing"]
+    assert at(3700, {"n1": 3650.0}) == ["resolved"]  # a check passed after it: at once
+    assert at(3800, {"n1": 3650.0}) == []
+    # without the rule's until_checks_pass it resolves by itself, keep_firing_for later
+    c = Cycle(tmp_path / "b", xid_hardware={"keep_firing_for": "20s",
+                                            "until_checks_pass": False})
+    assert at(101, {}) == ["firing"]
+    assert at(200, {}) == ["resolved"]
+    with pytest.raises(GpuwardenError, match=r"watchdog.rules.gpu_lost: until_checks_pass is "
+                       "for rules of kind xid"):
+        load_rules({"gpu_lost": {"until_checks_pass": True}})
 
 
 def test_node_down_and_slurm_rules(tmp_path):

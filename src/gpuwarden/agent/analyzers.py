@@ -25,6 +25,7 @@ from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.gpu.model import is_application_xid
 from gpuwarden.gpu.xids import describe_xid
 from gpuwarden.services import alerts as alert_svc
+from gpuwarden.services import checks as check_svc
 from gpuwarden.services import cluster, jobreport, reclaim, slurm
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import GpuView, JobUsage, Out, SlurmJobView, SlurmNodeView
@@ -698,6 +699,7 @@ XID_SHORT = {
 }
 # problem ranks: what a reader must see first
 _NODE_DOWN, _GPU_DOWN, _HW_XID, _ECC, _SLURM, _THERMAL, _HEALTH, _APP_XID = range(8)
+_CHECK = 0.5  # a failed health check: after "does not answer", before everything else
 
 
 def xid_rank(xid: int) -> tuple[int, int]:
@@ -730,9 +732,9 @@ def _slurm_node(cp: ControlPlane, name: str, hostname: str | None) -> SlurmNodeV
 
 
 def node_doctor(cp: ControlPlane, name: str) -> Analysis:
-    """Everything that is wrong with a node, worst first: reachability, GPUs down, hardware
-    XIDs by severity (with counts), ECC, Slurm state and reason, throttling, application
-    XIDs, open alerts."""
+    """Everything that is wrong with a node, worst first: reachability, failed health
+    checks (their figure and the expected one), GPUs down, hardware XIDs by severity (with
+    counts), ECC, Slurm state and reason, throttling, application XIDs, open alerts."""
     node = cluster.get_node(cp, name)
     problems: list[tuple[float, str]] = []
     facts: list[tuple[float, str]] = []
@@ -745,6 +747,18 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
         problems.append((_HEALTH, f"daemon health {node.health}"))
         facts.append((_HEALTH, f"The node daemon reports {node.health}: "
                                f"{node.health_reason or ''}"))
+    try:
+        last_checks = check_svc.node_checks(cp, name, history=0).last
+    except NotFoundError:  # not in the inventory (a node of the live view only)
+        last_checks = []
+    bad_checks = [c for c in last_checks if c.verdict in ("fail", "warn")]
+    for c in bad_checks:
+        if c.verdict == "fail":
+            problems.append((_CHECK, f"check {c.name} failed: {c.figure} (expected "
+                                     f"{c.expected})"))
+        facts.append((_CHECK if c.verdict == "fail" else _HEALTH,
+                      f"Health check {c.name} {'failed' if c.verdict == 'fail' else 'warns'} "
+                      f"({_when(c.at)}): {c.figure}; expected {c.expected}."))
     try:
         xids = cluster.gpu_xids(cp, name)
     except NotFoundError:
@@ -825,6 +839,7 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
     return Analysis(kind="node", subject=name, summary=summary, facts=lines,
                     data={"up": node.up, "problems": ordered, "gpus": gpu_rows,
                           "slurm": snode.model_dump() if snode else None,
+                          "checks": [c.model_dump() for c in bad_checks],
                           "alerts": [a.id for a in open_alerts]})
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from gpuwarden.services.models import Out
 
@@ -53,7 +53,7 @@ class NewRun(BaseModel):
 
 class Decision(BaseModel):
     call_id: str
-    approve: bool
+    approve: StrictBool  # 0 and "yes" are no answer
     digest: str | None = Field(None, description="required to approve: the proposed call's "
                                                  "digest, binding the approval to its arguments")
     comment: str = Field("", max_length=500)

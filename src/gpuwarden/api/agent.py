@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from gpuwarden.agent.models import AgentStatus, Decisions, NewRun, RunView
 from gpuwarden.api.auth import require
+from gpuwarden.api.problems import PROBLEMS, problems
 from gpuwarden.state.tokens import Principal
 
 Viewer = Annotated[Principal, Depends(require("viewer"))]
@@ -59,13 +60,13 @@ def _streaming(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
 
 
 def build_agent_router() -> APIRouter:
-    r = APIRouter(prefix="/api/v1/agent", tags=["agent"])
+    r = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=PROBLEMS)
 
     @r.get("", response_model=AgentStatus)
     def agent_status(agent: Agent, who: Viewer) -> AgentStatus:
         return agent.status()
 
-    @r.post("/runs", response_model=RunView, responses=SSE)
+    @r.post("/runs", response_model=RunView, responses={**SSE, **problems(400, 503)})
     async def create_run(body: NewRun, agent: Agent, who: Viewer, stream_: Annotated[
             bool, Query(alias="stream")] = False):
         identity = _identity(who)
@@ -78,11 +79,12 @@ def build_agent_router() -> APIRouter:
                   limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[RunView]:
         return agent.list(limit)
 
-    @r.get("/runs/{run_id}", response_model=RunView)
+    @r.get("/runs/{run_id}", response_model=RunView, responses=problems(404))
     def get_run(run_id: RunId, agent: Agent, who: Viewer) -> RunView:
         return agent.get(run_id)
 
-    @r.post("/runs/{run_id}/decisions", response_model=RunView, responses=SSE)
+    @r.post("/runs/{run_id}/decisions", response_model=RunView,
+            responses={**SSE, **problems(400, 404, 409, 503)})
     async def decide(run_id: RunId, body: Decisions, agent: Agent, who: Operator,
                      stream_: Annotated[bool, Query(alias="stream")] = False):
         identity = _identity(who)

@@ -15,16 +15,17 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gpuwarden import __version__
 from gpuwarden.api.auth import control_plane, require
+from gpuwarden.api.problems import PROBLEM_JSON, PROBLEMS, problem, problems
 from gpuwarden.api.security import SecurityHeaders, page_policy
 from gpuwarden.api.web import build_web_router
 from gpuwarden.diskspace import disk_full, is_disk_full
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
-from gpuwarden.metrics.model import SelectorError
+from gpuwarden.metrics.model import SelectorError, parse_selector
 from gpuwarden.nodeclient import NodeError
 from gpuwarden.services import alerts, checks, cluster, efficiency, jobreport, reclaim, slurm
 from gpuwarden.services.context import ControlPlane
@@ -57,6 +58,7 @@ from gpuwarden.services.models import (
     Status,
     TokenCreated,
     TokenView,
+    positive_duration,
 )
 from gpuwarden.state.tokens import Principal
 
@@ -75,12 +77,32 @@ Agg = Literal["avg", "min", "max", "sum", "last", "count"]
 GpuStateQ = Literal["busy", "idle", "allocated_idle", "down"]
 
 
-class Problem(BaseModel):
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
-    errors: list[dict] | None = None
+def _selector_pattern() -> str:
+    """``metrics.model.parse_selector``'s grammar as a pattern, so the document says which
+    selectors parse.  A regex matcher's value (``=~``, ``!~``) is held to a subset of regular
+    expressions that always compiles (the pattern cannot tell a regex that compiles from one
+    that does not): literals, ``.``, escapes such as ``\\\\.``, classes of single characters
+    and the ranges ``0-9``, ``a-z``, ``A-Z`` (``[01]``, ``[^a-z_]``), groups one level deep
+    with alternatives inside, ``|``, and one quantifier per atom (``*``, ``+``, ``?``,
+    ``{n}``, ``{n,}``, each optionally lazy)."""
+    name, label = r"[a-zA-Z_:][a-zA-Z0-9_:]*", r"[a-zA-Z_][a-zA-Z0-9_]*"
+    string = r'"(?:[^"\\]|\\[^\n])*"'
+    literal = r'[^"\\()\[\]{}*+?|^$]'
+    escape = r'\\\\[.*+?()\[\]{}|^$]'
+    klass = r'\[\^?(?:0-9|a-z|A-Z|[A-Za-z0-9_:., /])+\]'
+    quant = r'(?:(?:[*+?]|\{[0-9]{1,3},?\})\??)?'  # at most one, optionally lazy
+    inner = rf'(?:(?:{literal}|{escape}|{klass}){quant})*'
+    group = rf'\({inner}(?:\|{inner})*\)'
+    branch = rf'\^?(?:(?:{literal}|{escape}|{klass}|{group}){quant})*\$?'
+    matcher = rf'{label}\s*(?:(?:=|!=)\s*{string}|(?:=~|!~)\s*"{branch}(?:\|{branch})*")'
+    return (rf"^\s*{name}\s*(?:\{{\s*(?:{matcher}\s*(?:,\s*{matcher}\s*)*,?\s*)?\}})?"
+            r"\s*$")
+
+
+SELECTOR = _selector_pattern()
+DURATION_HINT = "not a duration longer than 0; write e.g. 30m, 2h, 1d"
+PATTERN_HINTS = {"since": DURATION_HINT + ", 2w", "duration": DURATION_HINT}
+Selector = StringConstraints(min_length=1, max_length=2000, pattern=SELECTOR)
 
 
 class Me(BaseModel):
@@ -96,19 +118,6 @@ class DrainRequest(BaseModel):
 class NewToken(BaseModel):
     role: Literal["viewer", "operator", "admin"]
     name: str = ""
-
-
-def _problem(status: int, detail: str, headers=None, errors=None) -> JSONResponse:
-    titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-              409: "Conflict", 422: "Unprocessable Content", 500: "Internal Server Error",
-              502: "Bad Gateway", 503: "Service Unavailable"}
-    body = Problem(title=titles.get(status, "Error"), status=status, detail=detail,
-                   errors=errors).model_dump(exclude_none=True)
-    return JSONResponse(body, status, headers=headers, media_type="application/problem+json")
-
-
-PROBLEMS = {code: {"model": Problem, "content": {"application/problem+json": {}}}
-            for code in (401, 403, 422)}
 
 
 def build_router() -> APIRouter:
@@ -131,18 +140,18 @@ def build_router() -> APIRouter:
         return cluster.list_nodes(cp)
 
     @r.get("/nodes/{name}", response_model=NodeDetail, tags=["cluster"],
-           responses={404: {"model": Problem}})
+           responses=problems(404))
     def get_node(name: str, cp: CP, who: Viewer) -> NodeDetail:
         return cluster.get_node(cp, name)
 
     @r.get("/nodes/{name}/checks", response_model=NodeChecks, tags=["cluster"],
-           responses={404: {"model": Problem}})
+           responses=problems(404))
     def get_node_checks(name: str, cp: CP, who: Viewer,
                         history: Annotated[int, Query(ge=1, le=500)] = 20) -> NodeChecks:
         return checks.node_checks(cp, name, history)
 
     @r.post("/nodes/{name}/checks", response_model=NodeChecks, tags=["cluster"],
-            responses={404: {"model": Problem}})
+            responses=problems(400, 404, 503))
     async def run_node_checks(name: str, body: CheckRequest, cp: CP,
                               who: Operator) -> NodeChecks:
         return (await checks.run(cp, [name], body.level, who=who.name))[0]
@@ -153,13 +162,13 @@ def build_router() -> APIRouter:
         return cluster.list_gpus(cp, node=node, state=state, job=job, user=user)
 
     @r.get("/gpus/{node}/{index}", response_model=GpuDetail, tags=["gpus"],
-           responses={404: {"model": Problem}})
+           responses=problems(404))
     def get_gpu(node: str, index: GpuIndex, cp: CP,
                 who: Viewer) -> GpuDetail:
         return cluster.get_gpu(cp, node, index)
 
     @r.get("/gpus/{node}/{index}/history", response_model=GpuHistory, tags=["gpus"],
-           responses={404: {"model": Problem}})
+           responses=problems(404))
     async def get_gpu_history(
         node: str, index: GpuIndex, cp: CP, who: Viewer,
         range: Range | None = "1h",
@@ -171,8 +180,9 @@ def build_router() -> APIRouter:
     @r.get("/query", response_model=QueryResult, tags=["metrics"])
     async def get_query(
         cp: CP, who: Viewer,
-        selector: Annotated[str, Query(min_length=1, max_length=2000,
-                                       examples=['DCGM_FI_DEV_GPU_UTIL{node="node1"}'])],
+        selector: Annotated[str, Selector,
+                            Query(examples=['DCGM_FI_DEV_GPU_UTIL{node="node1"}'],
+                                  description="METRIC or METRIC{label=\"value\",...}")],
         start: Time = None, end: Time = None, step: Step = None, aggregation: Agg = "avg",
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> QueryResult:
@@ -182,15 +192,12 @@ def build_router() -> APIRouter:
     @r.get("/series", response_model=SeriesList, tags=["metrics"])
     async def get_series(
         cp: CP, who: Viewer,
-        match: Annotated[list[str], Query(alias="match[]", min_length=1, max_length=20,
+        match: Annotated[list[Annotated[str, Selector]],
+                         Query(alias="match[]", min_length=1, max_length=20,
                                           examples=[['DCGM_FI_DEV_GPU_UTIL{node="node1"}']],
                                           description="a series selector; repeat for more")],
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> SeriesList:
-        for text in match:
-            if not 1 <= len(text) <= 2000:
-                raise SelectorError(f"match[] {text[:40]!r}...: a selector is 1 to 2000 "
-                                    "characters")
         return await cluster.series(cp, match, limit=limit)
 
     @r.get("/stream", tags=["cluster"],
@@ -204,25 +211,24 @@ def build_router() -> APIRouter:
     # -- Slurm ---------------------------------------------------------------------------
 
     @r.get("/slurm", response_model=SlurmSummary, tags=["slurm"],
-           responses={503: {"model": Problem}})
+           responses=problems(404, 503))
     def slurm_summary(cp: CP, who: Viewer) -> SlurmSummary:
         return slurm.summary(cp)
 
     @r.get("/slurm/jobs", response_model=list[SlurmJobView], tags=["slurm"],
-           responses={503: {"model": Problem}})
+           responses=problems(404, 503))
     def slurm_jobs(cp: CP, who: Viewer, state: str | None = None, user: str | None = None,
                    partition: str | None = None) -> list[SlurmJobView]:
         return slurm.jobs(cp, state=state, user=user, partition=partition)
 
     @r.get("/slurm/jobs/{job_id}", response_model=SlurmJobDetail, tags=["slurm"],
-           responses={404: {"model": Problem}, 503: {"model": Problem}})
+           responses=problems(404, 503))
     async def slurm_job(job_id: JobId, cp: CP,
                         who: Viewer) -> SlurmJobDetail:
         return await slurm.job(cp, job_id)
 
     @r.get("/slurm/jobs/{job_id}/report", response_model=JobReport, tags=["slurm"],
-           responses={404: {"model": Problem}, 409: {"model": Problem},
-                      503: {"model": Problem}})
+           responses=problems(404, 409, 503))
     async def slurm_job_report(
         job_id: JobId, cp: CP, who: Viewer,
         series: Annotated[bool, Query(description="each GPU's utilization and memory per "
@@ -235,31 +241,31 @@ def build_router() -> APIRouter:
         return await jobreport.job_report(cp, job_id, series=series)
 
     @r.get("/slurm/nodes", response_model=list[SlurmNodeView], tags=["slurm"],
-           responses={503: {"model": Problem}})
+           responses=problems(404, 503))
     def slurm_nodes(cp: CP, who: Viewer) -> list[SlurmNodeView]:
         return slurm.nodes(cp)
 
     @r.get("/slurm/partitions", response_model=list[SlurmPartitionView], tags=["slurm"],
-           responses={503: {"model": Problem}})
+           responses=problems(404, 503))
     def slurm_partitions(cp: CP, who: Viewer) -> list[SlurmPartitionView]:
         return slurm.partitions(cp)
 
     @r.post("/slurm/jobs/{job_id}/{action}", response_model=ActionResult, tags=["slurm"],
-            responses={404: {"model": Problem}, 502: {"model": Problem}})
+            responses=problems(404, 409, 502, 503))
     async def slurm_job_action(job_id: JobId,
                                action: Literal["cancel", "hold", "release"], cp: CP,
                                who: Operator) -> ActionResult:
         return await slurm.job_action(cp, cp.http(), who.name, job_id, action)
 
     @r.post("/slurm/nodes/{name}/drain", response_model=ActionResult, tags=["slurm"],
-            responses={502: {"model": Problem}})
+            responses=problems(400, 404, 409, 502, 503))
     async def slurm_drain(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                                    max_length=128)],
                           body: DrainRequest, cp: CP, who: Operator) -> ActionResult:
         return await slurm.node_action(cp, cp.http(), who.name, name, "drain", body.reason)
 
     @r.post("/slurm/nodes/{name}/resume", response_model=ActionResult, tags=["slurm"],
-            responses={502: {"model": Problem}})
+            responses=problems(404, 409, 502, 503))
     async def slurm_resume(name: Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
                                                     max_length=128)],
                            cp: CP, who: Operator) -> ActionResult:
@@ -274,12 +280,12 @@ def build_router() -> APIRouter:
         return alerts.list_alerts(cp, state, limit)
 
     @r.get("/alerts/{alert_id}", response_model=AlertDetail, tags=["alerts"],
-           responses={404: {"model": Problem}})
+           responses=problems(404))
     def get_alert(alert_id: Id, cp: CP, who: Viewer) -> AlertDetail:
         return alerts.get_alert(cp, alert_id)
 
     @r.post("/alerts/{alert_id}/acknowledge", response_model=AlertView, tags=["alerts"],
-            responses={404: {"model": Problem}})
+            responses=problems(404, 503))
     def ack_alert(alert_id: Id, cp: CP, who: Operator) -> AlertView:
         return alerts.acknowledge(cp, alert_id, who.name)
 
@@ -291,12 +297,13 @@ def build_router() -> APIRouter:
     def get_silences(cp: CP, who: Viewer, expired: bool = False) -> list[SilenceView]:
         return alerts.list_silences(cp, expired)
 
-    @r.post("/silences", response_model=SilenceView, status_code=201, tags=["alerts"])
+    @r.post("/silences", response_model=SilenceView, status_code=201, tags=["alerts"],
+            responses=problems(400, 404, 503))
     def post_silence(body: NewSilence, cp: CP, who: Operator) -> SilenceView:
         return alerts.add_silence(cp, body, who.name)
 
     @r.delete("/silences/{silence_id}", status_code=204, tags=["alerts"],
-              responses={404: {"model": Problem}})
+              responses=problems(404, 503))
     def delete_silence(silence_id: Id, cp: CP, who: Operator) -> None:
         alerts.expire_silence(cp, silence_id, who.name)
 
@@ -305,7 +312,7 @@ def build_router() -> APIRouter:
         return alerts.list_actions(cp, state)
 
     @r.post("/actions/{action_id}/{decision}", response_model=ActionView, tags=["alerts"],
-            responses={404: {"model": Problem}, 409: {"model": Problem}})
+            responses=problems(404, 409, 503))
     def decide(action_id: Id, decision: Literal["approve", "deny"], cp: CP,
                who: Operator) -> ActionView:
         return alerts.decide_action(cp, action_id, who.name, decision == "approve")
@@ -318,7 +325,7 @@ def build_router() -> APIRouter:
         return reclaim.plan(cp)
 
     @r.get("/reclaim/history", response_model=list[reclaim.ReclaimEvent], tags=["reclaim"],
-           responses={422: {"model": Problem}})
+           responses=problems(409))
     def get_reclaim_history(cp: CP, who: Viewer,
                             key: Annotated[str | None, Query(pattern=r"^\d+(_\d+)?$")] = None,
                             limit: Annotated[int, Query(ge=1, le=1000)] = 200
@@ -326,7 +333,7 @@ def build_router() -> APIRouter:
         return reclaim.history(cp, key=key, limit=limit)
 
     @r.post("/reclaim/{switch}", response_model=reclaim.ReclaimPlan, tags=["reclaim"],
-            responses={422: {"model": Problem}})
+            responses=problems(409, 503))
     def reclaim_switch(switch: Literal["pause", "resume"], cp: CP,
                        who: Operator) -> reclaim.ReclaimPlan:
         """The kill switch: ``pause`` stops every warning and action until ``resume``."""
@@ -335,8 +342,7 @@ def build_router() -> APIRouter:
         return reclaim.resume(cp, who.name)
 
     @r.post("/reclaim/jobs/{key}/{what}", response_model=reclaim.ReclaimEvent,
-            tags=["reclaim"], responses={404: {"model": Problem}, 409: {"model": Problem},
-                                         422: {"model": Problem}})
+            tags=["reclaim"], responses=problems(404, 409, 502, 503))
     async def reclaim_job(key: Annotated[str, Path(pattern=r"^\d+(_\d+)?$", max_length=32)],
                           what: Literal["exempt", "act"], cp: CP,
                           who: Operator) -> reclaim.ReclaimEvent:
@@ -350,11 +356,11 @@ def build_router() -> APIRouter:
 
     @r.get("/reports/efficiency", response_model=EfficiencyReport, tags=["reports"],
            responses={200: {"content": {"text/csv": {}},
-                            "description": "JSON, or CSV with format=csv or Accept: text/csv"},
-                      422: {"model": Problem}})
+                            "description": "JSON, or CSV with format=csv or Accept: text/csv"}})
     def get_efficiency(
         request: Request, cp: CP, who: Viewer,
         since: Annotated[str, Query(max_length=16, examples=["7d"],
+                                    pattern=positive_duration("ms", "s", "m", "h", "d", "w"),
                                     description="how far back: 24h, 7d, 2w")] = "7d",
         by: Literal["user", "account", "partition"] = "user",
         format: Literal["json", "csv"] | None = None,
@@ -378,14 +384,21 @@ def build_router() -> APIRouter:
     def list_tokens(cp: CP, who: Admin) -> list[TokenView]:
         return [TokenView(**dataclasses.asdict(t)) for t in cp.tokens.list()]
 
-    @r.post("/tokens", response_model=TokenCreated, status_code=201, tags=["auth"])
+    @r.post("/tokens", response_model=TokenCreated, status_code=201, tags=["auth"],
+            responses=problems(400, 503))
     def create_token(body: NewToken, cp: CP, who: Admin) -> TokenCreated:
         token = cp.tokens.create(body.role, body.name)
-        return TokenCreated(role=body.role, token=token)
+        created = cp.tokens.find(token)
+        return TokenCreated(id=created.token_id if created else None, role=body.role,
+                            token=token)
 
     @r.delete("/tokens/{token_id}", status_code=204, tags=["auth"],
-              responses={404: {"model": Problem}})
+              responses=problems(404, 409, 503))
     def revoke_token(token_id: Id, cp: CP, who: Admin) -> None:
+        if token_id == who.token_id:  # an admin locking themselves out by a slip
+            raise HTTPException(409, f"token {token_id} is the one this request is made "
+                                     "with; revoke it with another admin token, or with "
+                                     f"`gpuwarden token revoke {token_id}` on the server")
         if not cp.tokens.revoke(token_id):
             raise HTTPException(404, f"no active token with id {token_id}")
 
@@ -419,6 +432,69 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(scraper.changed.wait(), timeout=1)
                     break
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The document FastAPI builds, with every 4xx/5xx answered as what it is on the wire:
+    ``application/problem+json`` (RFC 9457), not ``application/json``."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)
+        for operation in (op for item in doc["paths"].values() for op in item.values()):
+            for code, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if code[0] in "45" and "application/json" in content:
+                    response["content"] = {PROBLEM_JSON: content.pop("application/json")}
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this path, matched as OpenAPI says: a
+    concrete path before a templated one (``/reclaim/history`` before ``/reclaim/{switch}``,
+    ``/slurm/jobs/{job_id}/report`` before ``/slurm/jobs/{job_id}/{action}``)."""
+    import re
+
+    paths = getattr(request.app.state, "openapi_paths", None)
+    if paths is None:  # (parameter count, pattern, methods), most concrete first
+        paths = sorted(((template.count("{"),
+                         re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template)) + "$"),
+                         sorted(m.upper() for m in item))
+                        for template, item in request.app.openapi()["paths"].items()),
+                       key=lambda entry: entry[0])
+        request.app.state.openapi_paths = paths
+    matching = [(params, methods) for params, pattern, methods in paths
+                if pattern.match(request.url.path)]
+    return [m for params, methods in matching if params == matching[0][0] for m in methods]
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """``selector``, ``match[]`` (not ``match[].0``), ``body.decisions.0.approve``."""
+    if loc[0] == "query" and len(loc) > 1:
+        return str(loc[1])
+    return ".".join(str(p) for p in loc[1:]) or str(loc[0])
+
+
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message, but what to write instead of a long pattern where there is one."""
+    if error["type"] != "string_pattern_mismatch":
+        return error["msg"]
+    if error["ctx"].get("pattern") == SELECTOR:
+        try:
+            parse_selector(error["input"])
+        except SelectorError as exc:
+            return str(exc)
+        return ("a regex matcher's value (=~, !~) is written here without groups, classes, "
+                "escapes or {n}; alternatives (|), ., *, + and ? are fine")
+    return PATTERN_HINTS.get(str(error["loc"][-1]), error["msg"])
+
+
+def _method_not_allowed(request: Request, allowed: list[str]) -> JSONResponse:
+    allow = ", ".join(allowed)
+    return problem(405, f"{request.url.path} takes {allow}, not {request.method}",
+                    headers={"Allow": allow})
 
 
 DOCS = "/api/v1/docs"
@@ -482,6 +558,7 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
         redoc_url=None,
         lifespan=lifespan,
     )
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.cp = cp
     app.state.agent, app.state.agent_model = None, agent_model
     app.add_middleware(SecurityHeaders)
@@ -501,52 +578,65 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
     app.include_router(build_web_router())  # last: its catch-all serves the UI
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_problem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    async def httpproblem(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        spa = getattr(request.scope.get("route"), "path", None) == "/{path:path}"
+        if exc.status_code == 405 or (exc.status_code == 404 and spa):
+            allowed = _allowed_methods(request)  # every route's, not the first one's
+            if allowed and request.method not in allowed:
+                return _method_not_allowed(request, allowed)
+        return problem(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": ".".join(str(p) for p in e["loc"][1:]) or str(e["loc"][0]),
-                   "in": str(e["loc"][0]), "message": e["msg"]} for e in exc.errors()]
+        if all(e["loc"][0] == "path" for e in exc.errors()):
+            allowed = _allowed_methods(request)
+            if allowed and request.method not in allowed:
+                return _method_not_allowed(request, allowed)
+        errors = [{"field": _field(e["loc"]), "in": str(e["loc"][0]), "message": _message(e)}
+                  for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return _problem(422, detail, errors=errors)
+        return problem(422, detail, errors=errors)
 
     @app.exception_handler(NotFoundError)
     async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
-        return _problem(404, str(exc))
+        return problem(404, str(exc))
 
     @app.exception_handler(ConflictError)
     async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
-        return _problem(409, str(exc))
+        return problem(409, str(exc))
 
     @app.exception_handler(slurm.SlurmUnavailable)
     async def no_slurm(request: Request, exc: slurm.SlurmUnavailable) -> JSONResponse:
-        return _problem(503, str(exc))
+        return problem(503, str(exc))
 
     @app.exception_handler(NodeError)
     async def node_error(request: Request, exc: NodeError) -> JSONResponse:
         # the node's own 4xx (bad job id, unknown node) is the caller's; the rest is a gateway
         status = exc.status if 400 <= exc.status < 500 and exc.status != 401 else 502
-        return _problem(status, f"the controller node says: {exc}")
+        return problem(status, f"the controller node says: {exc}")
+
+    @app.exception_handler(reclaim.ReclaimOff)
+    async def reclaim_off(request: Request, exc: reclaim.ReclaimOff) -> JSONResponse:
+        return problem(409, str(exc))
 
     @app.exception_handler(GpuwardenError)
     async def user_error(request: Request, exc: GpuwardenError) -> JSONResponse:
-        return _problem(422, str(exc))
+        return problem(422, str(exc))
 
     @app.exception_handler(SelectorError)
     async def bad_selector(request: Request, exc: SelectorError) -> JSONResponse:
         field = "match[]" if request.url.path.endswith("/series") else "selector"
-        return _problem(422, str(exc), errors=[{"field": field, "in": "query",
+        return problem(422, str(exc), errors=[{"field": field, "in": "query",
                                                 "message": str(exc)}])
 
     @app.exception_handler(ValueError)
     async def bad_value(request: Request, exc: ValueError) -> JSONResponse:
-        return _problem(422, str(exc))
+        return problem(422, str(exc))
 
     @app.exception_handler(sqlite3.DatabaseError)
     async def cannot_write(request: Request, exc: sqlite3.DatabaseError) -> JSONResponse:
         if is_disk_full(exc):  # reads keep working; this change waits for space
-            return _problem(503, f"the state database cannot write: {disk_full(cp.db.path)}; "
+            return problem(503, f"the state database cannot write: {disk_full(cp.db.path)}; "
                                  f"free some space under {cp.db.path.parent}",
                             headers={"Retry-After": "60"})
         log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
@@ -554,7 +644,7 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
 
     @app.exception_handler(Exception)  # Starlette logs the traceback of these itself
     async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return _problem(500, f"internal error ({type(exc).__name__}); the server's log has "
+        return problem(500, f"internal error ({type(exc).__name__}); the server's log has "
                              "the details")
 
     return app

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyCookie, HTTPBearer
 
 from gpuwarden.api.security import cross_site_refusal
 from gpuwarden.bearer import bearer_token
@@ -14,13 +15,19 @@ from gpuwarden.services.context import ControlPlane
 from gpuwarden.state.tokens import Principal, role_at_least
 
 SESSION_COOKIE = "gpuwarden_session"
+# declared in the OpenAPI document; ``principal`` reads the header and cookie itself
+BEARER = HTTPBearer(auto_error=False, scheme_name="token",
+                    description="an API token: `gpuwarden token create`")
+COOKIE = APIKeyCookie(name=SESSION_COOKIE, auto_error=False, scheme_name="session",
+                      description="the web UI's session, set by POST /api/v1/session")
 
 
 def control_plane(request: Request) -> ControlPlane:
     return request.app.state.cp
 
 
-def principal(request: Request) -> Principal:
+def principal(request: Request, _bearer: object = Security(BEARER),
+              _cookie: object = Security(COOKIE)) -> Principal:
     cp: ControlPlane = request.app.state.cp
     token = bearer_token(request.headers.get("authorization", ""))
     if not token:

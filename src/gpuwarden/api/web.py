@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from pydantic import BaseModel
 
 from gpuwarden.api.auth import SESSION_COOKIE
+from gpuwarden.api.problems import problems
 from gpuwarden.api.security import page_policy
 from gpuwarden.services.context import ControlPlane
 
@@ -44,7 +45,7 @@ def build_web_router(dist: Path = DIST) -> APIRouter:
         return response
 
     @r.post("/api/v1/session", status_code=204, tags=["auth"],
-            responses={401: {"description": "unknown or revoked token"}})
+            responses=problems(400, 401, 422))
     def create_session(body: SessionRequest, request: Request) -> Response:
         """Sign in with an API token: sets the HttpOnly session cookie."""
         cp: ControlPlane = request.app.state.cp
@@ -54,7 +55,7 @@ def build_web_router(dist: Path = DIST) -> APIRouter:
         _set_session(response, request, body.token.strip())
         return response
 
-    @r.post("/api/v1/logout", status_code=204, tags=["auth"])
+    @r.post("/api/v1/logout", status_code=204, tags=["auth"], responses=problems(403))
     def logout() -> Response:
         """Sign out: clears the session cookie."""
         response = Response(status_code=204)

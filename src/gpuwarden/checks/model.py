@@ -17,6 +17,10 @@ class Expectation:
 
     gpus: int | None = None
     model: str | None = None
+    # the XID checks judge XIDs seen after this unix time (the node's last check run, so
+    # a hardware XID fails one run and a later run passes only if none came since); None:
+    # every XID since the node daemon started
+    xids_since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -162,18 +162,26 @@ def ecc_uncorrectable(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
 def xids(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
     hardware = spec.xid_class == "hardware"
     limit = 0.0 if hardware else (spec.threshold if spec.threshold is not None else 100)
+    since = ctx.expect.xids_since
     per_gpu = []
     total = 0
     for g in ctx.poll.gpus:
-        found = [x for x in g.xids if x.application != hardware]
+        found = [x for x in g.xids if x.application != hardware
+                 and (since is None or x.last_seen > since)]
         count = sum(x.count for x in found)
         total += count
         if count:
-            per_gpu.append(f"GPU {g.index}: " + ", ".join(f"XID {x.xid} x{x.count}"
-                                                         for x in found))
+            per_gpu.append(xid_figure(g.index, [(x.xid, x.count) for x in found]))
     expected = "none" if hardware else f"at most {limit:g}"
+    if since is not None:
+        expected += " since the last check"
     figure = "; ".join(per_gpu) or "none"
     return _result(spec, total <= limit, figure, expected, float(total))
+
+
+def xid_figure(gpu: int, counts: Sequence[tuple[int, int]]) -> str:
+    """``GPU 0: XID 79 x1, XID 48 x3``: the XID checks' figure (the watchdog's too)."""
+    return f"GPU {gpu}: " + ", ".join(f"XID {xid} x{count}" for xid, count in counts)
 
 
 def clocks_idle(spec: CheckSpec, ctx: CheckContext) -> CheckResult:

@@ -19,7 +19,8 @@ async def ask_node(client: NodeClient, level: str, expect: Expectation,
     """The node's results (``POST /api/v1/checks``); NodeError when it fails or answers
     something that is not a list of results."""
     body = await client.request("POST", "/api/v1/checks", {
-        "level": level, "expect": {"gpus": expect.gpus, "model": expect.model},
+        "level": level, "expect": {"gpus": expect.gpus, "model": expect.model,
+                                    "xids_since": expect.xids_since},
         "checks": dict(overrides or {})})
     items = body.get("results") if isinstance(body, dict) else None
     if not isinstance(items, list):

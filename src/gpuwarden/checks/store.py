@@ -91,6 +91,16 @@ class CheckStore:
         return {r["node"]: StoredRun(r["id"], r["node"], r["level"], r["trigger"], r["at"],
                                      r["verdict"], r["error"], ()) for r in rows}
 
+    def run_times(self) -> dict[str, tuple[float | None, float | None]]:
+        """Every node's last judged run (any but ``error``) and last passing run (pass or
+        warn): node -> (judged at, passed at), None where there is none.  The XID checks
+        judge XIDs since the first; a hardware XID alert stays firing until the second."""
+        rows = self._db.connect().execute(
+            "SELECT node, MAX(CASE WHEN verdict != 'error' THEN at END) AS judged, "
+            "MAX(CASE WHEN verdict IN ('pass', 'warn') THEN at END) AS passed "
+            "FROM check_runs GROUP BY node").fetchall()
+        return {r["node"]: (r["judged"], r["passed"]) for r in rows}
+
 
 def _result(row) -> CheckResult:  # a check_results row
     return CheckResult(row["name"], row["level"], row["verdict"], row["figure"],

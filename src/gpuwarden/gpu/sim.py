@@ -19,10 +19,11 @@ profile (which follows Slurm): ``pcie-degraded`` (the link trained at x8 gen 3 o
 ``row-remap-pending`` (an uncorrectable row remapped, waiting for a GPU reset),
 ``gpu-missing`` (the GPU is not listed at all), ``slow`` (hardware slowdown and power brake
 active even at idle, clocks at half) and ``ecc-storm`` (double-bit ECC errors growing every
-poll, XID 48).  ``--sim-fault`` sets them like ``--sim-profile`` (``slow`` on every GPU;
-``gpu-missing`` alone hides the last one; ``1=pcie-degraded``), and ``--sim-fault-file``
-names a file in the same syntax, read again whenever it changes, so a fault can clear while
-the node runs (an empty or missing file: no fault).
+poll, XID 48), ``xid-79`` (the GPU raises one XID 79, fallen off the bus, then works on:
+a hardware XID that stops by itself).  ``--sim-fault`` sets them like ``--sim-profile``
+(``slow`` on every GPU; ``gpu-missing`` alone hides the last one; ``1=pcie-degraded``),
+and ``--sim-fault-file`` names a file in the same syntax, read again whenever it changes,
+so a fault can clear while the node runs (an empty or missing file: no fault).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 
 PROFILES: tuple[str, ...] = ("idle", "train", "inference", "thermal-throttle", "xid-storm", "lost")
 FAULTS: tuple[str, ...] = ("pcie-degraded", "row-remap-pending", "gpu-missing", "slow",
-                           "ecc-storm")
+                           "ecc-storm", "xid-79")
 
 MIB = 1024 * 1024
 SIM_DRIVER_VERSION = "550.54.15-sim"
@@ -443,6 +444,9 @@ class SimSource:
             previous = g.xids.get(48)
             g.xids[48] = XidCount(48, (previous.count if previous else 0) + 1, now)
             g.last_xid = 48
+        if g.fault == "xid-79" and 79 not in g.xids:  # once: the XID stops by itself
+            g.xids[79] = XidCount(79, 1, now)
+            g.last_xid = 79
 
         if g.profile == "xid-storm" and g.rng.random() < 0.5:
             xid = g.rng.choice(_XID_STORM)

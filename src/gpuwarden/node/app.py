@@ -174,7 +174,10 @@ def create_app(
         model = doc.get("model")
         if model is not None and not isinstance(model, str):
             raise ValueError("expect.model: must be text (a GPU model such as H100)")
-        return Expectation(gpus, model or None)
+        since = doc.get("xids_since")
+        if since is not None and (isinstance(since, bool) or not isinstance(since, int | float)):
+            raise ValueError("expect.xids_since: must be a unix time (seconds)")
+        return Expectation(gpus, model or None, None if since is None else float(since))
 
     async def api_snapshot(request: Request) -> Response:
         snap = snapshot()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpuwarden.errors import GpuwardenError
+from gpuwarden.errors import GpuwardenError, NotFoundError
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionView,
@@ -61,7 +61,7 @@ def add_silence(cp: ControlPlane, body: NewSilence, who: str) -> SilenceView:
         raise GpuwardenError(f"duration: {exc}") from None
     known = {r.id for r in rules(cp)}
     if body.rule and body.rule not in known:
-        raise GpuwardenError(f"rule: {body.rule!r} is not a rule; rules are: "
+        raise NotFoundError(f"rule: {body.rule!r} is not a rule; rules are: "
                              f"{', '.join(sorted(known))}")
     s = _book(cp).silence(author=who, duration=duration, rule=body.rule or None,
                           subject=body.subject, comment=body.comment)

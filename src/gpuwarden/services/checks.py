@@ -9,30 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
-from gpuwarden.checks import CheckResult, Expectation, check_level, drain_reason, load_checks
+from gpuwarden.checks import (
+    BURN_IN_REASON,
+    CheckResult,
+    Expectation,
+    check_level,
+    load_checks,
+)
 from gpuwarden.checks.react import react
 from gpuwarden.checks.remote import ask_node, compare_versions, slurm_places
 from gpuwarden.checks.store import CheckStore, StoredRun
-from gpuwarden.config import PolicyConfig
 from gpuwarden.errors import NotFoundError
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.context import ControlPlane
-from gpuwarden.services.models import CheckResultView, CheckRunView, NodeChecks
-from gpuwarden.state.audit import AuditLog
+from gpuwarden.services.models import CheckCounts, CheckResultView, CheckRunView, NodeChecks
 from gpuwarden.state.inventory import Node
-from gpuwarden.watchdog.actions import Policies
-from gpuwarden.watchdog.alerts import AlertBook
-from gpuwarden.watchdog.evaluators import Finding
-from gpuwarden.watchdog.rules import RuleSpec
+from gpuwarden.watchdog.health import DRAIN_POLICY, check_alerts
 
 log = logging.getLogger(__name__)
-
-CHECK_RULE = "node_check"  # the alerts' rule id (the watchdog keeps these open)
-DRAIN_POLICY = "checks:drain"
-_RULE = RuleSpec.model_validate({"id": CHECK_RULE, "kind": "slurm_node_state",
-                                 "severity": "critical", "summary": "{summary}"})
 
 
 def store(cp: ControlPlane) -> CheckStore:
@@ -73,17 +71,21 @@ async def run(cp: ControlPlane, names: Sequence[str] = (), level: str = "quick",
     overrides = cp.config.checks.checks
     specs = load_checks(overrides)
     http = cp.http()
+    book = store(cp)
+    judged = {name: at for name, (at, _) in book.run_times().items()}
 
     async def one(node: Node) -> tuple[list[CheckResult], str | None]:
+        # the XID checks judge the XIDs since the node's last run (a hardware XID fails
+        # one run; the next passes unless another came)
+        expect = replace(expectation(cp, node), xids_since=judged.get(node.name))
         try:
             return await ask_node(NodeClient(http, node.url, node.token_file, timeout=3600),
-                                  level, expectation(cp, node), overrides), None
+                                  level, expect, overrides), None
         except NodeError as exc:
             return [], str(exc)
 
     answers = dict(zip([n.name for n in nodes],
                        await asyncio.gather(*(one(n) for n in nodes)), strict=True))
-    book = store(cp)
     others = {}
     for name in {n.name for n in cp.inventory.nodes()} - set(answers):
         for check, (_, result) in book.latest(name).items():
@@ -124,25 +126,10 @@ async def _react(cp: ControlPlane, runs: dict[str, StoredRun], who: str) -> dict
         elif reaction.action == "none":
             done[name] = reaction.why
     # the alerts: one per node whose last run failed (the others resolve)
-    book = store(cp)
-    findings = []
-    for name, last in book.last_runs().items():
-        if last.verdict != "fail":
-            continue
-        failed = next(r for _, r in book.latest(name).values() if r.verdict == "fail")
-        reason = drain_reason(failed)
-        findings.append(Finding(name, {"node": name, "slurm_node": name, "check": failed.name,
-                                       "action_reason": reason},
-                                context={"summary": f"{name}: {reason}"}))
-    alerts = AlertBook(cp.db)
-    transitions = await asyncio.to_thread(alerts.apply, [(_RULE, findings)], cp.clock())
-    policy = PolicyConfig(rule=CHECK_RULE, action="drain_node", mode=cp.config.checks.drain,
-                          name=DRAIN_POLICY)
-    policies = Policies(cp.db, [policy], alerts, AuditLog(cp.db), cp.clock)
-    # a drain is proposed for a node Slurm has and that is not drained yet
-    fired = [t for t in transitions if t.event == "firing" and t.alert.subject in places
-             and not places[t.alert.subject].drained]
-    for action_id in policies.on_transitions(fired):
+    opened = await asyncio.to_thread(check_alerts, cp.db, store(cp), cp.config.checks.drain,
+                                     cp.clock, {n: p.drained for n, p in places.items()})
+    policies = opened.policies
+    for action_id in opened.proposed:
         record = policies.get(action_id)
         done[record.target] = f"drain {record.state} (action {action_id}, policy "\
                               f"{cp.config.checks.drain})"
@@ -150,6 +137,17 @@ async def _react(cp: ControlPlane, runs: dict[str, StoredRun], who: str) -> dict
                                               only=lambda r: r.policy == DRAIN_POLICY):
         done[record.target] = f"drain {record.state}: {record.result}"
     return done
+
+
+def counts(cp: ControlPlane, slurm_nodes: Sequence[Mapping[str, Any]]) -> CheckCounts:
+    """The Overview's node health figures: nodes Slurm holds drained for their burn-in
+    (``slurm_nodes``: the controller's snapshot), and inventory nodes whose last run failed."""
+    known = {n.name for n in cp.inventory.nodes()}
+    burn_in = sum(1 for n in slurm_nodes if n.get("reason") == BURN_IN_REASON
+                  and "DRAIN" in (n.get("flags") or []))
+    failing = sum(1 for name, last in store(cp).last_runs().items()
+                  if name in known and last.verdict == "fail")
+    return CheckCounts(burn_in=burn_in, failing=failing)
 
 
 def node_checks(cp: ControlPlane, name: str, history: int = 20) -> NodeChecks:

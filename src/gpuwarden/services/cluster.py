@@ -515,9 +515,11 @@ def overview(cp: ControlPlane) -> Overview:
     else:
         summary = _summary(live)
         cp.cache["live_summary"] = (live, summary)
-    from gpuwarden.services import reclaim
+    from gpuwarden.services import checks, reclaim
 
     saved = reclaim.saved(cp)
+    controller = next((s.slurm for s in live.states
+                       if s.target.role == "controller" and s.slurm is not None), None)
     return Overview(
         cluster=cp.config.cluster,
         generated_at=cp.clock(),
@@ -534,6 +536,7 @@ def overview(cp: ControlPlane) -> Overview:
         alerts_active=cp.watchdog.alerts.firing_count() if cp.watchdog else 0,
         slurm=summary.slurm.model_copy() if summary.slurm is not None else None,
         slurm_error=summary.slurm_error,
+        checks=checks.counts(cp, (controller or {}).get("nodes", [])),
     )
 
 
@@ -581,14 +584,14 @@ def status(cp: ControlPlane) -> Status:
 # -- history and queries ----------------------------------------------------------------------
 
 
-def _check_range(start: float, end: float, step: float) -> None:
-    if end <= start:
-        raise ValueError("end must be after start")
+def _fit_range(start: float, end: float, step: float) -> tuple[float, float]:
+    """``end`` and ``step`` as a store answers them: an end before the start is the start
+    (one instant), and a step too fine for 11,000 points per series (Prometheus' limit)
+    raised to the whole milliseconds that fit; the result says the step it used."""
     if step <= 0:
         raise ValueError("step must be greater than 0")
-    if (end - start) / step > 11_000:
-        raise ValueError(f"{(end - start) / step:.0f} points asked; at most 11,000 per series: "
-                         "raise step")
+    end = max(end, start)
+    return end, max(step, math.ceil((end - start) * 1000 / (11_000 - 2)) / 1000)
 
 
 def resolve_window(cp: ControlPlane, range_: str | None, start: float | None, end: float | None,
@@ -609,7 +612,7 @@ def resolve_window(cp: ControlPlane, range_: str | None, start: float | None, en
     if step is None:
         step = float(max(min_step, math.ceil((end - start) / points)))
         start = end - step * math.ceil((end - start) / step)
-    _check_range(start, end, step)
+    end, step = _fit_range(start, end, step)
     return start, end, step
 
 

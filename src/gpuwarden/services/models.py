@@ -6,6 +6,11 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+# [unix seconds, value]; a named schema (``$ref``), which tools read more reliably than a
+# tuple (``prefixItems``) written inline under ``additionalProperties``
+Sample = TypeAliasType("Sample", tuple[float, float])
 
 
 class Out(BaseModel):
@@ -115,6 +120,12 @@ class SlurmQueue(Out):
     timeout: int = 0
 
 
+class CheckCounts(Out):
+    burn_in: int = Field(0, description="nodes Slurm holds drained for their burn-in (reason "
+                         "`gpuwarden: burn-in`)")
+    failing: int = Field(0, description="nodes whose last health check run failed")
+
+
 class Overview(Out):
     cluster: str
     generated_at: float
@@ -137,6 +148,8 @@ class Overview(Out):
     alerts_active: int = 0
     slurm: SlurmQueue | None = None
     slurm_error: str | None = None
+    checks: CheckCounts = Field(default_factory=CheckCounts,
+                                description="node health: nodes in burn-in, failing checks")
 
 
 class Point(Out):
@@ -147,7 +160,7 @@ class Point(Out):
 class SeriesView(Out):
     metric: str
     labels: dict[str, str]
-    points: list[tuple[float, float]]
+    points: list[Sample]
 
 
 class QueryResult(Out):
@@ -178,7 +191,7 @@ class GpuHistory(Out):
     start: float
     end: float
     step: float
-    series: dict[str, list[tuple[float, float]]]
+    series: dict[str, list[Sample]]
 
 
 class TokenCreated(Out):
@@ -303,7 +316,7 @@ class JobEfficiency(Out):
     mean_utilization: float | None = Field(None, description="mean GPU utilization, %")
     mean_memory_used_mib: float | None = None
     points: int = 0
-    utilization: list[tuple[float, float]] = Field(
+    utilization: list[Sample] = Field(
         default_factory=list, description="mean utilization of the job's GPUs over time")
 
 
@@ -374,10 +387,17 @@ class SilenceView(Out):
     expires_at: float
 
 
+def positive_duration(*units: str) -> str:
+    """The pattern of a duration longer than 0: a number and one of ``units`` (seconds
+    without one), as ``durations.parse_duration`` reads it."""
+    return rf"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)({'|'.join(units)})?$"
+
+
 class NewSilence(BaseModel):
     rule: str | None = Field(None, description="a rule id, or none for every rule")
     subject: str = Field("*", description="subject glob, e.g. node1/* or node1/gpu3")
-    duration: str = Field("2h", description="how long, e.g. 30m, 2h, 1d")
+    duration: str = Field("2h", description="how long, e.g. 30m, 2h, 1d", max_length=16,
+                          pattern=positive_duration("ms", "s", "m", "h", "d"))
     comment: str = ""
 
 
@@ -437,9 +457,9 @@ class GpuUsage(Out):
     gpu_hours: float = 0.0
     cost: float = 0.0
     wasted: float = Field(0.0, description="$ of its time under the idle threshold")
-    utilization: list[tuple[float, float]] = Field(
+    utilization: list[Sample] = Field(
         default_factory=list, description="(t, %) per step; only with ?series=true")
-    memory_used_mib: list[tuple[float, float]] = Field(
+    memory_used_mib: list[Sample] = Field(
         default_factory=list, description="(t, MiB) per step; only with ?series=true")
 
 
@@ -513,7 +533,7 @@ class JobReport(Out):
     notes: list[ReportNote] = Field(default_factory=list)
     per_node: list[NodeUsage] = Field(default_factory=list)
     per_gpu: list[GpuUsage] = Field(default_factory=list)
-    utilization: list[tuple[float, float]] = Field(
+    utilization: list[Sample] = Field(
         default_factory=list, description="mean utilization of its GPUs per step (live "
         "reports; stored summaries keep the figures, not the series)")
     generated_at: float

@@ -79,25 +79,30 @@ class TokenStore:
         with self._db.write() as conn:
             return conn.execute("DELETE FROM api_tokens WHERE name = ?", (name,)).rowcount
 
-    def authenticate(self, token: str) -> Principal | None:
+    def find(self, token: str) -> Principal | None:
+        """Who an active token is, without counting this as a use (``authenticate`` does)."""
         if not token.startswith(PREFIX):
             return None
         row = self._db.connect().execute(
             "SELECT id, name, role FROM api_tokens WHERE token_hash = ? AND revoked_at IS NULL",
             (_hash(token),),
         ).fetchone()
-        if row is None:
+        return None if row is None else Principal(row["id"], row["name"], row["role"])
+
+    def authenticate(self, token: str) -> Principal | None:
+        who = self.find(token)
+        if who is None:
             return None
         now = time.time()
-        if now - self._last_touch.get(row["id"], 0) > 60:  # at most one write a minute
-            self._last_touch[row["id"]] = now
+        if now - self._last_touch.get(who.token_id, 0) > 60:  # at most one write a minute
+            self._last_touch[who.token_id] = now
             try:
                 with self._db.write() as conn:
                     conn.execute("UPDATE api_tokens SET last_used_at = ? WHERE id = ?",
-                                 (now, row["id"]))
+                                 (now, who.token_id))
             except sqlite3.OperationalError as exc:  # best effort: a full disk, a busy lock
-                log.warning("token %d: last_used_at not recorded (%s)", row["id"], exc)
-        return Principal(row["id"], row["name"], row["role"])
+                log.warning("token %d: last_used_at not recorded (%s)", who.token_id, exc)
+        return who
 
     def list(self) -> list[TokenInfo]:
         rows = self._db.connect().execute("SELECT * FROM api_tokens ORDER BY id").fetchall()

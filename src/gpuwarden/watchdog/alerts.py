@@ -135,7 +135,8 @@ class AlertBook:
                         continue
                     if row["state"] == "pending":
                         conn.execute("DELETE FROM alerts WHERE id = ?", (row["id"],))
-                    elif now - row["last_true_at"] >= rule.keep_firing_for:
+                    elif (rule.until_checks_pass  # its evaluator judged it: a check passed
+                          or now - row["last_true_at"] >= rule.keep_firing_for):
                         conn.execute(
                             "UPDATE alerts SET state = 'resolved', resolved_at = ? WHERE id = ?",
                             (now, row["id"]))

@@ -8,7 +8,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
+from gpuwarden.checks import CheckResult, load_checks
+from gpuwarden.checks.passive import xid_figure
+from gpuwarden.checks.store import CheckStore
 from gpuwarden.config import ServeConfig
 from gpuwarden.metrics.scraper import TargetState
 from gpuwarden.state.audit import AuditLog
@@ -17,6 +21,7 @@ from gpuwarden.state.inventory import Inventory
 from gpuwarden.watchdog.actions import Executor, Policies
 from gpuwarden.watchdog.alerts import AlertBook, Transition
 from gpuwarden.watchdog.evaluators import EVALUATORS, Finding
+from gpuwarden.watchdog.health import CHECK_RULE, check_alerts
 from gpuwarden.watchdog.notify import Notifier, Sender, apprise_sender
 from gpuwarden.watchdog.rules import RuleSpec, load_rules
 from gpuwarden.watchdog.view import ClusterView, build_view
@@ -47,6 +52,8 @@ class Watchdog:
                                  owners=config.owners.url_for,
                                  rate_limit_per_minute=wd.rate_limit_per_minute)
         self.policies = Policies(db, wd.policies, self.alerts, self.audit, clock)
+        self._db = db
+        self.checks = CheckStore(db, clock, config.checks.retention_days * 86400.0)
         self._states = states
         self._executor = executor
         self._clock = clock
@@ -63,6 +70,8 @@ class Watchdog:
 
     def findings(self, now: float) -> list[tuple[RuleSpec, Sequence[Finding]]]:
         view = build_view(now, self.config.cluster, self.inventory.nodes(), self._states())
+        view = replace(view, checks_passed={  # what until_checks_pass rules wait for
+            n: passed for n, (_, passed) in self.checks.run_times().items() if passed})
         self.last_view = view  # reclaim reads it rather than building its own
         results = []
         for rule in self.rules:
@@ -83,7 +92,8 @@ class Watchdog:
         transitions = self.alerts.apply(self.findings(now), now)
         # node_check alerts are the node health checks' (services.checks), not a rule's
         transitions += self.alerts.retire_rules(
-            [r.id for r in self.rules if r.enabled] + ["node_check"], now)
+            [r.id for r in self.rules if r.enabled] + [CHECK_RULE], now)
+        transitions += self._failed_checks(transitions)
         for t in transitions:
             log.info("alert %s: %s", t.event, t.alert.summary)
         self.notifier.enqueue(transitions, now)
@@ -91,6 +101,37 @@ class Watchdog:
         self.cycles += 1
         self.last_cycle_seconds = time.perf_counter() - began
         return transitions
+
+    def _failed_checks(self, transitions: Sequence[Transition]) -> list[Transition]:
+        """A node whose ``until_checks_pass`` alert (a hardware XID) just fired gets a
+        failed run of the hardware XID check, so its ``node_check`` alert fires and a drain
+        is proposed under ``checks.drain`` with ``[gpuwarden-check] NAME: GPU 0: XID 79 x1``
+        (run by :meth:`cycle` when approved); a later check run passes once no hardware XID
+        came after this one."""
+        sticky = {r.id for r in self.rules if r.until_checks_pass}
+        nodes = sorted({t.alert.labels.get("node", "") for t in transitions
+                        if t.event == "firing" and t.alert.rule in sticky} - {""})
+        view = self.last_view
+        if not nodes or view is None:
+            return []
+        spec = next((s for s in load_checks(self.config.checks.checks)
+                     if s.kind == "xids" and s.xid_class == "hardware"), None)
+        name, level, about = ((spec.name, spec.level, spec.description) if spec
+                              else ("xid_hardware", "quick", "no hardware XID"))
+        for node in nodes:
+            passed = view.checks_passed.get(node, 0.0)
+            per_gpu = [xid_figure(g.index, [(int(x["xid"]), int(x.get("count", 1)))
+                                            for x in found])
+                       for g in view.gpus if g.node == node
+                       if (found := [x for x in g.xids if x.get("kind") == "hardware"
+                                     and float(x.get("last_seen", 0)) > passed])]
+            figure = "; ".join(per_gpu) or "a hardware XID"
+            self.checks.record(node, level, "watchdog", [
+                CheckResult(name, level, "fail", figure, "none", about, float(len(per_gpu)))])
+        drained = {str(n.get("name")): "DRAIN" in (n.get("flags") or [])
+                   for n in (view.slurm or {}).get("nodes", [])}
+        return check_alerts(self._db, self.checks, self.config.checks.drain, self._clock,
+                            drained).transitions
 
     async def cycle(self) -> list[Transition]:
         transitions = await asyncio.to_thread(self.evaluate)

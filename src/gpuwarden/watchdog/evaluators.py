@@ -110,14 +110,19 @@ def thermal_throttle(view: ClusterView, rule: RuleSpec, active: set[str]) -> lis
 
 
 def xid(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
-    """A recent XID of the rule's class; firing ``keep_firing_for`` after the last one."""
+    """A recent XID of the rule's class; firing ``keep_firing_for`` after the last one, or
+    (``until_checks_pass``) until the node's checks pass after it."""
     out = []
     window = max(rule.keep_firing_for, 1.0)
     for g in view.gpus:
         for x in g.xids:
             if x.get("kind") != rule.xid_class:
                 continue
-            if view.now - float(x.get("last_seen", 0)) > window:
+            seen = float(x.get("last_seen", 0))
+            if rule.until_checks_pass:
+                if seen <= view.checks_passed.get(g.node, 0.0):
+                    continue
+            elif view.now - seen > window:
                 continue
             job = g.jobs[0] if g.jobs else {}
             job_id, user = job.get("job_id"), job.get("user")

@@ -40,6 +40,10 @@ class RuleSpec(BaseModel):
     costly_only: bool = False
     temperature_margin: float = 0.0
     xid_class: Literal["hardware", "application"] | None = None
+    # a firing alert stays firing (past keep_firing_for) until the node's checks pass again
+    # after the finding's last occurrence, and resolves then; a firing one also records a
+    # failed check, which drains the node under checks.drain
+    until_checks_pass: bool = False
     states: list[str] = Field(default_factory=list)
     after: dict[str, Duration] = Field(default_factory=dict)
 
@@ -94,5 +98,8 @@ def load_rules(overrides: dict[str, Any] | None = None, *, source: str = "watchd
         if rule.kind == "xid" and rule.xid_class is None:
             raise GpuwardenError(f"{source}.{rule_id}: kind xid needs xid_class: hardware or "
                                  "application")
+        if rule.until_checks_pass and rule.kind != "xid":
+            raise GpuwardenError(f"{source}.{rule_id}: until_checks_pass is for rules of kind "
+                                 f"xid (not {rule.kind}); remove it from this rule")
         rules.append(rule)
     return rules

@@ -51,6 +51,7 @@ class ClusterView:
     gpus: Sequence[GpuFacts]
     slurm: Mapping[str, Any] | None = None  # the controller node's /api/v1/slurm document
     extra: Mapping[str, Any] = field(default_factory=dict)
+    checks_passed: Mapping[str, float] = field(default_factory=dict)  # node -> last pass
 
 
 def build_view(now: float, cluster: str, inventory: Sequence[Node],

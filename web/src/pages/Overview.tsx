@@ -166,6 +166,26 @@ function Wasters({ gpus, plan, now }: { gpus: GpuView[]; plan: ReclaimPlan | und
   );
 }
 
+function NodeHealth({ o }: { o: OverviewT }) {
+  const { burn_in, failing } = o.checks;
+  return (
+    <div className="mt-2 text-xs text-slate-500 dark:text-slate-400" data-testid="ov-node-health">
+      <span data-testid="ov-burn-in" data-value={burn_in} className={clsx(burn_in > 0 && "font-medium text-amber-600 dark:text-amber-400")}>
+        {burn_in} in burn-in
+      </span>
+      {" · "}
+      <Link
+        to="/nodes"
+        data-testid="ov-checks-failing"
+        data-value={failing}
+        className={clsx("hover:underline", failing > 0 && "font-medium text-rose-600 dark:text-rose-400")}
+      >
+        {failing === 1 ? "1 node failing checks" : `${failing} nodes failing checks`}
+      </Link>
+    </div>
+  );
+}
+
 function Saved({ o }: { o: OverviewT }) {
   return (
     <div className="tabular mt-2 border-t border-slate-100 pt-2 text-xs text-slate-600 dark:border-slate-800 dark:text-slate-300" data-testid="ov-saved">
@@ -219,13 +239,15 @@ export default function Overview() {
               <span className="text-base font-normal text-slate-400"> / {o.nodes.total}</span>
             </span>
           }
-          tone={o.nodes.down ? "bad" : o.nodes.total ? "good" : "muted"}
+          tone={o.nodes.down ? "bad" : o.checks.failing ? "warn" : o.nodes.total ? "good" : "muted"}
           sub={
             <span data-testid="ov-nodes-down" data-value={o.nodes.down}>
               {o.nodes.down ? `${o.nodes.down} down` : o.nodes.total ? "all nodes answering" : "no nodes configured"}
             </span>
           }
-        />
+        >
+          <NodeHealth o={o} />
+        </Stat>
         <Stat label="GPUs" testid="ov-gpus" value={<span data-testid="ov-gpus-total" data-value={o.gpus.total}>{o.gpus.total}</span>}>
           <GpuStateBar o={o} />
         </Stat>
