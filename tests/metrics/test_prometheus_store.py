@@ -1,5 +1,6 @@
-"""The prometheus store and scrape config against a real Prometheus scraping real sim nodes,
-compared with the embedded store fed the same nodes' snapshots."""
+"""The prometheus store and scrape config against a real Prometheus, and a real
+VictoriaMetrics, scraping real sim nodes, compared with the embedded store fed the same
+nodes' snapshots (latest values and ranges up to the newest points)."""
 
 from __future__ import annotations
 
@@ -104,29 +105,42 @@ def nodes(daemon_factory: Callable[..., Daemon]) -> dict[str, Daemon]:
             for name, profile in NODES.items()}
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path, nodes: dict[str, Daemon]) -> Iterator[PrometheusStore]:
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (apt-get install prometheus; "
+VICTORIAMETRICS = shutil.which("victoria-metrics")
+
+
+@pytest.fixture(params=["prometheus", "victoriametrics"])
+def tsdb(request: pytest.FixtureRequest, tmp_path: Path, nodes: dict[str, Daemon]
+         ) -> Iterator[PrometheusStore]:
+    """A real Prometheus, or a real VictoriaMetrics (the path README gives for more than one
+    machine), scraping the nodes every second with gpuwarden's scrape config."""
+    binary = PROMETHEUS if request.param == "prometheus" else VICTORIAMETRICS
+    if binary is None:
+        pytest.skip(f"{request.param} is not installed (apt-get install {request.param}; "
                     "`make test` installs it)")
     config = write_scrape_config(tmp_path / "prometheus.yml",
                                  [ScrapeTarget(n, d.url) for n, d in nodes.items()],
                                  scrape_interval=1)
     port = free_port()
-    proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
+    if request.param == "prometheus":
+        argv = [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+        health = "/-/ready"
+    else:  # as README says to run it: no latency offset, so the newest points are read
+        argv = [binary, f"-httpListenAddr=127.0.0.1:{port}",
+                f"-storageDataPath={tmp_path / 'vm-data'}", f"-promscrape.config={config}",
+                "-search.latencyOffset=0s", "-loggerLevel=WARN"]
+        health = "/health"
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         def ready() -> bool:
-            assert proc.poll() is None, f"prometheus exited: {proc.stderr.read()}"
+            assert proc.poll() is None, f"{request.param} exited: {proc.stderr.read()}"
             try:
-                return httpx.get(url + "/-/ready", timeout=1).status_code == 200
+                return httpx.get(url + health, timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, "prometheus to be ready")
+        wait_for(ready, f"{request.param} to be ready")
         with httpx.Client(base_url=url, timeout=5) as client:
             yield PrometheusStore(client)
     finally:
@@ -164,9 +178,9 @@ def by_gpu(series: list[Series]) -> dict[tuple[str, str], Series]:
     return {(s.labels["node"], s.labels["gpu"]): s for s in series}
 
 
-@needs_prometheus
 def test_same_numbers_through_both_stores(tmp_path: Path, nodes: dict[str, Daemon],
-                                          prometheus: PrometheusStore) -> None:
+                                          tsdb: PrometheusStore) -> None:
+    prometheus = tsdb  # or VictoriaMetrics: the same query API, the same numbers
     embedded = SqliteStore(tmp_path / "embedded.db")
     ingester = Ingester(embedded, nodes)
     ingester.start()
