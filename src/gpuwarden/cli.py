@@ -158,11 +158,17 @@ _mount_slurm()
 
 
 def _mount_providers() -> None:
-    from gpuwarden.providers.cli import down_command, status_command, up_command
+    from gpuwarden.providers.cli import (
+        down_command,
+        replace_command,
+        status_command,
+        up_command,
+    )
 
     app.command("up")(up_command)
     app.command("status")(status_command)
     app.command("down")(down_command)
+    app.command("replace")(replace_command)
 
 
 _mount_providers()

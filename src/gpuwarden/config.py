@@ -300,6 +300,10 @@ class ChecksConfig(_Strict):
     checks: dict[str, Any] = Field(default_factory=dict)
     drain: Literal["dry-run", "approve", "auto"] = "dry-run"
     retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
+    # periodic checks in `serve`: idle nodes, each held by an exclusive Slurm job meanwhile
+    every: Annotated[Duration, Field(ge=1)] | None = None  # off unless set (e.g. 6h)
+    max_parallel: Annotated[int, Field(ge=1, le=1000)] = 1
+    level: Literal["quick", "standard", "long"] = "quick"
 
     @field_validator("checks")
     @classmethod

@@ -82,6 +82,10 @@ def attach_background(cp) -> None:  # cp: ControlPlane
 
         cp.reports = JobReports(cp, notifier,
                                 delivers=cp.watchdog is None and cp.reclaim is None)
+    if cp.config.checks.every is not None:  # idle nodes' checks, each node held by a job
+        from gpuwarden.services.checks import PeriodicChecks
+
+        cp.periodic_checks = PeriodicChecks(cp)
 
 
 def run_serve(options: ServeOptions) -> None:

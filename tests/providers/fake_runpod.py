@@ -10,7 +10,9 @@ action the pod's ``actions`` do not list is a 409, as is one on a cluster member
 locked pod.  Its ``/_proxy/{pod}-{port}`` answers like a booting pod
 (:mod:`gpuwarden.providers.podagent`): a pod whose env has ``GPUWARDEN_ENROLL_SHA256``
 waits for ``POST /bootstrap/secrets`` with the matching key before it turns healthy, and
-``bootstrap_failure`` makes every pod's bootstrap stop at a step.  Billing accrues
+``bootstrap_failure`` makes every pod's bootstrap stop at a step; the rest of a running
+pod's daemon API is forwarded to the real node daemon ``daemons`` names for it (502 when
+none).  Billing accrues
 compute only while a pod is not stopped, and its disk (at ``disk_per_gb_hour``, 0 unless a
 test sets it) for as long as it exists, stopped or not.
 """
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema_rs
 import uvicorn
 from starlette.applications import Starlette
@@ -165,6 +168,8 @@ class FakeRunPod:
     node_version: str = __version__  # what the pods' node daemons report on /healthz
     bootstrap_failure: tuple[str, str] | None = None  # (step, log) every bootstrap stops at
     delivered: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod id -> secrets
+    # pod name -> (URL, token file) of a real node daemon its proxy forwards the rest to
+    daemons: dict[str, tuple[str, Path]] = field(default_factory=dict)
     deliveries: Counter[str] = field(default_factory=Counter)  # pod id -> boots served
 
     def __post_init__(self) -> None:
@@ -294,6 +299,8 @@ class FakeRunPod:
             Route("/_proxy/{target}/healthz", self.proxy_health, methods=["GET"]),
             Route("/_proxy/{target}" + podagent.SECRETS_PATH, self.proxy_secrets,
                   methods=["POST"]),
+            Route("/_proxy/{target}/{path:path}", self.proxy_daemon,
+                  methods=["GET", "POST", "PUT", "DELETE"]),
         ]
         return Starlette(routes=routes)
 
@@ -563,6 +570,27 @@ class FakeRunPod:
             self.delivered[pod_id] = {"node_token": token,
                                       "munge_key_b64": base64.b64encode(munge).decode()}
         return Response(status_code=204)
+
+    async def proxy_daemon(self, request: Request) -> Response:
+        """The rest of a running pod's daemon API: forwarded to the real node daemon
+        ``daemons`` names for the pod (with that daemon's token), 502 when none."""
+        pod_id = request.path_params["target"].rsplit("-", 1)[0]
+        with self.lock:
+            pod = self._find(pod_id)
+            running = pod is not None and self._view(pod)["status"] == "RUNNING"
+            upstream = self.daemons.get(pod["name"]) if running and pod else None
+        if upstream is None:
+            return JSONResponse({"detail": "no daemon behind this pod"}, status_code=502)
+        url, token_file = upstream
+        async with httpx.AsyncClient(timeout=120) as http:
+            answer = await http.request(
+                request.method, f"{url}/{request.path_params['path']}",
+                params=request.query_params, content=await request.body(),
+                headers={"Authorization": f"Bearer {token_file.read_text().strip()}",
+                         "Content-Type": request.headers.get("content-type",
+                                                             "application/json")})
+        return Response(answer.content, answer.status_code,
+                        media_type=answer.headers.get("content-type"))
 
     # ---- running ----------------------------------------------------------------------
     def start(self) -> FakeRunPod:

@@ -3,13 +3,16 @@ provider, real Slurm): the node whose simulated GPU has a degraded PCIe link sta
 with the check's reason in ``sinfo -R``, the healthy one runs a job, ``gpuwarden check``
 shows the figure and an alert fires; once the fault clears, a re-check resumes the node and
 resolves the alert.  In service, a hardware XID that stops by itself (the sim's ``xid-79``)
-drains the node under the checks' policy and keeps its alerts firing until a check passes."""
+drains the node under the checks' policy and keeps its alerts firing until a check passes.
+And the periodic checks of idle nodes in ``serve`` (``checks.every``)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -17,6 +20,7 @@ import pytest
 
 from gpuwarden.providers import Runtime, down, parse_description, up
 from gpuwarden.providers.local import SIM_FAULT_FILE, LocalProvider, slurm_available
+from gpuwarden.services.checks import HOLDER_NAME
 from gpuwarden.slurm import SlurmActions, SubmitOptions
 from gpuwarden.state.db import StateDB
 from tests.conftest import start_serve, stop
@@ -171,3 +175,88 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
             if serve is not None:
                 stop(serve.proc)
             down("brn", db, runtime=rt)
+
+
+# -- periodic checks in `serve` (checks.every) ------------------------------------------------
+# with every: 2s, max_parallel: 1 on 3 nodes, one of them running a job: the busy node is
+# never checked and its job keeps running, the idle nodes each get a `periodic` run, each
+# held meanwhile by an exclusive gpuwarden-check job, never two such jobs at once (sampled
+# from squeue, and from the jobs' own start and end times), and no holder job is left behind
+
+
+def test_idle_nodes_are_checked_one_at_a_time_and_busy_ones_never(db, tmp_path):
+    spec = parse_description({"name": "per", "provider": "local", "nodes": 3,
+                              "gpus_per_node": 1, "gpu_type": "H100"})
+    home = db.path.parent
+    with httpx.Client(timeout=10) as http:
+        slurm = LocalProvider(home, http)._slurm(spec)
+        rt = Runtime(http=http, env={})
+        serve = None
+        sampling = threading.Event()
+        most_running: list[int] = []
+        try:
+            report = up(spec, db, runtime=rt)
+            assert not report.problems, report.problems
+            actions = SlurmActions(slurm.adapter())
+            busy = actions.submit("#!/bin/sh\nsleep 300\n", SubmitOptions(
+                name="busy", nodelist=("per-node1",), output="/dev/null"))
+
+            def job(job_id: int):
+                return next(j for j in actions.adapter.jobs() if j.job_id == job_id)
+
+            wait_until("the busy job runs", lambda: job(busy).state == "RUNNING")
+
+            def holders():
+                return [j for j in actions.adapter.jobs() if j.name == HOLDER_NAME]
+
+            gpus_held: set[int] = set()
+
+            def sample() -> None:  # squeue while the loop runs: how many holders run at once
+                while not sampling.is_set():
+                    running = [j for j in holders() if j.state == "RUNNING"]
+                    most_running.append(len(running))
+                    gpus_held.update(j.gpus_allocated for j in running)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            config = tmp_path / "gpuwarden.yaml"
+            config.write_text("scrape: {interval: 1, timeout: 2}\n"
+                              "checks: {every: 2s, max_parallel: 1}\n")
+            serve = _admin_token(start_serve(config, home))
+            headers = {"Authorization": f"Bearer {serve.admin}"}
+
+            def periodic(node: str) -> list[dict]:
+                runs = httpx.get(f"{serve.url}/api/v1/nodes/{node}/checks",
+                                 headers=headers).json()["runs"]
+                return [r for r in runs if r["trigger"] == "periodic"]
+
+            # each idle node twice: the loop goes on, every 2 s, one node at a time
+            wait_until("both idle nodes checked twice", lambda: all(
+                len(periodic(n)) >= 2 for n in ("per-node2", "per-node3")), timeout=60)
+            assert {r["verdict"] for n in ("per-node2", "per-node3")
+                    for r in periodic(n)} == {"pass"}
+            assert periodic("per-node1") == []
+            assert job(busy).state == "RUNNING" and job(busy).nodes == ("per-node1",)
+            stop(serve.proc)
+            serve = None
+            sampling.set()
+            sampler.join(10)
+
+            wait_until("no holder job left", lambda: not [
+                j for j in holders() if j.state in ("PENDING", "RUNNING", "COMPLETING")])
+            held = sorted((j for j in holders() if j.start_time), key=lambda j: j.start_time)
+            assert len(held) >= 4, held  # one per periodic run
+            assert {n for j in held for n in j.nodes} == {"per-node2", "per-node3"}
+            assert all(j.end_time for j in held)
+            # Slurm's own record: each holder started after the one before it ended
+            for before, after in itertools.pairwise(held):
+                assert after.start_time >= before.end_time, (before, after)
+            assert max(most_running) == 1, "squeue never caught a holder running"
+            # --exclusive holds the node but no GPU: reclaim and job reports leave it alone
+            assert gpus_held == {0}, gpus_held
+            assert job(busy).state == "RUNNING"
+        finally:
+            sampling.set()
+            if serve is not None:
+                stop(serve.proc)
+            down("per", db, runtime=rt)

@@ -539,6 +539,9 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
             tasks.append(asyncio.create_task(cp.reclaim.run(stop), name="reclaim"))
         if run_scraper and cp.reports is not None:
             tasks.append(asyncio.create_task(cp.reports.run(stop), name="job-reports"))
+        if run_scraper and cp.periodic_checks is not None:
+            tasks.append(asyncio.create_task(cp.periodic_checks.run(stop),
+                                             name="periodic-checks"))
         try:
             yield
         finally:

@@ -1,6 +1,6 @@
 """Providers and the cluster lifecycle: ``up``, ``status``, ``down`` (and one node's
-``stop_node`` / ``start_node``) on ``local``, ``static`` and ``runpod`` (REST API v2), plus
-the node bootstrap script.
+``stop_node`` / ``start_node`` / ``replace_node``) on ``local``, ``static`` and ``runpod``
+(REST API v2), plus the node bootstrap script.
 
 Names are loaded on first use, so the ``gpuwarden`` command (and the node daemon it runs)
 does not load pydantic models and HTTP clients it does not need."""
@@ -16,7 +16,7 @@ _EXPORTS = {
     "STOPPED": "base", "STOP_REASON": "base",
     "Runtime": "lifecycle", "down": "lifecycle", "list_clusters": "lifecycle",
     "open_provider": "lifecycle", "start_node": "lifecycle", "status": "lifecycle",
-    "stop_node": "lifecycle", "up": "lifecycle",
+    "stop_node": "lifecycle", "up": "lifecycle", "replace_node": "lifecycle",
     "ClusterDescription": "spec", "cannot_stop": "spec", "load_description": "spec",
     "parse_description": "spec",
 }

@@ -1,4 +1,4 @@
-"""``gpuwarden up | status | down``: Typer commands with Rich progress and tables.
+"""``gpuwarden up | status | down | replace``: Typer commands with Rich progress and tables.
 
 Mount in ``gpuwarden/cli.py``::
 
@@ -6,6 +6,7 @@ Mount in ``gpuwarden/cli.py``::
     app.command("up")(up_command)
     app.command("status")(status_command)
     app.command("down")(down_command)
+app.command("replace")(replace_command)
 """
 
 from __future__ import annotations
@@ -83,6 +84,37 @@ def down_command(
     Console().print(f"{name}: down ({what}); unregistered {len(report.unregistered)} node(s)")
 
 
+def replace_command(
+    node: Annotated[str, typer.Argument(help="Node name (as `gpuwarden status` lists it).")],
+    cluster: Annotated[str | None, typer.Option(
+        help="Its cluster (default: the cluster that has a node of that name).")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace it even while Slurm runs jobs on it (they are lost).")
+    ] = False,
+) -> None:
+    """Terminate a node's machine and create a new one under the same name: drained in
+    Slurm first, burned in, then back in service."""
+    from gpuwarden.providers.lifecycle import list_clusters, replace_node
+    from gpuwarden.providers.registry import home_of, load_saved
+
+    db = _db()
+    if cluster is None:
+        home = home_of(db)
+        owners = [c for c in list_clusters(db) if node in load_saved(home, c).node_names]
+        if not owners:
+            raise GpuwardenError(f"node {node!r} is not a node of any cluster `gpuwarden up` "
+                                 "made; `gpuwarden status` lists them")
+        cluster = owners[0]
+    console = Console(stderr=True, log_path=False)  # a timestamp, not cli.py:47
+    with console.status(f"replacing {node}") as spinner:
+        def progress(text: str) -> None:
+            spinner.update(f"{node}: {text}")
+            console.log(text, highlight=False)
+
+        report = replace_node(cluster, node, db, progress, force=force)
+    Console().print(render_report(report))
+
+
 def render_report(report: ClusterReport) -> Table:
     spent = "n/a" if report.cost_so_far is None else f"${report.cost_so_far:.2f}"
     table = Table(title=f"{report.name} ({report.provider}) — ${report.cost_per_hour:.2f}/hr, "
@@ -103,6 +135,7 @@ app = typer.Typer(help="Cluster lifecycle.", no_args_is_help=True)
 app.command("up")(up_command)
 app.command("status")(status_command)
 app.command("down")(down_command)
+app.command("replace")(replace_command)
 
 
 def main() -> None:  # pragma: no cover - for `python -m gpuwarden.providers.cli`

@@ -1,10 +1,11 @@
-"""``up``, ``status`` and ``down``, and ``stop_node`` / ``start_node`` for one node: drive a
-provider and record the result in the control plane's state database.  Usable by the CLI,
-the API, the watchdog and the reclaim engine alike."""
+"""``up``, ``status`` and ``down``, and ``stop_node`` / ``start_node`` / ``replace_node``
+for one node: drive a provider and record the result in the control plane's state
+database.  Usable by the CLI, the API, the watchdog and the reclaim engine alike."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from gpuwarden.providers.registry import (
     upsert_provider_nodes,
 )
 from gpuwarden.providers.spec import ClusterDescription, cannot_stop
+from gpuwarden.state.audit import AuditLog
 from gpuwarden.state.db import StateDB
 
 # a node in one of these states runs (or is about to): a controller stop waits for them
@@ -309,6 +311,115 @@ def start_node(cluster_name: str, node_name: str, state_db: StateDB,
         raise _provider_error(exc) from None
     _register(state_db, spec, nodes)
     return record
+
+
+def replace_node(cluster_name: str, node_name: str, state_db: StateDB,
+                 progress: Progress = no_progress, runtime: Runtime | None = None,
+                 provider: Provider | None = None, *, force: bool = False,
+                 actor: str = "cli") -> ClusterReport:
+    """Replace one node's machine (a pod that failed its checks): drain its Slurm node with
+    the burn-in reason, refuse if a Slurm job runs on it (``force`` replaces it anyway),
+    terminate it, create a new one under the same name through ``up``'s create path (same
+    tag, install source and secret delivery), wait until it answers, run the burn-in on it
+    and re-record the cluster in the inventory.  Written to the audit log as
+    ``replace_node``.  Capacity is checked before anything is terminated; a create that
+    fails after the terminate says so, and ``gpuwarden up`` creates the node (nothing is
+    left running unrecorded).  Static and Instant Cluster nodes cannot be replaced one by
+    one; the Slurm controller (node 1) neither (the Slurm state and the workers depend on
+    it): ``down`` and ``up`` the cluster instead."""
+    rt = runtime or Runtime()
+    home = home_of(state_db)
+    spec = load_saved(home, cluster_name)
+    index = _index(spec, node_name)
+    provider = provider or open_provider(spec, home, rt)
+    audit = AuditLog(state_db)
+
+    def refuse(exc: GpuwardenError) -> GpuwardenError:
+        audit.write(actor, "replace_node", node_name, "refused", error=str(exc), force=force)
+        return exc
+
+    if (why := cannot_stop(spec)) is not None:
+        raise refuse(GpuwardenError(f"node {node_name}: cannot replace it: {why}"))
+    if index == 1 and spec.slurm:
+        raise refuse(ConflictError(
+            f"node {node_name} is the Slurm controller (the cluster's Slurm state and its "
+            f"workers depend on it); replace a worker, or `gpuwarden down {spec.name}` then "
+            "`gpuwarden up`"))
+    try:
+        progress("checking price and capacity")
+        provider.quote(spec)  # no capacity: refused before the old machine goes
+        before = provider.observe(spec)
+    except ProviderError as exc:
+        raise refuse(_provider_error(exc)) from None
+    old = next((n for n in before if n.name == node_name), None)
+    if spec.slurm:
+        controller = next((n for n in before if n.index == 1 and n.status == RUNNING
+                           and n.url), None)
+        if index != 1 and controller is None:
+            raise refuse(ConflictError(
+                f"node {node_name}: its Slurm controller {spec.node_names[0]} is not running; "
+                "`gpuwarden up` starts it"))
+        if controller is not None:
+            try:
+                asyncio.run(_hold_for_replace(controller, node_name, force, progress))
+            except GpuwardenError as exc:
+                raise refuse(exc) from None
+    old_id = old.provider_id if old else None
+    try:
+        provider.terminate(spec, node_name, progress)
+    except ProviderError as exc:
+        audit.write(actor, "replace_node", node_name, "failed", error=str(exc), old=old_id)
+        raise _provider_error(exc) from None
+    try:
+        provider.start(spec, node_name, progress)
+        nodes = provider.observe(spec)
+    except ProviderError as exc:
+        with contextlib.suppress(ProviderError):  # the inventory as the provider has it
+            _register(state_db, spec, provider.observe(spec))
+        audit.write(actor, "replace_node", node_name, "failed", error=str(exc), old=old_id)
+        raise GpuwardenError(
+            f"node {node_name}: its old machine {old_id or '-'} was terminated but creating "
+            f"the new one failed: {exc}; `gpuwarden up` creates it") from None
+    _register(state_db, spec, nodes)
+    new = next((n for n in nodes if n.name == node_name), None)
+    progress(f"{node_name}: replaced {old_id or '-'} with {new.provider_id if new else '-'}")
+    problems = burn_in(spec, state_db, nodes, progress)
+    audit.write(actor, "replace_node", node_name, "executed", old=old_id,
+                new=new.provider_id if new else None, force=force, problems=list(problems))
+    return ClusterReport(spec.name, spec.provider, tuple(nodes),
+                         sum(n.cost_per_hour for n in nodes), problems=problems)
+
+
+async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
+                            progress: Progress) -> None:
+    """Drain ``node_name`` with the burn-in reason (its replacement joins Slurm still
+    drained, and the burn-in resumes it), then refuse when Slurm runs a job on it (the
+    drain undone) unless ``force``."""
+    from gpuwarden.checks import BURN_IN_REASON
+    from gpuwarden.nodeclient import NodeClient, NodeError
+    from gpuwarden.slurm.model import ACTIVE_STATES
+
+    async with httpx.AsyncClient() as http:
+        ctrl = NodeClient(http, controller.url or "", controller.token_file, timeout=30)
+        try:
+            progress(f"draining {node_name} in Slurm")
+            await ctrl.slurm_drain(node_name, BURN_IN_REASON)
+            found = await ctrl.request("GET", "/api/v1/slurm/jobs")
+        except NodeError as exc:
+            if force:
+                return
+            raise GpuwardenError(
+                f"node {node_name}: cannot tell whether Slurm runs jobs on it (the "
+                f"controller's daemon failed: {exc}); fix that, or replace it with --force"
+            ) from None
+        jobs = found.get("jobs", found) if isinstance(found, dict) else found
+        busy = [str(j.get("job_id")) for j in jobs or [] if isinstance(j, dict)
+                and j.get("state") in ACTIVE_STATES and node_name in (j.get("nodes") or [])]
+        if busy and not force:
+            await ctrl.slurm_resume(node_name)
+            raise ConflictError(f"node {node_name}: job(s) {', '.join(busy)} run on it; not "
+                                "replaced (the drain is undone); wait for them, or replace "
+                                "it with --force")
 
 
 def _index(spec: ClusterDescription, node_name: str) -> int:

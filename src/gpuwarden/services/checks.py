@@ -8,6 +8,7 @@ watchdog's actions table); a node that passes again is resumed only if gpuwarden
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,6 +28,7 @@ from gpuwarden.errors import NotFoundError
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import CheckCounts, CheckResultView, CheckRunView, NodeChecks
+from gpuwarden.slurm.model import ACTIVE_STATES
 from gpuwarden.state.inventory import Node
 from gpuwarden.watchdog.health import DRAIN_POLICY, check_alerts
 
@@ -169,3 +171,115 @@ def _result_view(r: CheckResult, at: float | None) -> CheckResultView:
     return CheckResultView(name=r.name, level=r.level, verdict=r.verdict, figure=r.figure,
                            expected=r.expected, description=r.description, value=r.value,
                            at=at)
+
+
+HOLDER_NAME = "gpuwarden-check"  # the Slurm job that holds a node while it is checked
+
+
+class PeriodicChecks:
+    """``checks.every``: ``serve``'s loop that checks idle nodes, at most
+    ``checks.max_parallel`` at once.  A node is a candidate when Slurm has it idle (no job,
+    not drained) and its last run is older than ``every``; it is held meanwhile by an
+    exclusive Slurm job (``gpuwarden-check``, ``sbatch --exclusive -w NODE``) so no job
+    lands on it.  A holder that does not start at once (the node got busy) is cancelled and
+    the node skipped; the holder is cancelled when the check ends.  Runs are recorded with
+    trigger ``periodic``, and react as any other run (alert, drain under ``checks.drain``)."""
+
+    START_WAIT = 10.0  # seconds a holder job may take to start before the node is skipped
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.every = float(cp.config.checks.every or 0)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.checked = 0
+        self.skipped = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tick = min(self.every / 2, 15.0)
+        try:
+            while not stop.is_set():
+                try:
+                    await self.cycle()
+                except Exception:  # one bad cycle (the controller away) must not end the loop
+                    log.exception("periodic checks: cycle failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), tick)
+        finally:
+            for task in self.running.values():
+                task.cancel()
+            await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    async def cycle(self) -> list[str]:
+        """Start the checks of the idle nodes due, up to the cap; returns their names."""
+        from gpuwarden.services import slurm
+
+        cp = self.cp
+        self.running = {n: t for n, t in self.running.items() if not t.done()}
+        room = cp.config.checks.max_parallel - len(self.running)
+        if room <= 0:
+            return []
+        places = await slurm_places(slurm._controller(cp, cp.http()))
+        busy = {node for j in await slurm.live_jobs(cp, cp.http())
+                if j.get("state") in ACTIVE_STATES for node in j.get("nodes") or []}
+        last = {name: at for name, (at, _) in store(cp).run_times().items()}
+        now = cp.clock()
+        due = [n.name for n in cp.inventory.nodes()
+               if n.status != "STOPPED" and n.name not in self.running
+               and (place := places.get(n.name)) is not None and not place.drained
+               and place.state.lower() == "idle" and n.name not in busy
+               and now - last.get(n.name, 0.0) >= self.every]
+        due.sort(key=lambda name: last.get(name, 0.0))  # the longest unchecked first
+        for name in due[:room]:
+            self.running[name] = asyncio.create_task(self._check(name),
+                                                     name=f"periodic-check-{name}")
+        return due[:room]
+
+    async def _check(self, name: str) -> None:
+        try:
+            await self._held_check(name)
+        except Exception:  # logged here: nobody awaits this task's result
+            log.exception("periodic checks: %s failed", name)
+
+    async def _held_check(self, name: str) -> None:
+        from gpuwarden.services import slurm
+
+        cp = self.cp
+        level = cp.config.checks.level
+        job_id = (await slurm.submit(cp, cp.http(), "checks", {
+            "script": "#!/bin/sh\nsleep 86400\n", "name": HOLDER_NAME, "nodes": 1,
+            "nodelist": [name], "exclusive": True, "time": HOLDER_MINUTES[level],
+            "output": "/dev/null",
+            "comment": f"gpuwarden: holds {name} for its periodic {level} checks"})).job_id
+        try:
+            if not await self._started(job_id, name):
+                self.skipped += 1
+                log.info("periodic checks: %s got busy (holder job %s did not start); skipped",
+                         name, job_id)
+                return
+            await run(cp, [name], level, who="checks", trigger="periodic")
+            self.checked += 1
+        finally:
+            try:
+                await slurm.job_action(cp, cp.http(), "checks", job_id, "cancel")
+            except NodeError as exc:  # its time limit ends it anyway
+                log.warning("periodic checks: cancelling holder job %s failed: %s",
+                            job_id, exc)
+
+    async def _started(self, job_id: int | None, name: str) -> bool:
+        """Whether the holder job runs on ``name`` within ``START_WAIT`` seconds."""
+        from gpuwarden.services import slurm
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.START_WAIT
+        while True:
+            for job in await slurm.live_jobs(self.cp, self.cp.http()):
+                if str(job.get("job_id")) == str(job_id) and job.get("state") == "RUNNING":
+                    return name in (job.get("nodes") or [])
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+
+
+# the holder's Slurm time limit (minutes) by level: it ends by itself if gpuwarden does not
+HOLDER_MINUTES = {"quick": "30", "standard": "90", "long": "360"}
+

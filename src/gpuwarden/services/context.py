@@ -20,6 +20,7 @@ from gpuwarden.state.tokens import TokenStore
 from gpuwarden.watchdog.engine import Watchdog
 
 if TYPE_CHECKING:
+    from gpuwarden.services.checks import PeriodicChecks
     from gpuwarden.services.jobreport import JobReports
 
 
@@ -32,6 +33,7 @@ class ControlPlane:
     watchdog: Watchdog | None = None
     reclaim: Reclaimer | None = None
     reports: JobReports | None = None  # stores each ended GPU job's summary
+    periodic_checks: PeriodicChecks | None = None  # checks.every: idle nodes' checks
     client: httpx.AsyncClient | None = None  # for actions on node daemons
     clock: Callable[[], float] = time.time
     inventory: Inventory = field(init=False)

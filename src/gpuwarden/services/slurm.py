@@ -27,7 +27,7 @@ from gpuwarden.services.models import (
     SlurmQueue,
     SlurmSummary,
 )
-from gpuwarden.slurm.model import not_found_text
+from gpuwarden.slurm.model import ACTIVE_STATES, not_found_text
 from gpuwarden.state.audit import AuditLog
 
 
@@ -248,14 +248,20 @@ async def node_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, nod
     return ActionResult(detail=f"node {node_name}: {action} done")
 
 
-async def jobs_on_node(cp: ControlPlane, client: httpx.AsyncClient, node: str) -> list[str]:
-    """Jobs Slurm runs (or is finishing) on ``node`` now, asked of the controller directly
-    (not the last scrape): the check right before a node is stopped."""
+
+
+async def live_jobs(cp: ControlPlane, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """The jobs Slurm has now, asked of the controller directly (not the last scrape)."""
     found = await _controller(cp, client).request("GET", "/api/v1/slurm/jobs")
     jobs = found.get("jobs", found) if isinstance(found, dict) else found
-    return [str(j.get("job_id")) for j in jobs or []
-            if j.get("state") in ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING")
-            and node in (j.get("nodes") or [])]
+    return [j for j in jobs or [] if isinstance(j, dict)]
+
+
+async def jobs_on_node(cp: ControlPlane, client: httpx.AsyncClient, node: str) -> list[str]:
+    """Jobs Slurm runs (or is finishing) on ``node`` now: the check right before a node is
+    stopped."""
+    return [str(j.get("job_id")) for j in await live_jobs(cp, client)
+            if j.get("state") in ACTIVE_STATES and node in (j.get("nodes") or [])]
 
 
 async def submit(cp: ControlPlane, client: httpx.AsyncClient, who: str,

@@ -46,6 +46,7 @@ class SubmitOptions:
     user: str | None = None  # run the job as this Unix user (sbatch --uid; the submitter is root)
     account: str | None = None  # the Slurm account to charge (sbatch --account)
     qos: str | None = None  # the QOS to run under (sbatch --qos)
+    exclusive: bool = False  # the whole node(s), shared with no other job (sbatch --exclusive)
 
 
 def validate_job_id(value: object, field_name: str = "job_id") -> str:
@@ -146,6 +147,8 @@ class SlurmActions:
             args.append(f"--mem={opts.mem}")
         if opts.comment is not None:
             args.append(f"--comment={validate_text(opts.comment, 'comment')}")
+        if opts.exclusive is True:
+            args.append("--exclusive")
         for key in ("account", "qos"):  # sbatch refuses one Slurm does not know, by name
             value = getattr(opts, key)
             if value is not None and (not isinstance(value, str) or not _NAME_RE.match(value)):

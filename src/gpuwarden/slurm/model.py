@@ -10,6 +10,8 @@ from typing import Any
 from gpuwarden.slurm.gres import GresItem, gpu_count, gpus_in_tres
 
 USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
+# job states in which a job is on its nodes (holds them)
+ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"})
 # A job in one of these has ended; its exit code, end and elapsed time are final.
 FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
                              "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
