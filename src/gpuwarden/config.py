@@ -292,6 +292,9 @@ class AgentConfig(_Strict):
         return None
 
 
+CheckLevel = Literal["quick", "standard", "long"]  # node health check levels, cheapest first
+
+
 class ChecksConfig(_Strict):
     """Node health checks (``checks:``): overrides of the shipped checks and what a failed
     check on a node in service does (the burn-in at ``up`` always keeps a failed node
@@ -303,7 +306,7 @@ class ChecksConfig(_Strict):
     # periodic checks in `serve`: idle nodes, each held by an exclusive Slurm job meanwhile
     every: Annotated[Duration, Field(ge=1)] | None = None  # off unless set (e.g. 6h)
     max_parallel: Annotated[int, Field(ge=1, le=1000)] = 1
-    level: Literal["quick", "standard", "long"] = "quick"
+    level: CheckLevel = "quick"
 
     @field_validator("checks")
     @classmethod

@@ -184,6 +184,10 @@ def test_node_route_runs_checks_with_auth():
     assert bad.status_code == 400 and "expect.gpus" in bad.json()["detail"]
     bad = client.post("/api/v1/checks", headers=auth, json={"expect": {"xids_since": "x"}})
     assert bad.status_code == 400 and "expect.xids_since" in bad.json()["detail"]
+    for body in (b"{level", b'"quick"'):
+        bad = client.post("/api/v1/checks", headers={**auth, "Content-Type": "application/json"},
+                          content=body)
+        assert bad.status_code == 400 and '"level"' in bad.json()["detail"], bad.text
 
 
 def test_react_resumes_only_what_gpuwarden_drained():

@@ -96,6 +96,18 @@ def test_controller_daemon_serves_slurm_and_refuses_bad_input(daemon_factory, sl
     assert submitted.status_code == 201 and submitted.json()["job_id"] > 0
     assert post("/api/v1/slurm/jobs", {"script": "rm -rf /"}).status_code == 422
     assert post("/api/v1/slurm/jobs", {"script": SLEEP, "shell": "x"}).status_code == 422
+    # a body that is not JSON, or JSON but not an object: refused, saying what to send
+    def raw(path, content):
+        return httpx.post(ctl.url + path, content=content, timeout=30, headers={
+            "Authorization": "Bearer ctl-token-0123456789abcdef",
+            "Content-Type": "application/json"})
+
+    for path, codes, example in (("/api/v1/slurm/jobs", (400, 422), '"script"'),
+                                 ("/api/v1/slurm/nodes/node3/drain", (422, 422), '"reason"')):
+        for body, code in zip((b"{not json", b"[1, 2]"), codes, strict=True):
+            refused = raw(path, body)
+            assert refused.status_code == code, (path, body, refused.text)
+            assert example in refused.json()["detail"], refused.text
 
 
 def test_control_plane_and_watchdog_act_on_slurm(daemon_factory, serve_factory, slurm_cluster,

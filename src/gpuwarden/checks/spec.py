@@ -7,20 +7,20 @@ from __future__ import annotations
 import difflib
 import functools
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gpuwarden.config import CheckLevel as Level
 from gpuwarden.config import format_validation_error
 from gpuwarden.errors import GpuwardenError
 from gpuwarden.yamlfile import parse_yaml
 
-LEVELS: tuple[str, ...] = ("quick", "standard", "long")
+LEVELS: tuple[str, ...] = get_args(Level)  # cheapest first
 PASSIVE_KINDS = ("gpu_count", "gpu_model", "pcie_link", "row_remap", "retired_pages",
                  "ecc_uncorrectable", "xids", "clocks_idle", "power_limit", "versions")
 ACTIVE_KINDS = ("gpu_burn", "dcgm_diag", "nccl")
 KINDS = PASSIVE_KINDS + ACTIVE_KINDS
-Level = Literal["quick", "standard", "long"]
 
 
 class CheckSpec(BaseModel):

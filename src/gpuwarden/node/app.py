@@ -33,6 +33,24 @@ def problem(status: int, title: str, detail: str, **headers: str) -> JSONRespons
     )
 
 
+async def json_object(request: Request, example: str, *, not_json: int = 400,
+                      not_object: int = 400) -> dict[str, Any] | Response:
+    """The request's body as a JSON object, or the problem document that says what to send
+    (``example``: a body that would do); ``not_json``/``not_object``: the status of each
+    refusal (the routes keep the codes they always answered)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return problem(not_json, HTTP_TITLES[not_json], f"The body is not JSON; send {example}")
+    if not isinstance(body, dict):
+        return problem(not_object, HTTP_TITLES[not_object],
+                       f"The body must be a JSON object; send {example}")
+    return body
+
+
+HTTP_TITLES = {400: "Bad Request", 422: "Unprocessable Content"}
+
+
 def snapshot_to_dict(snap: NodeSnapshot, now: float) -> dict[str, Any]:
     health = snap.health(now)
     poll = snap.poll
@@ -136,12 +154,9 @@ def create_app(
             return problem(503, "Service Unavailable", "The first GPU poll has not finished.")
         try:
             if request.method == "POST":
-                try:
-                    body = await request.json()
-                except ValueError:
-                    return problem(400, "Bad Request", "The body is not JSON.")
-                if not isinstance(body, dict):
-                    return problem(400, "Bad Request", "The body must be a JSON object.")
+                body = await json_object(request, '{"level": "quick"}')
+                if isinstance(body, Response):
+                    return body
                 expect_doc = body.get("expect") or {}
                 level, overrides = body.get("level", "quick"), body.get("checks")
             else:

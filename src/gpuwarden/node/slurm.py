@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gpuwarden.node.app import problem
+from gpuwarden.node.app import json_object, problem
 from gpuwarden.node.jobs import JobRef
 from gpuwarden.slurm import (
     SlurmActions,
@@ -111,14 +111,14 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
 
 async def _text_field(request: Request, name: str, what: str) -> str | Response:
     """The text field ``name`` of a JSON body, or the 422 that says how to send it."""
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    value = body.get(name) if isinstance(body, dict) else None
+    example = f"{{\"{name}\": \"{what}\"}}"
+    body = await json_object(request, example, not_json=422, not_object=422)
+    if isinstance(body, Response):
+        return body
+    value = body.get(name)
     if not isinstance(value, str):
         return problem(422, "Unprocessable Content",
-                       f"{name}: missing; send {{\"{name}\": \"{what}\"}}")
+                       f"{name}: missing; send {example}")
     return value
 
 
@@ -221,12 +221,9 @@ class SlurmBridge:
         return doc if isinstance(doc, Response) else JSONResponse(doc["partitions"])
 
     async def _submit(self, request: Request) -> Response:
-        try:
-            body = await request.json()
-        except ValueError:
-            return problem(400, "Bad Request", "The body must be JSON: {\"script\": ...}")
-        if not isinstance(body, dict):
-            return problem(422, "Unprocessable Content", "The body must be a JSON object")
+        body = await json_object(request, '{"script": "#!/bin/sh\\n..."}', not_object=422)
+        if isinstance(body, Response):
+            return body
         script = body.pop("script", None)
         known = {f.name for f in dataclasses.fields(SubmitOptions)}
         unknown = sorted(set(body) - known)
