@@ -42,7 +42,7 @@ from gpuwarden.config import NodeConfig, ServeConfig
 from gpuwarden.metrics.ingest import snapshot_samples
 from gpuwarden.metrics.scraper import Scraper, Target, TargetState
 from gpuwarden.server import open_control_plane
-from gpuwarden.services.cluster import LIVE_MAX_AGE
+from gpuwarden.services.live import LIVE_MAX_AGE
 
 NODES = int(os.environ.get("BENCH_NODES", "1000"))
 GPUS = 8

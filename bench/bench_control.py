@@ -55,7 +55,7 @@ from fleet_sim import PROFILE_MIX, node_name  # noqa: E402
 INTERVAL = 15.0
 HISTORY_METRICS = ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_GPU_TEMP",
                    "DCGM_FI_DEV_POWER_USAGE", "DCGM_FI_DEV_SM_CLOCK",
-                   "DCGM_FI_DEV_MEM_COPY_UTIL")  # what /history reads (services.cluster)
+                   "DCGM_FI_DEV_MEM_COPY_UTIL")  # what /history reads (services.history)
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

@@ -77,7 +77,7 @@ class StoreConfig(_Strict):
 
 class PolicyConfig(_Strict):
     rule: str
-    action: Literal["drain_node", "stop_pod", "cancel_job"]
+    action: Literal["drain_node", "stop_pod", "cancel_job", "replace_node"]
     mode: Literal["dry-run", "approve", "auto"] = "dry-run"
     name: str = ""
 
@@ -302,6 +302,9 @@ class ChecksConfig(_Strict):
 
     checks: dict[str, Any] = Field(default_factory=dict)
     drain: Literal["dry-run", "approve", "auto"] = "dry-run"
+    # and then: replace the failed node's machine (a pod `gpuwarden up` made; not the Slurm
+    # controller, not static or Instant Cluster nodes), once no job runs on it
+    replace: Literal["dry-run", "approve", "auto"] = "dry-run"
     retention_days: Annotated[float, Field(gt=0, le=3650)] = 30.0
     # periodic checks in `serve`: idle nodes, each held by an exclusive Slurm job meanwhile
     every: Annotated[Duration, Field(ge=1)] | None = None  # off unless set (e.g. 6h)

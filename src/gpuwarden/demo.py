@@ -220,7 +220,7 @@ class Demo:
 
     def report_status(self, cp: ControlPlane) -> None:
         """--headless: a status line every STATUS_EVERY_S."""
-        from gpuwarden.services.cluster import overview
+        from gpuwarden.services.live import overview
 
         while not self.stop.wait(STATUS_EVERY_S):
             try:

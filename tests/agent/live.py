@@ -264,16 +264,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
         _wait("the workload to settle", settled, 90)
         _kill_daemon(home, 5)
-        from gpuwarden.services import cluster
+        from gpuwarden.services import live as live_view
 
         def observed() -> bool:
-            gpus = {(g.node, g.index): g for g in cluster.list_gpus(cp)}
-            return (not next(n for n in cluster.list_nodes(cp) if n.name == node(5)).up
+            gpus = {(g.node, g.index): g for g in live_view.list_gpus(cp)}
+            return (not next(n for n in live_view.list_nodes(cp) if n.name == node(5)).up
                     and gpus[(node(2), 0)].state in ("allocated_idle", "busy")
                     and all(gpus[(node(4), i)].state == "idle" for i in (0, 1))  # jobs ended
                     and any(g.state == "allocated_idle" for g in gpus.values())
                     and any(g.xid_errors for g in gpus.values() if g.node == node(3))
-                    and any(x == 79 for xs in cluster.gpu_xids(cp, node(3)).values()
+                    and any(x == 79 for xs in live_view.gpu_xids(cp, node(3)).values()
                             for x, _, _ in xs)  # the storm's hardware XID, for the doctor
                     and "hw_thermal_slowdown" in gpus[(node(3), 0)].throttle_reasons)
 

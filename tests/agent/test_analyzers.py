@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from gpuwarden.agent import analyzers, router
-from gpuwarden.services import cluster, slurm
+from gpuwarden.services import live as live_view
+from gpuwarden.services import slurm
 from tests.agent.live import PRICE, _wait, node
 from tests.conftest import free_port
 
@@ -59,7 +60,7 @@ def test_held_and_running_and_unknown_jobs(live):
 def test_waste_report_matches_the_gpu_states_and_prices(live):
     cp = live.cp
     a = analyzers.waste_report(cp)
-    gpus = cluster.list_gpus(cp)
+    gpus = live_view.list_gpus(cp)
     idle = [g for g in gpus if g.state == "idle"]
     alloc_idle = [g for g in gpus if g.state == "allocated_idle"]
     assert a.data["idle"] == len(idle) and a.data["allocated_idle"] == len(alloc_idle)
@@ -187,8 +188,8 @@ def test_a_gpu_that_falls_off_is_the_first_thing_the_doctor_names(live, tmp_path
     live.cp.inventory.upsert_provider_nodes("agentc-spare", "static", [spare])
     try:
         try:
-            _wait("the spare node scraped", lambda: cluster.get_node(live.cp, spare.name).up
-                  and cluster.get_node(live.cp, spare.name).gpus == 2, 90)
+            _wait("the spare node scraped", lambda: live_view.get_node(live.cp, spare.name).up
+                  and live_view.get_node(live.cp, spare.name).gpus == 2, 90)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; daemon: {(tmp_path / 'daemon.log').read_text()}, "
                                  f"exit {daemon.poll()}") from None
@@ -206,7 +207,7 @@ def test_a_gpu_that_falls_off_is_the_first_thing_the_doctor_names(live, tmp_path
         daemon.wait(10)
     # the scraper drops a removed node at its next reconcile (once an interval)
     _wait("the spare node gone from the live view",
-          lambda: spare.name not in {n.name for n in cluster.list_nodes(live.cp)}, 30)
+          lambda: spare.name not in {n.name for n in live_view.list_nodes(live.cp)}, 30)
 
 
 def _metrics(live, name: str) -> str:

@@ -32,7 +32,7 @@ import yaml
 from gpuwarden.agent import analyzers, router
 from gpuwarden.agent.service import AgentService
 from gpuwarden.config import AgentConfig
-from gpuwarden.services import cluster
+from gpuwarden.services import live as live_view
 from gpuwarden.state.audit import AuditLog
 from tests.agent.live import _wait, node
 from tests.agent.scripted import ANSWER, Script, gullible
@@ -306,8 +306,8 @@ def truth_xids(live, name: str, spec: dict[str, Any]) -> None:
     # gpuwarden's view at least as new as `before`: the scrape after the first one to end
     # after `before` was read began after it (a node's scrapes run one after another)
     ended = _wait("a scrape ending after that", lambda: (
-        (s := cluster.get_node(live.cp, name).last_success) is not None and s > read and s), 30)
-    _wait("the scrape after it", lambda: (cluster.get_node(live.cp, name).last_success
+        (s := live_view.get_node(live.cp, name).last_success) is not None and s > read and s), 30)
+    _wait("the scrape after it", lambda: (live_view.get_node(live.cp, name).last_success
                                           or 0.0) > ended, 30)
     a = asyncio.run(router.route(live.cp, spec["prompt"]))
     after = _xids(live, name)

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from gpuwarden.config import GradeThresholds, ReportsConfig, ServeConfig
 from gpuwarden.services import efficiency
-from gpuwarden.services.cluster import GpuPrice
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.jobreport import GpuSeries, Pricing, compose, query_step
+from gpuwarden.services.live import GpuPrice
 from gpuwarden.services.models import JobReport, SlurmJobView
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.jobreports import JobReportStore

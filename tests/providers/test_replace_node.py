@@ -223,3 +223,77 @@ def test_cli_replace(fake_runpod, tmp_path, monkeypatch):
     assert "'nope' is not a node of any cluster" in str(result.exception)
     assert runner.invoke(app, ["down", "cli"]).exit_code == 0
     assert fake_runpod.live_pods() == []
+
+
+def test_a_failed_check_replaces_the_pod_under_the_replace_policy(fake_runpod, runtime, db):
+    """``checks.replace: auto``: a node whose check fails gets a ``checks:replace`` action,
+    approved at once, which the watchdog runs beside its cycles (re-checked first: the last
+    run still failed) through ``replace_node``; ``dry-run`` only records it; a node gpuwarden
+    cannot replace (static, the Slurm controller) gets none."""
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from gpuwarden.checks import CheckResult
+    from gpuwarden.config import ChecksConfig, ServeConfig
+    from gpuwarden.services.executor import ControlPlaneExecutor
+    from gpuwarden.watchdog.actions import Policies
+    from gpuwarden.watchdog.engine import Watchdog
+    from gpuwarden.watchdog.health import check_alerts
+
+    up(parse_description(runpod_spec(nodes=2, slurm=False)), db, runtime=runtime)
+    assert "static provider" in lifecycle.cannot_replace(static_spec(), "box1")
+    assert "Slurm controller" in lifecycle.cannot_replace(
+        parse_description(runpod_spec(nodes=2)), "dev-node1")
+    assert lifecycle.replaceable_nodes(db) == {"dev-node1", "dev-node2"}  # no Slurm here
+    old = pod_named(fake_runpod, "gw-dev-2")
+    book = CheckStore(db)
+    slow = CheckResult("clocks_idle", "quick", "fail", "GPU 0: hw_slowdown", "no throttle")
+
+    def fail(node: str) -> None:
+        book.record(node, "quick", "on-demand", [slow])
+
+    fail("dev-node2")
+    opened = check_alerts(db, book, ChecksConfig(replace="dry-run"), time.time, {})
+    [dry] = [opened.policies.get(i) for i in opened.proposed]
+    assert (dry.policy, dry.action, dry.target, dry.state) == (
+        "checks:replace", "replace_node", "dev-node2", "dry-run")
+
+    book.record("dev-node2", "quick", "on-demand", [])  # passes: the alert resolves
+    check_alerts(db, book, ChecksConfig(), time.time, {})
+    fail("dev-node2")
+    opened = check_alerts(db, book, ChecksConfig(replace="auto"), time.time, {})
+    [action] = [opened.policies.get(i) for i in opened.proposed]
+    assert action.state == "approved" and action.target == "dev-node2"
+
+    cp = SimpleNamespace(inventory=Inventory(db), db=db, clock=time.time)
+    watchdog = Watchdog(db, ServeConfig.model_validate({"checks": {"replace": "auto"}}),
+                        lambda: {}, executor=ControlPlaneExecutor(cp, runtime=runtime))
+
+    async def cycle_and_wait() -> None:
+        await watchdog.cycle()
+        assert watchdog._replacing is not None  # started beside the cycle, not inside it
+        await watchdog._replacing
+
+    asyncio.run(cycle_and_wait())
+    done = Policies(db, [], watchdog.alerts, AuditLog(db)).get(action.id)
+    assert done.state == "executed", done.result
+    new = pod_named(fake_runpod, "gw-dev-2")
+    assert new["id"] != old["id"] and len(fake_runpod.live_pods()) == 2  # no orphan
+    # audited twice: the action (its id and result) and the replacement (old and new pod)
+    [(by_policy, _)] = [(e["detail"], e["actor"]) for e in AuditLog(db).list()
+                        if e["action"] == "replace_node" and e["outcome"] == "executed"
+                        and "action_id" in e["detail"]]
+    assert by_policy["action_id"] == action.id
+    [(target, _, detail)] = [r for r in replaced(db) if r[1] == "executed"
+                                   and "old" in r[2]]
+    assert (target, detail["old"], detail["new"]) == ("dev-node2", old["id"], new["id"])
+
+    # re-checked just before it acts: a node whose last run passed is not replaced
+    executor = ControlPlaneExecutor(cp, runtime=runtime)
+    book.record("dev-node2", "quick", "on-demand", [])
+    with pytest.raises(ConflictError, match="passed; not replaced"):
+        asyncio.run(executor.replace_node("dev-node2", "test"))
+    assert pod_named(fake_runpod, "gw-dev-2")["id"] == new["id"]
+    down("dev", db, runtime=runtime)
+    assert_contract_kept(fake_runpod)

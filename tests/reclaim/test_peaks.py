@@ -50,7 +50,7 @@ T0 = 1_800_000_000.0
 
 
 def _snapshot(now: float, util: float) -> dict:
-    return {"timestamp": now, "node": {}, "gpus": [
+    return {"timestamp": now, "node": {"hostname": "n1"}, "gpus": [
         {"index": i, "uuid": f"GPU-{i}", "name": "NVIDIA A100", "up": True, "error": None,
          "fields": {UTIL: util}, "clock_events": {}, "processes": [], "xids": [], "jobs": []}
         for i in range(2)]}

@@ -133,8 +133,13 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
             assert "DRAIN" in reason.flags, reason
             assert reason.reason.startswith("[gpuwarden-check] clocks_idle: GPU 0: hw_slowdown")
             done = httpx.get(serve.url + "/api/v1/actions", headers=headers).json()
+            # and the replacement of its machine, proposed as what would run (checks.replace
+            # is dry-run by default), as it was when its burn-in failed: a local node can be
+            # replaced, the Slurm controller never
             assert [(a["policy"], a["action"], a["target"], a["state"]) for a in done] == [
-                ("checks:drain", "drain_node", "brn-node2", "executed")], done
+                ("checks:replace", "replace_node", "brn-node2", "dry-run"),
+                ("checks:drain", "drain_node", "brn-node2", "executed"),
+                ("checks:replace", "replace_node", "brn-node2", "dry-run")], done
             fault.write_text("")
             wait_until("it passes again", lambda: gpuwarden(
                 "check", "brn-node2", home=home, token_file=token_file).returncode == 0)
@@ -159,7 +164,8 @@ def test_a_faulty_node_stays_drained_until_its_checks_pass(db, tmp_path):
             assert {("xid_hardware", "brn-node2/gpu0/xid79"),
                     ("node_check", "brn-node2")} <= open_alerts()
             done = httpx.get(serve.url + "/api/v1/actions", headers=headers).json()
-            assert next((a["policy"], a["target"], a["state"]) for a in done) == (
+            assert next((a["policy"], a["target"], a["state"]) for a in done
+                        if a["policy"] == "checks:drain") == (
                 "checks:drain", "brn-node2", "executed"), done
             xid = next(r for r in httpx.get(serve.url + "/api/v1/nodes/brn-node2/checks",
                                              headers=headers).json()["runs"][0]["results"])

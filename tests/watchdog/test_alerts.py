@@ -8,19 +8,23 @@ from dataclasses import replace
 import pytest
 
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.gpu.model import GpuJob, GpuProcess, LiveGpu, NodeGpu, XidCount
 from gpuwarden.state.db import StateDB
 from gpuwarden.watchdog.alerts import AlertBook
 from gpuwarden.watchdog.evaluators import EVALUATORS
 from gpuwarden.watchdog.rules import load_rules
-from gpuwarden.watchdog.view import ClusterView, GpuFacts, NodeFacts
+from gpuwarden.watchdog.view import ClusterView, NodeFacts
 
 
 def gpu(node="n1", index=0, util=50.0, jobs=(), up=True, temp=60.0, events=None, xids=(),
         fields=None, cost=2.0, processes=1, name="NVIDIA H100 80GB HBM3"):
     f = {"DCGM_FI_DEV_GPU_UTIL": util, "DCGM_FI_DEV_GPU_TEMP": temp,
          "DCGM_FI_DEV_FB_USED": 1000.0, "DCGM_FI_DEV_FB_TOTAL": 80000.0, **(fields or {})}
-    return GpuFacts(node, index, f"GPU-{node}-{index}", name, up, None if up else "lost", f,
-                    events or {}, list(xids), list(jobs), processes, cost)
+    g = NodeGpu(index, f"GPU-{node}-{index}", name, "", "", False, up, None if up else "lost",
+                f, events or {}, (GpuProcess(1000, 10.0),) * processes,
+                tuple(XidCount(x["xid"], x["count"], x["last_seen"]) for x in xids), None,
+                tuple(GpuJob(**j) for j in jobs))
+    return LiveGpu(node, g, up, g.error, cost)
 
 
 def view(gpus, now=1000.0, nodes=None, slurm=None):

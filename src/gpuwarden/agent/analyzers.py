@@ -26,7 +26,7 @@ from gpuwarden.gpu.model import is_application_xid
 from gpuwarden.gpu.xids import describe_xid
 from gpuwarden.services import alerts as alert_svc
 from gpuwarden.services import checks as check_svc
-from gpuwarden.services import cluster, jobreport, reclaim, slurm
+from gpuwarden.services import jobreport, live, reclaim, slurm, waste
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import GpuView, JobUsage, Out, SlurmJobView, SlurmNodeView
 from gpuwarden.slurm import reasons
@@ -637,9 +637,9 @@ async def job_outcome(cp: ControlPlane, job_id: int, days: float = 7.0) -> Analy
 
 def waste_report(cp: ControlPlane, top_k: int = 20) -> Analysis:
     """Idle and allocated-but-idle GPUs with what they cost, by user and by node."""
-    total, wasted = cluster.wasted_gpus(cp)
+    total, wasted = live.wasted_gpus(cp)
     per_hour = sum(g.cost_per_hour for g in wasted)
-    today = cluster.waste_today(cp)
+    today = waste.waste_today(cp)
     by_user: dict[str, list[GpuView]] = defaultdict(list)
     for g in wasted:
         if g.state == "allocated_idle":
@@ -735,7 +735,7 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
     """Everything that is wrong with a node, worst first: reachability, failed health
     checks (their figure and the expected one), GPUs down, hardware XIDs by severity (with
     counts), ECC, Slurm state and reason, throttling, application XIDs, open alerts."""
-    node = cluster.get_node(cp, name)
+    node = live.get_node(cp, name)
     problems: list[tuple[float, str]] = []
     facts: list[tuple[float, str]] = []
     if not node.up:
@@ -760,12 +760,12 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
                       f"Health check {c.name} {'failed' if c.verdict == 'fail' else 'warns'} "
                       f"({_when(c.at)}): {c.figure}; expected {c.expected}."))
     try:
-        xids = cluster.gpu_xids(cp, name)
+        xids = live.gpu_xids(cp, name)
     except NotFoundError:
         xids = {}
     gpu_rows = []
     for g in node.gpu_list:
-        detail = cluster.get_gpu(cp, name, g.index) if node.up else None
+        detail = live.get_gpu(cp, name, g.index) if node.up else None
         counts = rank_xids(xids.get(g.index, []))
         if not counts and g.xid_errors and g.last_xid:
             counts = [(g.last_xid, g.xid_errors, 0.0)]
@@ -924,14 +924,14 @@ async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
 
 def cluster_summary(cp: ControlPlane) -> Analysis:
     """The overview in words: nodes, GPUs by state, cost, alerts, Slurm queue."""
-    o = cluster.overview(cp)
+    o = live.overview(cp)
     facts = [f"Nodes: {o.nodes.up} up, {o.nodes.down} down of {o.nodes.total}.",
              f"GPUs: {o.gpus.busy} busy, {o.gpus.allocated_idle} allocated-idle, "
              f"{o.gpus.idle} idle, {o.gpus.down} down of {o.gpus.total}.",
              f"Cost {_dollars(o.cost_per_hour)}/hr, of which {_dollars(o.waste_per_hour)}/hr "
              "on idle GPUs.",
              f"{o.alerts_active} alert(s) firing."]
-    down = [n for n in cluster.list_nodes(cp) if not n.up]
+    down = [n for n in live.list_nodes(cp) if not n.up]
     if down:
         facts.append("Down: " + "; ".join(f"{n.name} ({_q(n.error or 'no answer')})"
                                           for n in down) + ".")

@@ -26,7 +26,7 @@ from gpuwarden.agent.fence import QUOTE, Fence
 from gpuwarden.errors import GpuwardenError
 from gpuwarden.metrics.model import SelectorError
 from gpuwarden.services import alerts as alert_svc
-from gpuwarden.services import cluster, slurm
+from gpuwarden.services import history, live, slurm
 from gpuwarden.services.context import ControlPlane
 
 RESULT_LIMIT = 6000  # characters of one tool result the model sees
@@ -94,12 +94,12 @@ async def _analysis(ctx: RunContext[AgentDeps], fn, *args, **kwargs) -> str:
 def cluster_overview(ctx: RunContext[AgentDeps]) -> str:
     """Nodes up/down, GPUs by state (busy, idle, allocated_idle, down), mean utilization,
     memory, power, $/hr and $/hr wasted, active alerts, Slurm queue counts."""
-    return _out(ctx, cluster.overview(ctx.deps.cp))
+    return _out(ctx, live.overview(ctx.deps.cp))
 
 
 def list_nodes(ctx: RunContext[AgentDeps]) -> str:
     """Every node: up, health, GPUs, $/hr, last scrape, error."""
-    return _out(ctx, [n.model_dump(exclude={"url"}) for n in cluster.list_nodes(ctx.deps.cp)])
+    return _out(ctx, [n.model_dump(exclude={"url"}) for n in live.list_nodes(ctx.deps.cp)])
 
 
 def list_gpus(ctx: RunContext[AgentDeps],
@@ -108,7 +108,7 @@ def list_gpus(ctx: RunContext[AgentDeps],
               top_k: int = 20) -> str:
     """GPUs, optionally filtered by state, node, job owner or job id; the top_k (max 100)
     most expensive first, with utilization, memory, temperature, throttling, XIDs, jobs."""
-    gpus = cluster.list_gpus(ctx.deps.cp, node=node, state=state, user=user, job=job_id)
+    gpus = live.list_gpus(ctx.deps.cp, node=node, state=state, user=user, job=job_id)
     gpus.sort(key=lambda g: (-g.cost_per_hour, g.node, g.index))
     keep = ("node", "index", "name", "state", "utilization", "memory_used_mib",
             "memory_total_mib", "temperature_c", "power_w", "throttle_reasons", "xid_errors",
@@ -123,8 +123,8 @@ async def gpu_metric_history(ctx: RunContext[AgentDeps], node: str, gpu: int,
     """One GPU's utilization, memory, temperature, power, SM clock and memory-copy
     utilization over a range, downsampled to `points` (max 60) averages per metric."""
     try:
-        h = await cluster.gpu_history(ctx.deps.cp, node, gpu, range_=range,
-                                      step=cluster.RANGES[range] / max(2, min(points, 60)))
+        h = await history.gpu_history(ctx.deps.cp, node, gpu, range_=range,
+                                      step=history.RANGES[range] / max(2, min(points, 60)))
     except (GpuwardenError, ValueError) as exc:
         return _error(exc)
     return _out(ctx, {"node": node, "gpu": gpu, "step_s": h.step,
@@ -140,10 +140,10 @@ async def query_metrics(ctx: RunContext[AgentDeps], selector: str,
     over a range. Returns per series min/mean/max/last, the top_k (max 50) series by mean,
     and how many matched. Metric names are dcgm-exporter's (DCGM_FI_DEV_GPU_UTIL,
     DCGM_FI_DEV_FB_USED, DCGM_FI_DEV_POWER_USAGE, DCGM_FI_DEV_GPU_TEMP...) and gpuwarden_*."""
-    seconds = {"15m": 900, **cluster.RANGES}[range]
+    seconds = {"15m": 900, **history.RANGES}[range]
     now = ctx.deps.cp.clock()
     try:
-        result = await cluster.query(ctx.deps.cp, selector, start=now - seconds, end=now,
+        result = await history.query(ctx.deps.cp, selector, start=now - seconds, end=now,
                                      step=max(15.0, seconds / 60), aggregation=aggregation)
     except (GpuwardenError, ValueError, SelectorError) as exc:
         return _error(exc)
@@ -170,11 +170,11 @@ def slurm_jobs(ctx: RunContext[AgentDeps], state: str | None = None, user: str |
     except GpuwardenError as exc:
         return _error(exc)
     # the live queue first (what "list the jobs" means), then what has ended, newest first
-    live = [j for j in jobs if not j.finished]
+    queued = [j for j in jobs if not j.finished]
     ended = sorted((j for j in jobs if j.finished), key=lambda j: -(j.end_time or 0))
     rows = [j.model_dump(exclude_defaults=True)
-            for j in (live + ended)[:max(1, min(limit, 200))]]
-    return _out(ctx, {"matched": len(jobs), "running_or_pending": len(live), "jobs": rows})
+            for j in (queued + ended)[:max(1, min(limit, 200))]]
+    return _out(ctx, {"matched": len(jobs), "running_or_pending": len(queued), "jobs": rows})
 
 
 async def job_detail(ctx: RunContext[AgentDeps], job_id: int) -> str:

@@ -27,7 +27,16 @@ from gpuwarden.diskspace import disk_full, is_disk_full
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
 from gpuwarden.metrics.model import SelectorError, parse_selector
 from gpuwarden.nodeclient import NodeError
-from gpuwarden.services import alerts, checks, cluster, efficiency, jobreport, reclaim, slurm
+from gpuwarden.services import (
+    alerts,
+    checks,
+    efficiency,
+    history,
+    jobreport,
+    live,
+    reclaim,
+    slurm,
+)
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import (
     ActionResult,
@@ -129,20 +138,20 @@ def build_router() -> APIRouter:
 
     @r.get("/status", response_model=Status, tags=["cluster"])
     def get_status(cp: CP, who: Viewer) -> Status:
-        return cluster.status(cp)
+        return live.status(cp)
 
     @r.get("/overview", response_model=Overview, tags=["cluster"])
     def get_overview(cp: CP, who: Viewer) -> Overview:
-        return cluster.overview(cp)
+        return live.overview(cp)
 
     @r.get("/nodes", response_model=list[NodeView], tags=["cluster"])
     def get_nodes(cp: CP, who: Viewer) -> list[NodeView]:
-        return cluster.list_nodes(cp)
+        return live.list_nodes(cp)
 
     @r.get("/nodes/{name}", response_model=NodeDetail, tags=["cluster"],
            responses=problems(404))
     def get_node(name: str, cp: CP, who: Viewer) -> NodeDetail:
-        return cluster.get_node(cp, name)
+        return live.get_node(cp, name)
 
     @r.get("/nodes/{name}/checks", response_model=NodeChecks, tags=["cluster"],
            responses=problems(404))
@@ -159,13 +168,13 @@ def build_router() -> APIRouter:
     @r.get("/gpus", response_model=list[GpuView], tags=["gpus"])
     def get_gpus(cp: CP, who: Viewer, node: str | None = None, state: GpuStateQ | None = None,
                  job: str | None = None, user: str | None = None) -> list[GpuView]:
-        return cluster.list_gpus(cp, node=node, state=state, job=job, user=user)
+        return live.list_gpus(cp, node=node, state=state, job=job, user=user)
 
     @r.get("/gpus/{node}/{index}", response_model=GpuDetail, tags=["gpus"],
            responses=problems(404))
     def get_gpu(node: str, index: GpuIndex, cp: CP,
                 who: Viewer) -> GpuDetail:
-        return cluster.get_gpu(cp, node, index)
+        return live.get_gpu(cp, node, index)
 
     @r.get("/gpus/{node}/{index}/history", response_model=GpuHistory, tags=["gpus"],
            responses=problems(404))
@@ -174,7 +183,7 @@ def build_router() -> APIRouter:
         range: Range | None = "1h",
         start: Time = None, end: Time = None, step: Step = None, aggregation: Agg = "avg",
     ) -> GpuHistory:
-        return await cluster.gpu_history(cp, node, index, range_=range, start=start, end=end,
+        return await history.gpu_history(cp, node, index, range_=range, start=start, end=end,
                                          step=step, aggregation=aggregation)
 
     @r.get("/query", response_model=QueryResult, tags=["metrics"])
@@ -186,7 +195,7 @@ def build_router() -> APIRouter:
         start: Time = None, end: Time = None, step: Step = None, aggregation: Agg = "avg",
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> QueryResult:
-        return await cluster.query(cp, selector, start=start, end=end, step=step,
+        return await history.query(cp, selector, start=start, end=end, step=step,
                                    aggregation=aggregation, limit=limit)
 
     @r.get("/series", response_model=SeriesList, tags=["metrics"])
@@ -198,7 +207,7 @@ def build_router() -> APIRouter:
                                           description="a series selector; repeat for more")],
         limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     ) -> SeriesList:
-        return await cluster.series(cp, match, limit=limit)
+        return await history.series(cp, match, limit=limit)
 
     @r.get("/stream", tags=["cluster"],
            responses={200: {"content": {"text/event-stream": {}},
@@ -416,8 +425,8 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
         now = asyncio.get_running_loop().time()
         if version != seen:
             seen = version
-            overview = cluster.overview(cp).model_dump_json()
-            gpus = json.dumps([g.model_dump() for g in cluster.list_gpus(cp)])
+            overview = live.overview(cp).model_dump_json()
+            gpus = json.dumps([g.model_dump() for g in live.list_gpus(cp)])
             yield f"event: overview\ndata: {overview}\n\nevent: gpus\ndata: {gpus}\n\n".encode()
             last_beat = now
         elif now - last_beat > 15:

@@ -2,13 +2,16 @@
 
 The node daemon encodes a snapshot with ``gpuwarden.node.app.snapshot_to_dict``; the
 control plane's scraper decodes and checks it here, once, and nothing behind it checks
-again.  :func:`decode_snapshot` takes the body's bytes and returns a *clean* snapshot:
-plain dicts and lists of exactly the keys ``snapshot_to_dict`` writes, each of the type it
-writes, every number finite and inside the range the quantity can physically have, GPU
-indices unique, sizes and cardinalities capped (:class:`Limits`).  Anything else raises
+again.  :func:`decode_document` takes the body's bytes and returns a *clean* snapshot:
+plain dicts and lists of exactly the keys ``snapshot_to_dict`` writes (what the series
+mapping reads), each of the type it writes, every number finite and inside the range the
+quantity can physically have, GPU indices unique, sizes and cardinalities capped
+(:class:`Limits`).  Anything else raises
 :class:`SnapshotRefused`, whose ``reason`` names the first offending part the way a reader
 would find it in the JSON: ``gpus[2].fields.DCGM_FI_DEV_GPU_UTIL: 1e+308 is outside
-0..100``.
+0..100``.  :func:`snapshot_of` turns a clean document into the typed, read-only values
+services and the watchdog read (``gpu.model.DecodedSnapshot``: ``NodeGpu`` per GPU);
+:func:`decode_snapshot` does both.
 
 The rules are data: :data:`FIELD_RANGES` (by dcgm-exporter field name, in DCGM's units)
 and :class:`Limits`.  The checks run as C loops over a GPU's values where they can (a
@@ -22,11 +25,21 @@ import math
 import re
 from dataclasses import dataclass
 from operator import le
+from types import MappingProxyType
 from typing import Any
 
 import orjson
 
 from gpuwarden.gpu.fields import CLOCK_EVENT_REASONS, FIELDS
+from gpuwarden.gpu.model import (
+    NO_EVENTS,
+    DecodedSnapshot,
+    GpuJob,
+    GpuProcess,
+    NodeGpu,
+    NodeInfo,
+    XidCount,
+)
 from gpuwarden.gpu.series import HOSTNAME_LABELS
 
 
@@ -123,9 +136,15 @@ _EVENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _XID_KINDS = ("application", "hardware")
 
 
-def decode_snapshot(body: bytes, now: float, limits: Limits = LIMITS) -> dict[str, Any]:
-    """The clean snapshot in ``body`` (the JSON bytes of ``/api/v1/snapshot``), checked
-    against ``limits`` with ``now`` (unix seconds) as the control plane's clock."""
+def decode_snapshot(body: bytes, now: float, limits: Limits = LIMITS) -> DecodedSnapshot:
+    """The snapshot in ``body`` (the JSON bytes of ``/api/v1/snapshot``), checked against
+    ``limits`` with ``now`` (unix seconds) as the control plane's clock, as typed values."""
+    return snapshot_of(decode_document(body, now, limits))
+
+
+def decode_document(body: bytes, now: float, limits: Limits = LIMITS) -> dict[str, Any]:
+    """The clean snapshot *document* in ``body``: what :func:`gpuwarden.gpu.series.node_series`
+    maps to series (the scraper needs both: this, then :func:`snapshot_of` of it)."""
     if len(body) > limits.max_bytes:
         raise SnapshotRefused(f"the snapshot is {len(body)} bytes, more than the "
                               f"{limits.max_bytes} accepted")
@@ -207,6 +226,45 @@ def validate_snapshot(doc: Any, now: float, limits: Limits = LIMITS) -> dict[str
         "collector": _collector(doc.get("collector"), limits),
         "gpus": clean_gpus,
     }
+
+
+def snapshot_of(doc: dict[str, Any]) -> DecodedSnapshot:
+    """The typed, read-only values of a clean document (what :func:`validate_snapshot`
+    returned): nothing is checked again."""
+    node, health = doc["node"], doc["health"]
+    collector = doc["collector"]
+    return DecodedSnapshot(
+        node=NodeInfo(node["hostname"], node["hostname_label"], node["backend"],
+                      node["driver_version"], node["version"], node["started_at"]),
+        timestamp=doc["timestamp"],
+        gpus=tuple([_gpu_of(g) for g in doc["gpus"]]),
+        age_seconds=doc["age_seconds"],
+        health=health["state"], health_reason=health["reason"],
+        collector=MappingProxyType(collector) if collector is not None else None,
+    )
+
+
+def snapshot_document(doc: Any, limits: Limits = LIMITS) -> DecodedSnapshot:
+    """A snapshot document that was not read from a node (a bench's, a test's, a demo's)
+    as typed values, checked by the same rules with its own timestamp as the clock."""
+    ts = doc.get("timestamp") if type(doc) is dict else None
+    now = ts if type(ts) in _NUMBERS and math.isfinite(ts) else 0.0
+    return snapshot_of(validate_snapshot(doc, now, limits))
+
+
+def _gpu_of(g: dict[str, Any]) -> NodeGpu:
+    processes, xids, jobs, events = g["processes"], g["xids"], g["jobs"], g["clock_events"]
+    return NodeGpu(
+        g["index"], g["uuid"], g["name"], g["pci_bus_id"], g["device"], g["simulated"],
+        g["up"], g["error"], MappingProxyType(g["fields"]),
+        MappingProxyType(events) if events else NO_EVENTS,
+        tuple([GpuProcess(p["pid"], p["used_memory_mib"], p["kind"]) for p in processes])
+        if processes else (),
+        tuple([XidCount(x["xid"], x["count"], x["last_seen"]) for x in xids]) if xids else (),
+        g["last_xid"],
+        tuple([GpuJob(j["job_id"], j["user"], j["partition"], j["has_process"])
+               for j in jobs]) if jobs else (),
+    )
 
 
 def _gpu(gpu: Any, where: str, limits: Limits) -> dict[str, Any]:

@@ -51,12 +51,15 @@ from gpuwarden import __version__
 from gpuwarden.bearer import read_token_file
 from gpuwarden.diskspace import disk_full, is_disk_full
 from gpuwarden.errors import GpuwardenError
+from gpuwarden.gpu.model import DecodedSnapshot
 from gpuwarden.gpu.series import SeriesGroup
 from gpuwarden.gpu.wire import (
     LIMITS,
     Limits,
     SnapshotRefused,
-    decode_snapshot,
+    decode_document,
+    snapshot_document,
+    snapshot_of,
     version_mismatch,
 )
 from gpuwarden.metrics.http import (
@@ -84,7 +87,7 @@ SLURM_MAX_BYTES = 64 * 1024 * 1024  # a controller's Slurm summary (every job of
 
 def check_slurm_summary(doc: Any) -> dict[str, Any]:
     """The controller's ``/api/v1/slurm`` document, held to the shape its readers index
-    (``services.cluster``, ``services.slurm``, the watchdog's Slurm rules), else
+    (``services.live``, ``services.slurm``, the watchdog's Slurm rules), else
     :class:`SnapshotRefused`."""
     if type(doc) is not dict:
         raise SnapshotRefused("the Slurm summary is not an object")
@@ -122,11 +125,15 @@ class TargetState:
     failures_total: int = 0
     garbage_total: int = 0  # snapshots refused as bad data
     bad_data: str | None = None  # why the latest snapshot was refused (None: it was not)
-    snapshot: dict[str, Any] | None = None  # the last good snapshot (checked: gpu.wire)
+    snapshot: DecodedSnapshot | None = None  # the last good snapshot (gpu.wire decoded it)
     slurm: dict[str, Any] | None = None  # controller only: the Slurm summary
     slurm_error: str | None = None
     # the node's gpuwarden is not this control plane's (None: it is): gpu.wire.version_mismatch
     version_mismatch: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.snapshot, dict):  # a document (benches, tests): decoded here
+            self.snapshot = snapshot_document(self.snapshot)
 
 
 @dataclass
@@ -293,7 +300,7 @@ class Scraper:
             error: str | None = None
             bad: str | None = None
             groups: list[SeriesGroup] = []
-            snapshot: dict[str, Any] | None = None
+            snapshot: DecodedSnapshot | None = None
             try:
                 status, body = await self._get(target, "/api/v1/snapshot",
                                                self.limits.max_bytes)
@@ -302,8 +309,9 @@ class Scraper:
                     if status == 401:
                         error += " (the node refused the token: check token_file)"
                 else:
-                    snapshot = decode_snapshot(body, self.clock(), self.limits)
-                    groups = snapshot_groups(target.name, snapshot, checked=True)
+                    doc = decode_document(body, self.clock(), self.limits)
+                    groups = snapshot_groups(target.name, doc, checked=True)
+                    snapshot = snapshot_of(doc)
             except SnapshotRefused as exc:
                 bad = exc.reason
             except ResponseTooLarge as exc:
@@ -337,7 +345,7 @@ class Scraper:
             state.last_success = now
             state.snapshot = snapshot
             if snapshot is not None:
-                mismatch = version_mismatch(snapshot["node"]["version"], self.expected_version)
+                mismatch = version_mismatch(snapshot.node.version, self.expected_version)
                 if mismatch is not None and mismatch != state.version_mismatch:
                     log.warning("node %s: %s", target.name, mismatch)
                 state.version_mismatch = mismatch

@@ -338,13 +338,9 @@ def replace_node(cluster_name: str, node_name: str, state_db: StateDB,
         audit.write(actor, "replace_node", node_name, "refused", error=str(exc), force=force)
         return exc
 
-    if (why := cannot_stop(spec)) is not None:
-        raise refuse(GpuwardenError(f"node {node_name}: cannot replace it: {why}"))
-    if index == 1 and spec.slurm:
-        raise refuse(ConflictError(
-            f"node {node_name} is the Slurm controller (the cluster's Slurm state and its "
-            f"workers depend on it); replace a worker, or `gpuwarden down {spec.name}` then "
-            "`gpuwarden up`"))
+    if (why := cannot_replace(spec, node_name)) is not None:
+        error = ConflictError if index == 1 and spec.slurm else GpuwardenError
+        raise refuse(error(why))
     try:
         progress("checking price and capacity")
         provider.quote(spec)  # no capacity: refused before the old machine goes
@@ -390,6 +386,38 @@ def replace_node(cluster_name: str, node_name: str, state_db: StateDB,
                          sum(n.cost_per_hour for n in nodes), problems=problems)
 
 
+def cannot_replace(spec: ClusterDescription, node_name: str) -> str | None:
+    """Why ``node_name`` of ``spec`` cannot be replaced on its own (None: it can)."""
+    if (why := cannot_stop(spec)) is not None:
+        return f"node {node_name}: cannot replace it: {why}"
+    if spec.slurm and spec.node_names[:1] == [node_name]:
+        return (f"node {node_name} is the Slurm controller (the cluster's Slurm state and its "
+                f"workers depend on it); replace a worker, or `gpuwarden down {spec.name}` "
+                "then `gpuwarden up`")
+    return None
+
+
+def replaceable_nodes(state_db: StateDB) -> set[str]:
+    """The inventory's nodes that ``replace_node`` can replace (the ``checks.replace``
+    policy proposes only these)."""
+    from gpuwarden.state.inventory import Inventory
+
+    home, specs, found = home_of(state_db), {}, set()
+    for node in Inventory(state_db).nodes():
+        if node.source != "provider" or not node.cluster:
+            continue
+        if node.cluster not in specs:
+            try:
+                specs[node.cluster] = load_saved(home, node.cluster)
+            except Exception:  # a cluster file gone or unreadable: nothing to replace with
+                specs[node.cluster] = None
+        spec = specs[node.cluster]
+        if spec is not None and node.name in spec.node_names \
+                and cannot_replace(spec, node.name) is None:
+            found.add(node.name)
+    return found
+
+
 async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
                             progress: Progress) -> None:
     """Drain ``node_name`` with the burn-in reason (its replacement joins Slurm still
@@ -397,7 +425,7 @@ async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
     drain undone) unless ``force``."""
     from gpuwarden.checks import BURN_IN_REASON
     from gpuwarden.nodeclient import NodeClient, NodeError
-    from gpuwarden.slurm.model import ACTIVE_STATES
+    from gpuwarden.slurm.model import jobs_on
 
     async with httpx.AsyncClient() as http:
         ctrl = NodeClient(http, controller.url or "", controller.token_file, timeout=30)
@@ -413,8 +441,7 @@ async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
                 f"controller's daemon failed: {exc}); fix that, or replace it with --force"
             ) from None
         jobs = found.get("jobs", found) if isinstance(found, dict) else found
-        busy = [str(j.get("job_id")) for j in jobs or [] if isinstance(j, dict)
-                and j.get("state") in ACTIVE_STATES and node_name in (j.get("nodes") or [])]
+        busy = jobs_on(jobs if isinstance(jobs, list) else [], node_name)
         if busy and not force:
             await ctrl.slurm_resume(node_name)
             raise ConflictError(f"node {node_name}: job(s) {', '.join(busy)} run on it; not "

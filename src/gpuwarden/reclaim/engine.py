@@ -323,8 +323,8 @@ class Reclaimer:
     def _node_names(self, view: ClusterView) -> dict[str, str]:
         names = {n.name: n.name for n in view.nodes}
         for name, state in self._states().items():
-            host = (state.snapshot or {}).get("hostname")
-            if isinstance(host, str) and host:
+            host = state.snapshot.node.hostname if state.snapshot is not None else ""
+            if host:
                 names.setdefault(host, name)
         return names
 
@@ -332,9 +332,8 @@ class Reclaimer:
         fresh = set()
         oldest = now - self.stale_after
         for name, s in self._states().items():
-            ts = (s.snapshot or {}).get("timestamp")
             if (s.up and s.bad_data is None and s.last_success >= oldest
-                    and isinstance(ts, int | float) and ts >= oldest):
+                    and s.snapshot is not None and s.snapshot.timestamp >= oldest):
                 fresh.add(name)
         return fresh
 

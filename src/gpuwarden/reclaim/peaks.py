@@ -32,8 +32,8 @@ class RunningPeaks:
         if not state.up or state.bad_data is not None or state.snapshot is None:
             return
         name, field = state.target.name, self._field
-        values = [(g["index"], v) for g in state.snapshot.get("gpus", ())
-                  if isinstance(v := (g.get("fields") or {}).get(field), int | float)]
+        values = [(g.index, v) for g in state.snapshot.gpus
+                  if (v := g.fields.get(field)) is not None]
         with self._lock:
             peaks = self._peaks
             for index, value in values:

@@ -128,13 +128,14 @@ async def _react(cp: ControlPlane, runs: dict[str, StoredRun], who: str) -> dict
         elif reaction.action == "none":
             done[name] = reaction.why
     # the alerts: one per node whose last run failed (the others resolve)
-    opened = await asyncio.to_thread(check_alerts, cp.db, store(cp), cp.config.checks.drain,
+    opened = await asyncio.to_thread(check_alerts, cp.db, store(cp), cp.config.checks,
                                      cp.clock, {n: p.drained for n, p in places.items()})
     policies = opened.policies
     for action_id in opened.proposed:
         record = policies.get(action_id)
-        done[record.target] = f"drain {record.state} (action {action_id}, policy "\
-                              f"{cp.config.checks.drain})"
+        what = "drain" if record.policy == DRAIN_POLICY else "replace"
+        done[record.target] = (f"{done[record.target]}; " if record.target in done else "") + \
+            f"{what} {record.state} (action {action_id}, policy {record.mode})"
     for record in await policies.run_approved(ControlPlaneExecutor(cp, who),
                                               only=lambda r: r.policy == DRAIN_POLICY):
         done[record.target] = f"drain {record.state}: {record.result}"

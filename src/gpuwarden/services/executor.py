@@ -68,3 +68,27 @@ class ControlPlaneExecutor:
                                          runtime=self._runtime, action=action)
         return (f"node {node}: {'drained, ' if drained else ''}{action} done "
                 f"({record.status}, ${record.cost_per_hour:.2f}/hr)")
+
+    async def replace_node(self, node: str, reason: str) -> str:
+        """Replace the machine of a node ``gpuwarden up`` made (``checks.replace``): re-checked
+        first (its last check run still failed), then :func:`lifecycle.replace_node`, which
+        drains it, refuses when a Slurm job runs on it, terminates the machine, creates one
+        under the same name and runs its burn-in."""
+        import asyncio
+
+        from gpuwarden.checks.store import CheckStore
+        from gpuwarden.providers import lifecycle
+
+        inv = next((n for n in self._cp.inventory.nodes() if n.name == node), None)
+        if inv is None or inv.source != "provider":
+            raise GpuwardenError(f"cannot replace node {node}: it is not a node `gpuwarden up` "
+                                 "made")
+        last = CheckStore(self._cp.db, self._cp.clock).last_runs().get(node)
+        if last is None or last.verdict != "fail":
+            raise ConflictError(f"node {node}: its last check run "
+                                f"{'is gone' if last is None else 'passed'}; not replaced")
+        report = await asyncio.to_thread(lifecycle.replace_node, inv.cluster, node,
+                                         self._cp.db, runtime=self._runtime,
+                                         actor=self._actor)
+        problems = f"; burn-in: {'; '.join(report.problems)}" if report.problems else ""
+        return f"node {node}: replaced ({reason}){problems}"

@@ -41,8 +41,8 @@ from gpuwarden.durations import format_duration
 from gpuwarden.errors import ConflictError, GpuwardenError, NotFoundError
 from gpuwarden.metrics.ingest import JOB_INFO
 from gpuwarden.metrics.model import parse_selector
-from gpuwarden.services.cluster import GpuPrice, gpu_prices, list_gpus
 from gpuwarden.services.context import ControlPlane
+from gpuwarden.services.live import GpuPrice, gpu_prices, list_gpus
 from gpuwarden.services.models import (
     GpuUsage,
     Grade,

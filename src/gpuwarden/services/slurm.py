@@ -14,8 +14,9 @@ from gpuwarden.metrics.ingest import JOB_INFO
 from gpuwarden.metrics.model import parse_selector
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services import jobreport
-from gpuwarden.services.cluster import NotFound, list_gpus, resolve_window
 from gpuwarden.services.context import ControlPlane
+from gpuwarden.services.history import resolve_window
+from gpuwarden.services.live import NotFound, list_gpus
 from gpuwarden.services.models import (
     ActionResult,
     JobEfficiency,
@@ -27,7 +28,7 @@ from gpuwarden.services.models import (
     SlurmQueue,
     SlurmSummary,
 )
-from gpuwarden.slurm.model import ACTIVE_STATES, not_found_text
+from gpuwarden.slurm.model import jobs_on, not_found_text
 from gpuwarden.state.audit import AuditLog
 
 
@@ -260,8 +261,7 @@ async def live_jobs(cp: ControlPlane, client: httpx.AsyncClient) -> list[dict[st
 async def jobs_on_node(cp: ControlPlane, client: httpx.AsyncClient, node: str) -> list[str]:
     """Jobs Slurm runs (or is finishing) on ``node`` now: the check right before a node is
     stopped."""
-    return [str(j.get("job_id")) for j in await live_jobs(cp, client)
-            if j.get("state") in ACTIVE_STATES and node in (j.get("nodes") or [])]
+    return jobs_on(await live_jobs(cp, client), node)
 
 
 async def submit(cp: ControlPlane, client: httpx.AsyncClient, who: str,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -12,6 +12,15 @@ from gpuwarden.slurm.gres import GresItem, gpu_count, gpus_in_tres
 USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
 # job states in which a job is on its nodes (holds them)
 ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"})
+
+
+def jobs_on(jobs: Iterable[Any], node: str) -> list[str]:
+    """The ids of the jobs (the node daemon's ``/api/v1/slurm/jobs`` documents) that hold
+    ``node`` now: the one test before a node is stopped, replaced or checked."""
+    return [str(j.get("job_id")) for j in jobs if isinstance(j, Mapping)
+            and j.get("state") in ACTIVE_STATES and node in (j.get("nodes") or [])]
+
+
 # A job in one of these has ended; its exit code, end and elapsed time are final.
 FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
                              "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})

@@ -37,6 +37,8 @@ class Executor(Protocol):
 
     async def stop_pod(self, node: str, reason: str) -> str: ...
 
+    async def replace_node(self, node: str, reason: str) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class ActionRecord:
@@ -66,7 +68,7 @@ Recheck = Callable[["ActionRecord"], Awaitable[str | None]]
 
 def action_target(action: str, alert: Alert) -> str | None:
     labels = alert.labels
-    if action in ("drain_node", "stop_pod"):
+    if action in ("drain_node", "stop_pod", "replace_node"):
         return labels.get("slurm_node") or labels.get("node")
     if action in JOB_ACTIONS:
         return labels.get("job_id")
@@ -168,7 +170,8 @@ class Policies:
                     continue
             fn = {"drain_node": executor.drain_node, "cancel_job": executor.cancel_job,
                   "requeue_job": executor.requeue_job, "hold_job": executor.hold_job,
-                  "stop_pod": executor.stop_pod}[record.action]
+                  "stop_pod": executor.stop_pod,
+                  "replace_node": executor.replace_node}[record.action]
             try:
                 result = await fn(record.target, record.reason)
             except GpuwardenError as exc:

@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 from gpuwarden.checks import CheckResult, load_checks
 from gpuwarden.checks.passive import xid_figure
@@ -21,7 +22,7 @@ from gpuwarden.state.inventory import Inventory
 from gpuwarden.watchdog.actions import Executor, Policies
 from gpuwarden.watchdog.alerts import AlertBook, Transition
 from gpuwarden.watchdog.evaluators import EVALUATORS, Finding
-from gpuwarden.watchdog.health import CHECK_RULE, check_alerts
+from gpuwarden.watchdog.health import CHECK_RULE, REPLACE_POLICY, check_alerts
 from gpuwarden.watchdog.notify import Notifier, Sender, apprise_sender
 from gpuwarden.watchdog.rules import RuleSpec, load_rules
 from gpuwarden.watchdog.view import ClusterView, build_view
@@ -60,6 +61,7 @@ class Watchdog:
         self.cycles = 0
         self.last_cycle_seconds = 0.0
         self.last_view: ClusterView | None = None
+        self._replacing: asyncio.Task[Any] | None = None
         known = {r.id for r in self.rules}
         for policy in wd.policies:
             if policy.rule not in known:
@@ -120,17 +122,16 @@ class Watchdog:
                               else ("xid_hardware", "quick", "no hardware XID"))
         for node in nodes:
             passed = view.checks_passed.get(node, 0.0)
-            per_gpu = [xid_figure(g.index, [(int(x["xid"]), int(x.get("count", 1)))
-                                            for x in found])
+            per_gpu = [xid_figure(g.index, [(x.xid, x.count) for x in found])
                        for g in view.gpus if g.node == node
-                       if (found := [x for x in g.xids if x.get("kind") == "hardware"
-                                     and float(x.get("last_seen", 0)) > passed])]
+                       if (found := [x for x in g.xids if x.kind == "hardware"
+                                     and x.last_seen > passed])]
             figure = "; ".join(per_gpu) or "a hardware XID"
             self.checks.record(node, level, "watchdog", [
                 CheckResult(name, level, "fail", figure, "none", about, float(len(per_gpu)))])
         drained = {str(n.get("name")): "DRAIN" in (n.get("flags") or [])
                    for n in (view.slurm or {}).get("nodes", [])}
-        return check_alerts(self._db, self.checks, self.config.checks.drain, self._clock,
+        return check_alerts(self._db, self.checks, self.config.checks, self._clock,
                             drained).transitions
 
     async def cycle(self) -> list[Transition]:
@@ -138,8 +139,22 @@ class Watchdog:
         await asyncio.to_thread(self.notifier.deliver, self._clock())
         if self._executor is not None:
             await self.policies.run_approved(  # reclaim runs its own, after its re-check
-                self._executor, only=lambda r: not r.policy.startswith("reclaim:"))
+                self._executor, only=lambda r: not r.policy.startswith("reclaim:")
+                and r.policy != REPLACE_POLICY)
+            self._start_replacements()
         return transitions
+
+    def _start_replacements(self) -> None:
+        """Approved ``checks:replace`` actions run one at a time beside the cycles (a
+        replacement takes minutes: a new machine and its burn-in)."""
+        if self._executor is None or (self._replacing is not None
+                                      and not self._replacing.done()):
+            return
+        if not any(r.policy == REPLACE_POLICY for r in self.policies.list("approved")):
+            return
+        self._replacing = asyncio.create_task(self.policies.run_approved(
+            self._executor, only=lambda r: r.policy == REPLACE_POLICY),
+            name="watchdog-replace")
 
     async def run(self, stop: asyncio.Event) -> None:
         interval = self.config.watchdog.interval
@@ -150,3 +165,7 @@ class Watchdog:
                 log.exception("watchdog cycle failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+        if self._replacing is not None and not self._replacing.done():
+            # serve stops: a replacement in flight is left to its thread; `gpuwarden up`
+            # (or the next serve's watchdog) finishes what it could not
+            self._replacing.cancel()

@@ -9,7 +9,7 @@ from typing import Any
 
 from gpuwarden.slurm.reasons import explain
 from gpuwarden.watchdog.rules import RuleSpec, format_duration
-from gpuwarden.watchdog.view import ClusterView, GpuFacts
+from gpuwarden.watchdog.view import ClusterView, LiveGpu
 
 # Temperatures (C) at which each model starts to slow down, from NVIDIA's datasheets;
 # a model not listed uses the default.
@@ -30,16 +30,16 @@ class Finding:
 Evaluator = Callable[[ClusterView, RuleSpec, set[str]], list[Finding]]
 
 
-def _gpu_labels(g: GpuFacts) -> dict[str, str]:
+def _gpu_labels(g: LiveGpu) -> dict[str, str]:
     return {"node": g.node, "gpu": str(g.index), "UUID": g.uuid}
 
 
-def _gpu_context(g: GpuFacts) -> dict[str, Any]:
+def _gpu_context(g: LiveGpu) -> dict[str, Any]:
     return {"node": g.node, "gpu": g.index, "uuid": g.uuid, "model": g.name,
             "cost_per_hour": g.cost_per_hour}
 
 
-def _up_gpus(view: ClusterView) -> Iterator[GpuFacts]:
+def _up_gpus(view: ClusterView) -> Iterator[LiveGpu]:
     return (g for g in view.gpus if g.up)
 
 
@@ -63,7 +63,7 @@ def gpu_idle(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Findin
     for g in _up_gpus(view):
         if g.jobs or (rule.costly_only and g.cost_per_hour <= 0):
             continue
-        util = g.fields.get("DCGM_FI_DEV_GPU_UTIL")
+        util = g.utilization
         if _below(util, rule, g.subject in active):
             out.append(Finding(g.subject, _gpu_labels(g), util,
                                {**_gpu_context(g), "utilization": util}))
@@ -75,15 +75,14 @@ def gpu_allocated_idle(view: ClusterView, rule: RuleSpec, active: set[str]) -> l
     for g in _up_gpus(view):
         if not g.jobs:
             continue
-        util = g.fields.get("DCGM_FI_DEV_GPU_UTIL")
-        no_process = g.processes == 0 and not any(j.get("has_process") for j in g.jobs)
+        util = g.utilization
+        no_process = not g.processes and not any(j.has_process for j in g.jobs)
         if _below(util, rule, g.subject in active):
             job = g.jobs[0]
             out.append(Finding(
-                g.subject, {**_gpu_labels(g), "job_id": str(job.get("job_id", "")),
-                            "user": str(job.get("user", ""))}, util,
-                {**_gpu_context(g), "utilization": util, "job_id": job.get("job_id"),
-                 "user": job.get("user") or "unknown user",
+                g.subject, {**_gpu_labels(g), "job_id": job.job_id, "user": job.user}, util,
+                {**_gpu_context(g), "utilization": util, "job_id": job.job_id,
+                 "user": job.user or "unknown user",
                  "no_process": " with no process on it" if no_process else ""}))
     return out
 
@@ -116,23 +115,22 @@ def xid(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
     window = max(rule.keep_firing_for, 1.0)
     for g in view.gpus:
         for x in g.xids:
-            if x.get("kind") != rule.xid_class:
+            if x.kind != rule.xid_class:
                 continue
-            seen = float(x.get("last_seen", 0))
+            seen = x.last_seen
             if rule.until_checks_pass:
                 if seen <= view.checks_passed.get(g.node, 0.0):
                     continue
             elif view.now - seen > window:
                 continue
-            job = g.jobs[0] if g.jobs else {}
-            job_id, user = job.get("job_id"), job.get("user")
+            job_id, user = (g.jobs[0].job_id, g.jobs[0].user) if g.jobs else (None, None)
             in_job = (f"in job {job_id}" + (f" of {user}" if user else "") if job_id
                       else "with no job on the GPU")
             out.append(Finding(
-                f"{g.subject}/xid{x['xid']}",
-                {**_gpu_labels(g), "xid": str(x["xid"]), "user": str(user or "")},
-                float(x["xid"]),
-                {**_gpu_context(g), "xid": x["xid"], "count": x.get("count", 1),
+                f"{g.subject}/xid{x.xid}",
+                {**_gpu_labels(g), "xid": str(x.xid), "user": str(user or "")},
+                float(x.xid),
+                {**_gpu_context(g), "xid": x.xid, "count": x.count,
                  "job_id": job_id or "none", "user": user or "nobody", "in_job": in_job}))
     return out
 
