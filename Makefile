@@ -1,7 +1,8 @@
 # gpuwarden — two commands on a fresh Debian/Ubuntu machine:
 #   make demo   set everything up and run the main job (PORT=8080 by default)
 #   make test   set everything up and run the whole test suite
-# `make bench` runs the benchmarks (not part of `make test`).
+# `make bench` runs the benchmarks, `make test-pods` the pod bootstrap on a fresh Debian
+# (root; .ci/run runs it after `make test`); neither is part of `make test`.
 
 PYTHON ?= python3
 PORT   ?= 8080
@@ -15,7 +16,7 @@ WEB_DEPS := web/node_modules/.installed
 WEB_SOURCES := $(shell find web/src web/scripts -type f 2>/dev/null) web/index.html \
                web/vite.config.ts web/tsconfig.json web/openapi.json web/package.json
 
-.PHONY: demo test lint web web-test bench system-deps clean
+.PHONY: demo test test-pods lint web web-test bench system-deps clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "gpuwarden needs Python >= 3.11"'
@@ -77,6 +78,15 @@ web-test: $(WEB_DEPS)
 
 test: $(STAMP) system-deps lint web web-test
 	$(VENV)/bin/pytest
+
+# The pod bootstrap on a fresh Debian (tests/pods): debootstrap'd pods in namespaces, root
+# only; the base root filesystem is cached in /var/cache/gpuwarden-test-pods.
+test-pods: $(STAMP) system-deps web
+	@command -v debootstrap >/dev/null || { \
+	  echo "installing debootstrap (apt)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq debootstrap >/dev/null; }
+	GPUWARDEN_TEST_PODS=1 $(VENV)/bin/pytest -p no:cacheprovider tests/pods
 
 demo: $(STAMP) system-deps web
 	$(VENV)/bin/gpuwarden demo --port $(PORT)

@@ -44,7 +44,7 @@ def test_a_hash_pinned_wheel_reaches_the_pods_and_no_secret_sits_in_their_env(
     data = b"the bytes of a wheel built from this checkout"
     (root / WHEEL).write_bytes(data)
     spec = parse_description(runpod_spec(nodes=2, runpod={"install": {
-        "wheel": f"{base}/{WHEEL}"}}))
+        "wheel": f"{base}/{WHEEL}", "index_url": "https://pypi.example.com/simple"}}))
     report = up(spec, db, runtime=runtime)
     assert report.ready
     pods = fake_runpod.live_pods()
@@ -53,6 +53,7 @@ def test_a_hash_pinned_wheel_reaches_the_pods_and_no_secret_sits_in_their_env(
         env = pod["env"]  # as the fake received it in the spec-validated create request
         assert env["GPUWARDEN_INSTALL_SHA256"] == hashlib.sha256(data).hexdigest()
         assert env["GPUWARDEN_INSTALL_WHEEL"] == f"{base}/{WHEEL}"
+        assert env["GPUWARDEN_INSTALL_INDEX_URL"] == "https://pypi.example.com/simple"
         assert pod["image"] == spec.image and "GPUWARDEN_SKIP_INSTALL" not in env
         assert not {"GPUWARDEN_NODE_TOKEN", "GPUWARDEN_MUNGE_KEY_B64"} & set(env)
         assert not any(token in v or munge_b64 in v for v in env.values())
@@ -143,6 +144,9 @@ def test_a_restarted_pod_gets_its_secrets_again(fake_runpod, runtime, db):
     ({"wheel": "ftp://h/gpuwarden-0.1.0-py3-none-any.whl"}, r"install\.wheel: must be"),
     ({"wheel": "https://h/gpuwarden-0.1.0-py3-none-any.whl", "sha256": "XYZ"},
      r"install\.sha256"),
+    ({"wheel": "https://h/gpuwarden-0.1.0-py3-none-any.whl", "index_url": "file:///x"},
+     r"install\.index_url: must be"),
+    ({"image": "x", "index_url": "https://pypi.org/simple"}, "with image, drop index_url"),
 ])
 def test_install_source_errors_name_the_field(install, match):
     with pytest.raises(GpuwardenError, match=match):

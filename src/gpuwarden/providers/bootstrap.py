@@ -1,7 +1,9 @@
 """The node bootstrap: one generated shell script that a pod's start command runs.
 
 It installs gpuwarden from the pinned source (``GPUWARDEN_INSTALL_WHEEL`` +
-``GPUWARDEN_INSTALL_SHA256``: a hash-checked wheel; or skipped in an image that holds it),
+``GPUWARDEN_INSTALL_SHA256``: a hash-checked wheel, into a venv of its own,
+``/opt/gpuwarden/venv``, its dependencies from ``GPUWARDEN_INSTALL_INDEX_URL`` or PyPI; or
+skipped in an image that holds it),
 receives the node token and munge key once (``GPUWARDEN_ENROLL_SHA256``: see
 :mod:`gpuwarden.providers.enroll`; without it they come from ``GPUWARDEN_NODE_TOKEN`` and
 ``GPUWARDEN_MUNGE_KEY_B64``, for machines that are not pods), writes the
@@ -41,6 +43,7 @@ SCRIPT = r"""#!/usr/bin/env bash
 # GPUWARDEN_NUM_NODES (or NUM_NODES), GPUWARDEN_CONTROLLER_ADDR (or PRIMARY_ADDR),
 # GPUWARDEN_ENROLL_SHA256 (or GPUWARDEN_NODE_TOKEN and GPUWARDEN_MUNGE_KEY_B64),
 # GPUWARDEN_INSTALL_WHEEL and GPUWARDEN_INSTALL_SHA256 (or GPUWARDEN_SKIP_INSTALL=1),
+# optional GPUWARDEN_INSTALL_INDEX_URL (where its dependencies come from; default PyPI),
 # GPUWARDEN_GPUS_PER_NODE; optional: GPUWARDEN_POD_ROOT, GPUWARDEN_PYTHON,
 # GPUWARDEN_SLURM=0, GPUWARDEN_SLURM_NODES, GPUWARDEN_NODE_ADDR, GPUWARDEN_NODE_HOST,
 # GPUWARDEN_NODE_PORT, GPUWARDEN_GPU_BACKEND, GPUWARDEN_GPU_DEVICE_DIR,
@@ -55,7 +58,7 @@ NODE="node$((RANK + 1))"
 PORT="${GPUWARDEN_NODE_PORT:-9400}"
 HOST="${GPUWARDEN_NODE_HOST:-0.0.0.0}"
 mkdir -p "$R/etc/gpuwarden" "$R/etc/slurm" "$R/etc/munge" "$R/var/spool/slurmctld" \
-  "$R/var/spool/slurmd" "$R/var/log/slurm" "$R/run/slurm" "$R/run/munge" "$R/tmp"
+  "$R/var/spool/slurmd/$NODE" "$R/var/log/slurm" "$R/run/slurm" "$R/run/munge" "$R/tmp"
 LOG="$R/var/log/gpuwarden-bootstrap.log"
 AGENT="$R/tmp/gpuwarden-podagent.py"
 cat > "$AGENT" <<'GPUWARDEN_PODAGENT'
@@ -94,6 +97,12 @@ if [ "${GPUWARDEN_SKIP_INSTALL:-0}" != 1 ]; then
     step "apt-get install slurm-wlm munge"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge
   fi
+  # a venv of gpuwarden's own: Debian's python3 refuses `pip install` into the system
+  # interpreter (PEP 668, externally-managed-environment)
+  step "create the gpuwarden venv"
+  VENV="$R/opt/gpuwarden/venv"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
   # only the wheel whose hash `gpuwarden up` computed; its dependencies come from the index
   step "download gpuwarden (hash-checked)"
   printf 'gpuwarden @ %s --hash=sha256:%s\n' \
@@ -101,10 +110,20 @@ if [ "${GPUWARDEN_SKIP_INSTALL:-0}" != 1 ]; then
     "${GPUWARDEN_INSTALL_SHA256:?GPUWARDEN_INSTALL_SHA256 is not set}" \
     > "$R/tmp/gpuwarden-requirements.txt"
   rm -rf "$R/tmp/gpuwarden-wheel"
-  "$PY" -m pip download -q --no-deps --require-hashes -r "$R/tmp/gpuwarden-requirements.txt" \
-    -d "$R/tmp/gpuwarden-wheel"
+  "$VENV/bin/python" -m pip download -q --no-deps --require-hashes \
+    -r "$R/tmp/gpuwarden-requirements.txt" -d "$R/tmp/gpuwarden-wheel"
   step "pip install gpuwarden"
-  "$PY" -m pip install -q "$R"/tmp/gpuwarden-wheel/gpuwarden-*.whl
+  INDEX=()
+  if [ -n "${GPUWARDEN_INSTALL_INDEX_URL:-}" ]; then
+    INDEX=(--index-url "$GPUWARDEN_INSTALL_INDEX_URL")
+    # pip ignores a plain-http index unless told: the cluster file named this one
+    case "$GPUWARDEN_INSTALL_INDEX_URL" in http://*)
+      INDEX_HOST="${GPUWARDEN_INSTALL_INDEX_URL#http://}"
+      INDEX+=(--trusted-host "${INDEX_HOST%%/*}");;
+    esac
+  fi
+  "$VENV/bin/python" -m pip install -q "${INDEX[@]}" "$R"/tmp/gpuwarden-wheel/gpuwarden-*.whl
+  PY="$VENV/bin/python"
 fi
 
 if [ -n "${GPUWARDEN_ENROLL_SHA256:-}" ]; then

@@ -8,7 +8,8 @@ no package named ``gpuwarden`` on PyPI is ours.
   its SHA-256 (and compares it with ``sha256`` when the file pins one) and hands the hash
   to the pods, which fetch it with ``pip download --require-hashes`` and stop before
   running anything when the bytes differ.  The wheel's version must be this control
-  plane's.
+  plane's.  Its dependencies come from ``index_url`` (``GPUWARDEN_INSTALL_INDEX_URL``),
+  default PyPI.
 """
 
 from __future__ import annotations
@@ -84,4 +85,7 @@ def install_env(spec: ClusterDescription, http: httpx.Client) -> dict[str, str]:
             f"runpod.install.sha256: {source.wheel} has sha256 {computed}, not the "
             f"{source.sha256} the cluster file pins; the file changed or is not the one you "
             "built: check it, then fix sha256 (nothing was created)")
-    return {"GPUWARDEN_INSTALL_WHEEL": source.wheel, "GPUWARDEN_INSTALL_SHA256": computed}
+    env = {"GPUWARDEN_INSTALL_WHEEL": source.wheel, "GPUWARDEN_INSTALL_SHA256": computed}
+    if source.index_url:
+        env["GPUWARDEN_INSTALL_INDEX_URL"] = source.index_url
+    return env

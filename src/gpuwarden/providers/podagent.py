@@ -53,10 +53,19 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES, chars: int = LOG_TAIL_CHAR
 
 
 def _write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` 0600, owned by this user: a new file renamed over the old one, so a
+    file the image shipped (Debian's munge package makes a munge.key owned by munge) keeps
+    neither its owner nor its mode."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_secrets(doc: object) -> tuple[str, bytes]:

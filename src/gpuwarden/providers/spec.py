@@ -105,12 +105,25 @@ class InstallSource(_Strict):
     """Where the pods get gpuwarden (``runpod.install``), exactly one of: ``image``, a pod
     image that already holds it (built from ``deploy/node.Dockerfile``), or ``wheel``, the
     URL of a wheel you host, with an optional ``sha256`` that ``gpuwarden up`` checks
-    (it computes the hash either way and the pods install only those bytes).  See
+    (it computes the hash either way and the pods install only those bytes), and an
+    optional ``index_url``: the package index (PEP 503 "simple" API) the pods' pip takes
+    gpuwarden's dependencies from (default: PyPI).  See
     :mod:`gpuwarden.providers.install`."""
 
     image: Annotated[str | None, Field(min_length=1)] = None
     wheel: str | None = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    index_url: str | None = None
+
+    @field_validator("index_url")
+    @classmethod
+    def _index_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+            raise ValueError("must be the http(s) URL of a package index (PEP 503 simple "
+                             "API), e.g. https://pypi.org/simple")
+        return value
 
     @field_validator("wheel")
     @classmethod
@@ -131,6 +144,9 @@ class InstallSource(_Strict):
                              "and wheel (the URL of a gpuwarden wheel you host)")
         if self.sha256 and not self.wheel:
             raise ValueError("sha256 pins a wheel; with image, drop sha256")
+        if self.index_url and not self.wheel:
+            raise ValueError("index_url is where a wheel's dependencies come from; with "
+                             "image, drop index_url")
         return self
 
 
