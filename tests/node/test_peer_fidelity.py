@@ -15,7 +15,7 @@ from gpuwarden.errors import GpuwardenError
 from gpuwarden.gpu.fields import FIELDS
 from gpuwarden.gpu.series import node_series
 from gpuwarden.gpu.sim import SimSource
-from gpuwarden.gpu.wire import SnapshotRefused, decode_snapshot
+from gpuwarden.gpu.wire import SnapshotRefused, decode_document, decode_snapshot
 from gpuwarden.gpu.xid_messages import xid_message
 from gpuwarden.node.app import create_app
 from gpuwarden.node.daemon import check_hostname_label
@@ -45,8 +45,9 @@ def test_hostname_label_choice_reaches_metrics_and_ingest(label: str) -> None:
     other = "hostname" if label == "Hostname" else "Hostname"
     assert f'{label}="n1"' in text and f'{other}="n1"' not in text
     # the control plane stores what the node exports: the snapshot says which label
-    doc = decode_snapshot(client.get("/api/v1/snapshot").content, time.time())
-    assert doc["node"]["hostname_label"] == label
+    body = client.get("/api/v1/snapshot").content
+    assert decode_snapshot(body, time.time()).node.hostname_label == label
+    doc = decode_document(body, time.time())  # what the series are made of
     stored = {k for group in node_series(doc) for k in group.labels}
     assert label in stored and other not in stored
 
@@ -60,8 +61,7 @@ def test_hostname_label_is_one_of_dcgm_exporters() -> None:
     with pytest.raises(SnapshotRefused, match=r'node\.hostname_label: "HOST" is not one of'):
         decode_snapshot(orjson.dumps(doc), time.time())
     del doc["node"]["hostname_label"]  # a node of an older version: Hostname, as it exported
-    assert decode_snapshot(orjson.dumps(doc), time.time())["node"]["hostname_label"] == \
-        "Hostname"
+    assert decode_snapshot(orjson.dumps(doc), time.time()).node.hostname_label == "Hostname"
 
 
 def test_xid_err_msg_is_dcgm_exporters() -> None:
