@@ -2,10 +2,12 @@
 minimal Debian (:mod:`tests.pods.rootfs`: Slurm, munge, Python, no package of ours)
 chrooted in its own mount, PID, UTS and network namespace, on a bridge this test makes
 (no route anywhere else).  Each runs the RunPod provider's start command with the
-environment the provider builds, installs gpuwarden from a wheel of this checkout through
-the pinned-hash path (its dependencies from an index served on the bridge), gets its
-secrets through the enrollment path, and the pods form one Slurm cluster that a ``serve``
-on this host scrapes.  A pod given a tampered wheel stops at the download step."""
+environment the provider builds, installs gpuwarden from a wheel of this checkout and
+every dependency through the hash-pinned path (``runpod.install.requirements``: a
+requirements file of the wheelhouse's hashes; the files from an index served on the
+bridge), gets its secrets through the enrollment path, and the pods form one Slurm cluster
+that a ``serve`` on this host scrapes.  A pod given a tampered wheel, and one given a
+tampered requirements file, stop at their download step with nothing installed."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from gpuwarden import __version__
 from gpuwarden.providers.base import NodeRecord, Workspace
 from gpuwarden.providers.enroll import deliver_secrets
 from gpuwarden.providers.health import probe
+from gpuwarden.providers.install import pinned_requirements, project_name
 from gpuwarden.providers.registry import upsert_provider_nodes
 from gpuwarden.providers.runpod.provider import START_COMMAND, RunPodProvider
 from gpuwarden.providers.spec import ClusterDescription
@@ -46,6 +49,7 @@ NODE_PORT = 9400
 POD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 BOOT_LOG = "var/log/gpuwarden-bootstrap.log"
 HASH_STEP = "download gpuwarden (hash-checked)"
+REQUIREMENTS_STEP = "download the requirements (hash-checked)"
 
 # PID 1 of a pod (argv: merged lower upper work hostname gpus): the overlay, /proc, /sys
 # (the netns's, read-only) with this host's cgroups, a minimal /dev with fake GPUs, then
@@ -112,6 +116,18 @@ def tampered_copy(wheel: Path, out: Path) -> Path:
                 data += b"\n# tampered\n"
             dst.writestr(item, data)
     return bad
+
+
+def venv_packages(pod: Pod) -> set[str]:
+    """The (normalized) names of the distributions in the pod's gpuwarden venv."""
+    return {project_name(d.name.split("-")[0]) for d in (
+        pod.upper / "opt/gpuwarden/venv/lib").glob("python3*/site-packages/*.dist-info")}
+
+
+def failed_bootstrap(http: httpx.Client, pod: Pod):
+    """The pod's failed bootstrap as its node port reports it (None: not failed yet)."""
+    seen = probe(http, pod.url)
+    return seen if seen.bootstrap == "failed" else None
 
 
 def simple_index(root: Path, wheelhouse: Path) -> None:
@@ -288,6 +304,11 @@ def test_fresh_pods_form_a_cluster_scraped_by_serve(base, tmp_path, db, serve_fa
     wheel = build_wheel(served / "wheel")
     bad = tampered_copy(wheel, served / "tampered")
     simple_index(served, house)
+    # every dependency pinned by hash; the tampered copy drops its last requirement
+    requirements = pinned_requirements(house)
+    (served / "requirements.txt").write_text(requirements)
+    entries = re.split(r"\n(?=\S)", requirements.strip())
+    (served / "tampered/requirements.txt").write_text("\n".join(entries[:-1]) + "\n")
     house_mb = sum(f.stat().st_size for f in house.glob("*.whl")) / 2**20
     print(f"\nwheel {wheel.stat().st_size / 2**20:.1f} MiB; dependencies "
           f"{len(list(house.glob('*.whl')))} wheels, {house_mb:.1f} MiB")
@@ -310,10 +331,14 @@ def test_fresh_pods_form_a_cluster_scraped_by_serve(base, tmp_path, db, serve_fa
             "runpod": {"node_port": NODE_PORT, "install": {
                 "wheel": f"{index_url}/wheel/{wheel.name}",
                 "sha256": hashlib.sha256(wheel.read_bytes()).hexdigest(),
+                "requirements": f"{index_url}/requirements.txt",
+                "requirements_sha256": hashlib.sha256(requirements.encode()).hexdigest(),
                 "index_url": f"{index_url}/simple"}}})
         http = httpx.Client()
         provider = RunPodProvider(client=None, home=home, http=http)  # type: ignore[arg-type]
-        for index in range(1, 5):  # three pods of the cluster, a fourth with a tampered wheel
+        # three pods of the cluster, a fourth with a tampered wheel, a fifth with a tampered
+        # requirements file
+        for index in range(1, 6):
             netns, veth, addr = net.add(index)
             pods.append(Pod(f"gwpod{tag}x{index}", addr, tmp_path / f"pod{index}", netns, veth))
         # RunPod's global networking: <pod id>.runpod.internal resolves to the pod
@@ -322,27 +347,33 @@ def test_fresh_pods_form_a_cluster_scraped_by_serve(base, tmp_path, db, serve_fa
         for index, pod in enumerate(pods, start=1):
             env = provider._env(spec, min(index, 3), None if index == 1 else pods[0].name)
             env.update({"RUNPOD_POD_ID": pod.name, "GPUWARDEN_GPU_BACKEND": "sim"})
+            assert env["GPUWARDEN_INSTALL_REQUIREMENTS"] == f"{index_url}/requirements.txt"
             if index == 4:
                 env["GPUWARDEN_INSTALL_WHEEL"] = f"{index_url}/tampered/{bad.name}"
+            if index == 5:
+                env["GPUWARDEN_INSTALL_REQUIREMENTS"] = f"{index_url}/tampered/requirements.txt"
             (pod.upper / "etc").mkdir(parents=True)
             (pod.upper / "etc/hosts").write_text(hosts)
             start_pod(pod, base, env)
-        cluster, tampered = pods[:3], pods[3]
+        cluster = pods[:3]
 
         def all_logs() -> str:
             return "\n".join(p.log_tail() for p in pods)
 
-        # the tampered pod stops at the download, says why, and runs nothing of ours
-        failed = wait_for(f"{tampered.name} to report its failed bootstrap", lambda: (
-            lambda seen: seen if seen.bootstrap == "failed" else None)(
-                probe(http, tampered.url)), 300, tampered.log_tail)
-        assert failed.step == HASH_STEP, tampered.log_tail()
-        assert "DO NOT MATCH THE HASHES" in failed.log, failed.log
-        assert failed.version == __version__
-        running = tampered.processes()
-        assert not [c for c in running if re.search(r"slurm|munge|-m gpuwarden", c)], running
-        assert not list((tampered.upper / "opt/gpuwarden/venv/lib").glob(
-            "python3*/site-packages/gpuwarden")), "the tampered wheel was installed"
+        # each tampered pod stops at its download, says why, runs nothing of ours and has
+        # installed nothing (its venv holds what `python3 -m venv` put there)
+        for tampered, step, error in ((pods[3], HASH_STEP, "DO NOT MATCH THE HASHES"), (
+                pods[4], REQUIREMENTS_STEP, "DOES NOT MATCH ITS HASH")):
+            failed = wait_for(f"{tampered.name} to report its failed bootstrap",
+                              partial(failed_bootstrap, http, tampered), 300, tampered.log_tail)
+            assert failed.step == step, tampered.log_tail()
+            assert error in failed.log, failed.log
+            assert failed.version == __version__
+            running = tampered.processes()
+            assert not [c for c in running if re.search(r"slurm|munge|-m gpuwarden", c)], \
+                running
+            installed = venv_packages(tampered)
+            assert "pip" in installed and installed <= {"pip", "setuptools"}, installed
 
         # the cluster's pods install, wait for their secrets, get them once, and come up
         ws = Workspace(home, spec.name)
@@ -368,6 +399,12 @@ def test_fresh_pods_form_a_cluster_scraped_by_serve(base, tmp_path, db, serve_fa
         for pod in cluster:
             wait_for(f"{pod.name}'s node daemon", partial(node_up, pod), 240, pod.log_tail)
         print(f"\nthree pods bootstrapped in {time.monotonic() - started:.0f} s")
+        # ...with gpuwarden and exactly the pinned dependencies in their venvs
+        venv_own = {"pip", "setuptools"}
+        pinned = {line.split("==")[0] for line in requirements.splitlines() if "==" in line}
+        for pod in cluster:
+            assert venv_packages(pod) - venv_own == (pinned | {"gpuwarden"}) - venv_own, \
+                pod.name
         for pod in cluster:  # written 0600 by root, over the munge.key Debian's package made
             for secret in ("etc/gpuwarden/node.token", "etc/munge/munge.key"):
                 st = (pod.upper / secret).stat()

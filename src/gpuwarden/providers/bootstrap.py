@@ -2,8 +2,10 @@
 
 It installs gpuwarden from the pinned source (``GPUWARDEN_INSTALL_WHEEL`` +
 ``GPUWARDEN_INSTALL_SHA256``: a hash-checked wheel, into a venv of its own,
-``/opt/gpuwarden/venv``, its dependencies from ``GPUWARDEN_INSTALL_INDEX_URL`` or PyPI; or
-skipped in an image that holds it),
+``/opt/gpuwarden/venv``, its dependencies from ``GPUWARDEN_INSTALL_INDEX_URL`` or PyPI:
+pinned by hash with ``GPUWARDEN_INSTALL_REQUIREMENTS`` + ``_SHA256``, a requirements file
+whose bytes it checks before one ``pip install --require-hashes`` of gpuwarden and all of
+them, else by name; or skipped in an image that holds it),
 receives the node token and munge key once (``GPUWARDEN_ENROLL_SHA256``: see
 :mod:`gpuwarden.providers.enroll`; without it they come from ``GPUWARDEN_NODE_TOKEN`` and
 ``GPUWARDEN_MUNGE_KEY_B64``, for machines that are not pods), writes the
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from gpuwarden import __version__
 from gpuwarden.providers import podagent
+from gpuwarden.providers.install import MAX_REQUIREMENTS_BYTES
 from gpuwarden.slurm.config import ClusterSpec, NodeSpec, render_config
 
 SCRIPT = r"""#!/usr/bin/env bash
@@ -44,6 +47,8 @@ SCRIPT = r"""#!/usr/bin/env bash
 # GPUWARDEN_ENROLL_SHA256 (or GPUWARDEN_NODE_TOKEN and GPUWARDEN_MUNGE_KEY_B64),
 # GPUWARDEN_INSTALL_WHEEL and GPUWARDEN_INSTALL_SHA256 (or GPUWARDEN_SKIP_INSTALL=1),
 # optional GPUWARDEN_INSTALL_INDEX_URL (where its dependencies come from; default PyPI),
+# optional GPUWARDEN_INSTALL_REQUIREMENTS and GPUWARDEN_INSTALL_REQUIREMENTS_SHA256 (a
+# requirements file pinning every dependency by hash; without it they install by name),
 # GPUWARDEN_GPUS_PER_NODE; optional: GPUWARDEN_POD_ROOT, GPUWARDEN_PYTHON,
 # GPUWARDEN_SLURM=0, GPUWARDEN_SLURM_NODES, GPUWARDEN_NODE_ADDR, GPUWARDEN_NODE_HOST,
 # GPUWARDEN_NODE_PORT, GPUWARDEN_GPU_BACKEND, GPUWARDEN_GPU_DEVICE_DIR,
@@ -103,7 +108,7 @@ if [ "${GPUWARDEN_SKIP_INSTALL:-0}" != 1 ]; then
   VENV="$R/opt/gpuwarden/venv"
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-  # only the wheel whose hash `gpuwarden up` computed; its dependencies come from the index
+  # only the wheel whose hash `gpuwarden up` computed
   step "download gpuwarden (hash-checked)"
   printf 'gpuwarden @ %s --hash=sha256:%s\n' \
     "${GPUWARDEN_INSTALL_WHEEL:?GPUWARDEN_INSTALL_WHEEL is not set (set runpod.install)}" \
@@ -112,6 +117,33 @@ if [ "${GPUWARDEN_SKIP_INSTALL:-0}" != 1 ]; then
   rm -rf "$R/tmp/gpuwarden-wheel"
   "$VENV/bin/python" -m pip download -q --no-deps --require-hashes \
     -r "$R/tmp/gpuwarden-requirements.txt" -d "$R/tmp/gpuwarden-wheel"
+  PINNED=""
+  if [ -n "${GPUWARDEN_INSTALL_REQUIREMENTS:-}" ]; then
+    # the dependencies' requirements file `gpuwarden up` checked: its bytes are verified
+    # before pip reads a line of it
+    step "download the requirements (hash-checked)"
+    : "${GPUWARDEN_INSTALL_REQUIREMENTS_SHA256:?GPUWARDEN_INSTALL_REQUIREMENTS_SHA256 is not set}"
+    PINNED="$R/tmp/gpuwarden-pinned.txt"
+    rm -f "$PINNED"
+    "$PY" - "$GPUWARDEN_INSTALL_REQUIREMENTS" "$GPUWARDEN_INSTALL_REQUIREMENTS_SHA256" \
+      "$PINNED" __MAX_REQUIREMENTS__ <<'GPUWARDEN_FETCH'
+import hashlib, sys, urllib.request
+url, want, out, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+try:
+    with urllib.request.urlopen(url, timeout=120) as response:
+        data = response.read(limit + 1)
+except OSError as exc:
+    sys.exit(f"cannot download the requirements file {url}: {exc}")
+if len(data) > limit:
+    sys.exit(f"{url} is over {limit} bytes: not the requirements file gpuwarden up checked")
+got = hashlib.sha256(data).hexdigest()
+if got != want:
+    sys.exit(f"THE REQUIREMENTS FILE DOES NOT MATCH ITS HASH: {url}\n    Expected sha256 "
+             f"{want}\n             Got {got}\n(it changed since gpuwarden up checked it)")
+with open(out, "wb") as f:
+    f.write(data)
+GPUWARDEN_FETCH
+  fi
   step "pip install gpuwarden"
   INDEX=()
   if [ -n "${GPUWARDEN_INSTALL_INDEX_URL:-}" ]; then
@@ -122,7 +154,18 @@ if [ "${GPUWARDEN_SKIP_INSTALL:-0}" != 1 ]; then
       INDEX+=(--trusted-host "${INDEX_HOST%%/*}");;
     esac
   fi
-  "$VENV/bin/python" -m pip install -q "${INDEX[@]}" "$R"/tmp/gpuwarden-wheel/gpuwarden-*.whl
+  WHEEL_FILE=("$R"/tmp/gpuwarden-wheel/gpuwarden-*.whl)
+  if [ -n "$PINNED" ]; then
+    # gpuwarden and every dependency in one hash-checking install: pip refuses anything
+    # the files do not pin by hash, transitive dependencies included; wheels only (an
+    # sdist would build with build dependencies no hash pins)
+    { printf 'gpuwarden @ file://%s --hash=sha256:%s\n' "${WHEEL_FILE[0]}" \
+        "$GPUWARDEN_INSTALL_SHA256"; cat "$PINNED"; } > "$R/tmp/gpuwarden-install.txt"
+    "$VENV/bin/python" -m pip install -q --require-hashes --only-binary=:all: \
+      "${INDEX[@]}" -r "$R/tmp/gpuwarden-install.txt"
+  else  # the dependencies by name
+    "$VENV/bin/python" -m pip install -q "${INDEX[@]}" "${WHEEL_FILE[@]}"
+  fi
   PY="$VENV/bin/python"
 fi
 
@@ -188,7 +231,9 @@ def render_script(version: str = __version__) -> str:
     """The bootstrap script (the same for every node; the environment differs), with the
     pod agent's source inside it."""
     agent = Path(podagent.__file__).read_text()
-    return SCRIPT.replace("__VERSION__", version).replace("__PODAGENT__", agent.rstrip("\n"))
+    return (SCRIPT.replace("__VERSION__", version)
+            .replace("__MAX_REQUIREMENTS__", str(MAX_REQUIREMENTS_BYTES))
+            .replace("__PODAGENT__", agent.rstrip("\n")))
 
 
 # ---- the Slurm configuration, rendered on the node ------------------------------------

@@ -106,13 +106,19 @@ class InstallSource(_Strict):
     image that already holds it (built from ``deploy/node.Dockerfile``), or ``wheel``, the
     URL of a wheel you host, with an optional ``sha256`` that ``gpuwarden up`` checks
     (it computes the hash either way and the pods install only those bytes), and an
-    optional ``index_url``: the package index (PEP 503 "simple" API) the pods' pip takes
-    gpuwarden's dependencies from (default: PyPI).  See
+    optional ``requirements``: the URL of a requirements file that pins every dependency
+    by hash (``name==version --hash=sha256:...``, as ``pip-compile --generate-hashes`` or
+    ``python -m gpuwarden.providers.install requirements WHEELHOUSE`` write it), with an
+    optional ``requirements_sha256`` (without ``requirements`` the dependencies are
+    installed by name), and an optional ``index_url``: the package index (PEP 503 "simple"
+    API) the pods' pip takes gpuwarden's dependencies from (default: PyPI).  See
     :mod:`gpuwarden.providers.install`."""
 
     image: Annotated[str | None, Field(min_length=1)] = None
     wheel: str | None = None
     sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
+    requirements: str | None = None
+    requirements_sha256: Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")] = None
     index_url: str | None = None
 
     @field_validator("index_url")
@@ -123,6 +129,17 @@ class InstallSource(_Strict):
         if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
             raise ValueError("must be the http(s) URL of a package index (PEP 503 simple "
                              "API), e.g. https://pypi.org/simple")
+        return value
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("https://", "http://")) or any(c.isspace() for c in value):
+            raise ValueError("must be the http(s) URL of a requirements file that pins every "
+                             "dependency by hash, e.g. https://example.com/requirements.txt "
+                             "(make it with pip-compile --generate-hashes)")
         return value
 
     @field_validator("wheel")
@@ -147,6 +164,12 @@ class InstallSource(_Strict):
         if self.index_url and not self.wheel:
             raise ValueError("index_url is where a wheel's dependencies come from; with "
                              "image, drop index_url")
+        if self.requirements and not self.wheel:
+            raise ValueError("requirements pins a wheel's dependencies; with image, drop "
+                             "requirements")
+        if self.requirements_sha256 and not self.requirements:
+            raise ValueError("requirements_sha256 pins the requirements file; set "
+                             "requirements (its URL) or drop requirements_sha256")
         return self
 
 
