@@ -39,6 +39,7 @@ from gpuwarden.providers.registry import upsert_provider_nodes
 from gpuwarden.providers.runpod.provider import START_COMMAND, RunPodProvider
 from gpuwarden.providers.spec import ClusterDescription
 from tests.pods import rootfs
+from tests.slurm.conftest import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -76,13 +77,8 @@ exec chroot "$M" /bin/sh -c "$POD_START_COMMAND"
 
 
 def wait_for(what: str, check, timeout: float, on_fail=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{on_fail()}")
+    """The shared wait helper, failing with ``on_fail()`` (a pod's log tail)."""
+    return wait_until(what, check, timeout, interval=0.5, detail=on_fail)
 
 
 def sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -21,18 +20,14 @@ from gpuwarden.providers.bootstrap import render_script
 from gpuwarden.providers.local import slurm_available
 from gpuwarden.providers.registry import upsert_provider_nodes
 from tests.conftest import free_port
+from tests.slurm.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 
 
 def wait_for(what, check, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
+    """The shared wait helper with this module's 60 s default (pods boot slowly)."""
+    return wait_until(what, check, timeout, interval=0.3)
 
 
 def healthy(url: str) -> bool:

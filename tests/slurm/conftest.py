@@ -59,15 +59,17 @@ def _empty_queue(cluster: LocalSlurmCluster, adapter: SlurmAdapter) -> None:
 
 
 def wait_until(what: str, check: Callable[[], object], timeout: float = 30.0,
-               interval: float = 0.2) -> object:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
+               interval: float = 0.2, detail: Callable[[], str] | None = None) -> object:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` with
+    ``detail()`` (a log tail, say) when given."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            more = f"\n{detail()}" if detail is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{more}")
         time.sleep(interval)
 
 
