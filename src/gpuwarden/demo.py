@@ -146,13 +146,16 @@ class Demo:
         self.console.say(f"starting a local cluster: {self.options.nodes} nodes x "
                          f"{self.options.gpus_per_node} simulated H100s"
                          + ("" if usable else f" (no Slurm: {why}; the GPUs stay idle)"))
+        if usable:
+            # before the cluster starts: slurmctld maps the accounting users to uids when it
+            # loads their associations, and a user created after that has none, so every
+            # job it submits is refused ("Invalid account") on a machine's first demo
+            self.users = workload_users(self.console.say)
+            self.job_dir = job_dir(self.home, shared=bool(self.users))
         lifecycle.up(self.spec, self.db, progress=self.console.step)
         self.console.say(f"{self.options.nodes} node daemons up (simulated GPUs, labelled "
                          'simulated="true")' + (", joined in a real Slurm cluster" if usable
                                                  else ""))
-        if usable:
-            self.users = workload_users(self.console.say)
-            self.job_dir = job_dir(self.home, shared=bool(self.users))
 
     def run_workload(self, cp: ControlPlane) -> None:
         """Submit the scripted jobs through the control plane; then keep a trickle of jobs
