@@ -152,16 +152,19 @@ class ApiClient:
     def request(self, method: str, path: str, *, what: str, needs: str = "viewer",
                 params: Mapping[str, Any] | None = None, json: Any = None,
                 options: Mapping[str, str] | None = None, not_found: str = "",
-                raw: bool = False) -> Any:
+                raw: bool = False, timeout: float | None = None) -> Any:
         """The decoded JSON answer (None for an empty one; with ``raw``, the body's text,
-        e.g. CSV); a GpuwardenError otherwise."""
+        e.g. CSV); a GpuwardenError otherwise.  ``timeout``: this call's, in seconds, for
+        one that takes long (the checks)."""
+        limit = self._client.timeout.read if timeout is None else timeout
         try:
-            response = self._client.request(method, path, params=params, json=json)
+            response = self._client.request(method, path, params=params, json=json,
+                                            timeout=limit)
         except httpx.ConnectError as exc:
             raise GpuwardenError(unreachable(self.endpoint, exc)) from None
         except httpx.TimeoutException:
             raise GpuwardenError(f"{self.endpoint.url} ({self.endpoint.where}) did not answer "
-                                 f"within {self._client.timeout.read} s; is serve running?"
+                                 f"within {limit} s; is serve running?"
                                  ) from None
         except httpx.HTTPError as exc:
             raise GpuwardenError(f"{self.endpoint.url} ({self.endpoint.where}): {exc}; is "

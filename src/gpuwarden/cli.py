@@ -372,7 +372,9 @@ def check(
         help="Nodes to check (default: every node of the inventory).")] = None,
     level: Annotated[str, typer.Option(
         help="quick (passive, seconds), standard (adds the GPU burn and dcgmi diag where "
-        "installed) or long.")] = "quick",
+        "installed) or long (adds dcgmi diag -r 3 and the NCCL all-reduce: across the "
+        "nodes checked when two or more, through srun; inside one node otherwise).")
+    ] = "quick",
     url: UrlOption = None,
     token_file: TokenFileOption = None,
 ) -> None:
@@ -387,10 +389,12 @@ def check(
     console = Console()
     failed = False
     with _api(url, token_file) as api:
-        names = nodes or [n["name"] for n in api.request("GET", "/nodes", what="nodes")]
-        for name in names:
-            result = api.request("POST", f"/nodes/{name}/checks", json={"level": level},
-                                 what=f"checks of node {name}", needs="operator")
+        # one call for them all: on two or more nodes the NCCL check runs across them;
+        # the long level runs for minutes (dcgmi diag -r 3, the GPU burn)
+        results = api.request("POST", "/checks", json={"level": level, "nodes": nodes or []},
+                              what="checks", needs="operator", timeout=CHECK_TIMEOUT[level])
+        for result in results:
+            name = result["node"]
             table = Table("check", "verdict", "figure", "expected",
                           title=f"{name} ({level})", title_justify="left")
             run = result["runs"][0] if result["runs"] else None
@@ -407,6 +411,10 @@ def check(
                 console.print(f"  {name}: {result['reaction']}")
     if failed:
         raise typer.Exit(1)
+
+
+# how long `gpuwarden check` waits for the control plane's answer, by level (seconds)
+CHECK_TIMEOUT = {"quick": 120.0, "standard": 3600.0, "long": 3 * 3600.0}
 
 
 @app.command()

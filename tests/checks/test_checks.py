@@ -263,3 +263,97 @@ def test_config_refuses_a_bad_check_override_naming_it(tmp_path):
     path.write_text("checks:\n  checks:\n    pcie_lnk: false\n")
     with pytest.raises(GpuwardenError, match="unknown check pcie_lnk; did you mean pcie_link"):
         load_config(path)
+
+
+# -- NCCL: nccl-tests' output, the pairs that find a bad node, the wrapper's interface -------
+
+def _nccl_output(ranks: int, hosts: int, rows: list[tuple[int, float, float, int]],
+                 avg: float) -> str:
+    """nccl-tests' all_reduce_perf output as a rank-0 MPI run prints it (2.x format)."""
+    lines = [f"# nThread 1 nGpus 1 minBytes {rows[0][0]} maxBytes {rows[-1][0]} step: "
+             "2(factor) warmup iters: 5 iters: 20 agg iters: 1 validation: 1 graph: 0",
+             "#", "# Using devices"]
+    lines += [f"#  Rank {r:2d} Group  0 Pid {7000 + r:6d} on pod-{r * hosts // ranks} device "
+              f"{r % (ranks // hosts):2d} [0000:04:00] NVIDIA H200" for r in range(ranks)]
+    lines += ["#", "#" + " " * 62 + "out-of-place" + " " * 23 + "in-place",
+              "#       size         count      type   redop    root     time   algbw   busbw "
+              "#wrong     time   algbw   busbw #wrong",
+              "#        (B)    (elements)                               (us)  (GB/s)  (GB/s)"
+              "            (us)  (GB/s)  (GB/s)"]
+    lines += [f"  {size:>10}  {size // 4:>12}     float     sum      -1   100.0  {out / 2:6.2f}"
+              f"  {out:6.2f}  {wrong:5d}    100.0  {inp / 2:6.2f}  {inp:6.2f}      0"
+              for size, out, inp, wrong in rows]
+    lines += ["# Out of bounds values : 0 OK", f"# Avg bus bandwidth    : {avg:g} ", "#"]
+    return "\n".join(lines) + "\n"
+
+
+def test_nccl_tests_output_gives_the_bandwidth_at_the_largest_size_and_the_ranks():
+    from gpuwarden.checks import nccl
+
+    text = _nccl_output(16, 2, [(8, 0.0, 0.0, 0), (1 << 20, 9.68, 9.49, 0),
+                                (1 << 30, 297.86, 298.82, 0)], 70.742)
+    run = nccl.parse(text)
+    assert run == nccl.NcclRun(16, ("pod-0", "pod-1"), 1, pytest.approx(298.34), 0)
+    # the average over every size (70.7) is not the figure: the largest message's is
+    assert nccl.judge(run, 0, text, ranks=16, threshold=250, where="2 nodes x 8 GPUs") == (
+        True, "298.34 GB/s (2 nodes x 8 GPUs)", pytest.approx(298.34))
+    assert nccl.judge(run, 0, text, ranks=16, threshold=350, where="w")[0] is False
+    assert nccl.judge(run, 0, text, ranks=24, threshold=None, where="3 nodes x 8 GPUs")[1] == \
+        "16 of 24 ranks joined (3 nodes x 8 GPUs)"
+    wrong = nccl.parse(_nccl_output(8, 1, [(1 << 30, 450.0, 451.0, 3)], 450.5))
+    assert wrong is not None and wrong.wrong == 3
+    assert nccl.judge(wrong, 0, "", ranks=8, threshold=None, where="w")[:2] == (
+        False, "3 wrong values at 450.5 GB/s (w)")
+
+
+def test_nccl_without_mpi_or_failing_is_told_as_such():
+    from gpuwarden.checks import nccl
+
+    # a build without MPI under srun: every task its own one-GPU test, bandwidth 0
+    alone = _nccl_output(1, 1, [(1 << 30, 0.0, 0.0, 0)], 0)
+    ok, figure, _ = nccl.judge(nccl.parse(alone * 4), 0, alone * 4, ranks=4, threshold=None,
+                               where="2 nodes x 2 GPUs")
+    assert not ok and figure.startswith("4 separate one-GPU runs, not one 4-rank run")
+    assert "MPI=1" in figure
+    text = "srun: error: pod-1: task 3: Exited with exit code 1\nNCCL WARN socket timeout"
+    assert nccl.parse(text) is None
+    assert nccl.judge(None, 1, text, ranks=4, threshold=None, where="w")[:2] == (
+        False, "all_reduce_perf failed (exit 1): NCCL WARN socket timeout")
+
+
+def test_ring_pairs_blame_the_node_whose_pairs_all_fail():
+    from gpuwarden.checks import nccl
+
+    nodes = ["n1", "n2", "n3", "n4"]
+    pairs = nccl.ring_pairs(nodes)
+    assert pairs == [("n1", "n2"), ("n2", "n3"), ("n3", "n4"), ("n4", "n1")]
+    assert nccl.ring_pairs(["n1", "n2"]) == []
+    bad3 = {p: "n3" not in p for p in pairs}
+    assert nccl.blame(nodes, bad3) == ["n3"]
+    assert nccl.blame(nodes, dict.fromkeys(pairs, True)) == []
+    assert nccl.blame(nodes, dict.fromkeys(pairs, False)) == []  # the network, not a node
+    # a pair that could not run (missing from the map) blames nobody by itself
+    assert nccl.blame(nodes, {("n1", "n2"): True, ("n2", "n3"): False}) == []
+
+
+def test_nccl_socket_interface_follows_the_node_address():
+    from gpuwarden.checks import nccl
+
+    addrs = {"lo": ["127.0.0.1"], "eth0": ["172.17.0.2"], "ens1": ["10.65.0.2"]}
+    assert nccl.socket_ifname({"NODE_ADDR": "10.65.0.2"}, addrs) == "=ens1"
+    assert nccl.socket_ifname({"NODE_ADDR": "172.17.0.2"}, addrs) == "=eth0"
+    # RunPod's address on no interface here: its documented private interface
+    assert nccl.socket_ifname({"NODE_ADDR": "10.65.0.9"}, addrs) == "=ens1"
+    assert nccl.socket_ifname({}, addrs) is None  # not RunPod: NCCL's own choice
+    assert nccl.socket_ifname({"NODE_ADDR": "not an address"}, addrs) is None
+    assert nccl.socket_ifname({"NCCL_SOCKET_IFNAME": "ib", "NODE_ADDR": "10.65.0.2"},
+                              addrs) == "ib"  # what the user set wins
+    assert "lo" in nccl.interfaces()  # ip(8) read for real
+
+
+def test_an_nccl_check_override_names_a_bad_mpi_plugin():
+    with pytest.raises(GpuwardenError) as err:
+        load_checks({"nccl_allreduce": {"mpi": "pmix; reboot"}})
+    assert "checks.checks.nccl_allreduce" in str(err.value) and "mpi" in str(err.value)
+    assert next(c for c in load_checks({"nccl_allreduce": {"mpi": "pmix"}})
+                if c.name == "nccl_allreduce").mpi == "pmix"

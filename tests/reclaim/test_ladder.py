@@ -64,6 +64,10 @@ def test_exemptions_name_their_reason():
     refused = policy(exempt={"keep_comment": None})
     assert exemption(job_facts(doc(comment="gpuwarden:keep"), {}), refused, now) is None
     assert job_facts(doc(state="PENDING"), {}) is None
+    # gpuwarden's own health-check holder (root's; with GPUs while the NCCL step runs in it)
+    holder = doc(name="gpuwarden-check", user="root")
+    assert "health-check holder" in exemption(job_facts(holder, {}), p, now)
+    assert exemption(job_facts(doc(name="gpuwarden-check"), {}), p, now) is None  # bob's
     assert job_facts(doc(gpu_detail={}), {}) is None
     assert job_facts(doc(array_job_id=40, array_task_id="2"), {}).key == "40_2"
     assert in_grace(facts, policy(grace="10m"), 1000.0 + 599)

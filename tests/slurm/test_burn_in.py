@@ -4,23 +4,26 @@ with the check's reason in ``sinfo -R``, the healthy one runs a job, ``gpuwarden
 shows the figure and an alert fires; once the fault clears, a re-check resumes the node and
 resolves the alert.  In service, a hardware XID that stops by itself (the sim's ``xid-79``)
 drains the node under the checks' policy and keeps its alerts firing until a check passes.
-And the periodic checks of idle nodes in ``serve`` (``checks.every``)."""
+And the periodic checks of idle nodes in ``serve`` (``checks.every``), and the NCCL
+all-reduce across nodes as one real Slurm step (nccl-tests faked: no GPU here)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
+from gpuwarden.checks.model import HOLDER_NAME
 from gpuwarden.providers import Runtime, down, parse_description, up
 from gpuwarden.providers.local import SIM_FAULT_FILE, LocalProvider, slurm_available
-from gpuwarden.services.checks import HOLDER_NAME
 from gpuwarden.slurm import SlurmActions, SubmitOptions
 from gpuwarden.state.db import StateDB
 from tests.conftest import start_serve, stop
@@ -266,3 +269,132 @@ def test_idle_nodes_are_checked_one_at_a_time_and_busy_ones_never(db, tmp_path):
             if serve is not None:
                 stop(serve.proc)
             down("per", db, runtime=rt)
+
+
+# -- the NCCL all-reduce across nodes ---------------------------------------------------------
+# nccl-tests' all_reduce_perf is faked (tests/checks/fake_nccl: the same arguments and output,
+# ranks joined through files); srun, the holder job and the per-rank wrapper are real.  Three
+# nodes x 2 GPUs: on demand one 6-rank step across them passes; with node3 slow the cluster
+# run fails and the pairs around the ring pin it on node3 alone, which is drained; then the
+# periodic loop at level long holds the two healthy nodes with one job (their GPUs too) and
+# runs the all-reduce as a step of it; alone, node3 runs it inside itself and is resumed.
+FAKE_NCCL = Path(__file__).parents[1] / "checks" / "fake_nccl"
+
+
+def test_the_nccl_check_runs_across_nodes_and_pins_a_slow_one(db, tmp_path, monkeypatch):
+    ranks_dir = tmp_path / "nccl-ranks"
+    ranks_dir.mkdir()
+    # the node daemons `up` starts inherit these, and srun passes them to every rank
+    monkeypatch.setenv("PATH", f"{FAKE_NCCL}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_NCCL_DIR", str(ranks_dir))
+    monkeypatch.setenv("NODE_ADDR", "127.0.0.1")  # the wrapper finds its interface: lo
+    spec = parse_description({"name": "ncl", "provider": "local", "nodes": 3,
+                              "gpus_per_node": 2, "gpu_type": "H100"})
+    home = db.path.parent
+    checks = "nccl_allreduce: {threshold: 100}"
+    (tmp_path / "quiet.yaml").write_text("scrape: {interval: 1, timeout: 2}\n"
+                                         f"checks: {{drain: auto, checks: {{{checks}}}}}\n")
+    with httpx.Client(timeout=10) as http:
+        slurm = LocalProvider(home, http)._slurm(spec)
+        rt = Runtime(http=http, env={})
+        serve = None
+        try:
+            report = up(spec, db, runtime=rt)
+            assert not report.problems, report.problems
+            actions = SlurmActions(slurm.adapter())
+            config = tmp_path / "gpuwarden.yaml"
+            config.write_text("scrape: {interval: 1, timeout: 2}\n"
+                              f"checks: {{drain: auto, checks: {{{checks}}}}}\n")
+            serve = _admin_token(start_serve(config, home))
+            token_file = tmp_path / "admin.token"
+            token_file.write_text(serve.admin + "\n")
+            # (the admin token is printed on the first start only: the later serves take it
+            # from here)
+            headers = {"Authorization": f"Bearer {serve.admin}"}
+
+            def nccl(node: str, run: int = 0) -> dict:
+                runs = httpx.get(f"{serve.url}/api/v1/nodes/{node}/checks",
+                                 headers=headers).json()["runs"]
+                return next(r for r in runs[run]["results"] if r["name"] == "nccl_allreduce")
+
+            def ranks(step: Path) -> list[dict]:
+                return [json.loads(p.read_text()) for p in sorted(step.glob("rank-*.json"))]
+
+            shown = gpuwarden("check", "--level", "long", home=home, token_file=token_file)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert "200 GB/s (3 nodes x 2 GPUs)" in shown.stdout, shown.stdout
+            assert ">= 100 GB/s" in shown.stdout  # the expected figure
+            steps = list(ranks_dir.iterdir())
+            assert len(steps) == 1, steps  # one step across all three, not one per node
+            seen = ranks(steps[0])
+            assert sorted(r["node"] for r in seen) == [
+                "ncl-node1", "ncl-node1", "ncl-node2", "ncl-node2", "ncl-node3", "ncl-node3"]
+            assert {r["NCCL_SOCKET_IFNAME"] for r in seen} == {"=lo"}  # set on every node
+            assert {r["CUDA_VISIBLE_DEVICES"] for r in seen} == {"0,1"}  # the GPUs allocated
+            assert {nccl(n)["verdict"] for n in ("ncl-node1", "ncl-node2", "ncl-node3")} == {
+                "pass"}
+
+            (ranks_dir / "slow").write_text("ncl-node3\n")
+            shown = gpuwarden("check", "--level", "long", home=home, token_file=token_file)
+            assert shown.returncode == 1, shown.stdout + shown.stderr
+            bad, good = nccl("ncl-node3"), nccl("ncl-node1")
+            assert (bad["verdict"], bad["value"]) == ("fail", 40.0), bad
+            assert bad["figure"].startswith("40 GB/s (3 nodes x 2 GPUs); with ncl-node2: 40 GB/s"
+                                            " (2 nodes x 2 GPUs); with ncl-node1: 40 GB/s"), bad
+            assert good["verdict"] == "pass", good
+            assert good["figure"].startswith("3 nodes x 2 GPUs failed, not on this node; "
+                                             "with ncl-node2: 200 GB/s"), good
+            assert nccl("ncl-node2")["verdict"] == "pass"
+            assert len(list(ranks_dir.glob("*/"))) == 1 + 1 + 3  # the run, then 3 pairs
+            node3 = next(n for n in actions.adapter.nodes().nodes if n.name == "ncl-node3")
+            assert "DRAIN" in node3.flags
+            assert node3.reason.startswith("[gpuwarden-check] nccl_allreduce: 40 GB/s"), node3
+            assert all("DRAIN" not in n.flags for n in actions.adapter.nodes().nodes
+                       if n.name != "ncl-node3")
+            stop(serve.proc)
+            serve = None
+
+            # periodic, at level long: the two idle healthy nodes held by one job with their
+            # GPUs, the all-reduce a step of it (the drained node3 is not due)
+            (ranks_dir / "slow").unlink()
+            before = set(ranks_dir.iterdir())
+            config.write_text("scrape: {interval: 1, timeout: 2}\n"
+                              "checks: {every: 20s, max_parallel: 3, level: long, drain: auto, "
+                              f"checks: {{{checks}}}}}\n")
+            serve = start_serve(config, home)
+            wait_until("the two healthy nodes checked together", lambda: all(
+                httpx.get(f"{serve.url}/api/v1/nodes/{n}/checks", headers=headers).json()[
+                    "runs"][0]["trigger"] == "periodic" for n in ("ncl-node1", "ncl-node2")),
+                timeout=90)
+            stop(serve.proc)
+            serve = start_serve(config.with_name("quiet.yaml"), home)  # no periodic loop
+            assert nccl("ncl-node1")["figure"] == "200 GB/s (2 nodes x 2 GPUs)"
+            holders = {j.job_id: j for j in actions.adapter.jobs() if j.name == HOLDER_NAME}
+            assert holders and {j.nodes for j in holders.values()} == {
+                ("ncl-node1", "ncl-node2")}, holders  # each held both, never one alone
+            assert {j.gpus_requested for j in holders.values()} == {4}  # their GPUs too
+            # (a later round the stop above cut short may have left a step with fewer ranks)
+            steps = [seen for step in set(ranks_dir.iterdir()) - before
+                     if (seen := ranks(step)) and len(seen) == int(seen[0]["SLURM_NTASKS"])]
+            assert steps
+            for seen in steps:  # each all-reduce a step of a holder, over both nodes' GPUs
+                assert len({r["SLURM_JOB_ID"] for r in seen}) == 1
+                assert int(seen[0]["SLURM_JOB_ID"]) in holders
+                assert sorted(r["node"] for r in seen) == [
+                    "ncl-node1", "ncl-node1", "ncl-node2", "ncl-node2"]
+                assert {r["CUDA_VISIBLE_DEVICES"] for r in seen} == {"0,1"}
+            wait_until("the holder cancelled", lambda: all(
+                j.state not in ("PENDING", "RUNNING") for j in actions.adapter.jobs()
+                if j.name == HOLDER_NAME))
+
+            # one node alone: the all-reduce inside it (-g 2), and it is resumed
+            shown = gpuwarden("check", "ncl-node3", "--level", "long", home=home,
+                              token_file=token_file)
+            assert shown.returncode == 0, shown.stdout + shown.stderr
+            assert nccl("ncl-node3")["figure"] == "200 GB/s (1 node x 2 GPUs)"
+            assert "DRAIN" not in next(n for n in actions.adapter.nodes().nodes
+                                       if n.name == "ncl-node3").flags
+        finally:
+            if serve is not None:
+                stop(serve.proc)
+            down("ncl", db, runtime=rt)

@@ -280,3 +280,50 @@ def test_killed_slurmd_turns_node_down_while_slurm_stays_up(
         slurm_cluster.start_node("node3")
     slurm_cluster.wait_nodes("idle", timeout_s=30)
     assert not collector.running
+
+
+def test_a_step_runs_across_nodes_and_returns_what_it_printed(
+        slurm_cluster: LocalSlurmCluster, clean_queue: None) -> None:
+    """``SlurmActions.step`` (the cross-node NCCL check's srun): tasks on every named node,
+    the GPUs asked for, the output and status returned whatever the status, a busy node
+    refused at once, bad arguments refused before anything runs."""
+    import sys
+
+    from gpuwarden.checks.remote import _NOT_FREE
+    from tests.slurm.conftest import wait_until
+
+    runner = RecordingRunner()
+    actions = SlurmActions(SlurmAdapter(env=slurm_cluster.env(), runner=runner))
+    show = [sys.executable, "-c", "import os; print(os.environ['SLURMD_NODENAME'], "
+            "os.environ['SLURM_PROCID'], os.environ.get('CUDA_VISIBLE_DEVICES'))"]
+    done = actions.step(["node1", "node3"], 2, show, gpus_per_node=2, timeout=60)
+    assert done.returncode == 0, done.stderr
+    tasks = sorted(line.split() for line in done.stdout.splitlines())
+    assert [(t[0], t[1]) for t in tasks] == [("node1", "0"), ("node1", "1"), ("node3", "2"),
+                                             ("node3", "3")], done.stdout
+    assert {t[2] for t in tasks} == {"0,1"}  # both GPUs of each node, to every rank
+    failed = actions.step(["node1", "node2"], 1, [sys.executable, "-c",
+                                                  "print('half way'); raise SystemExit(3)"],
+                          timeout=60)
+    assert failed.returncode != 0 and "half way" in failed.stdout  # returned, not raised
+    # a node with a job: the step gives up (--immediate) instead of waiting or sharing it
+    busy = actions.submit(SLEEP, SubmitOptions(name="busy", gres="gpu:1", nodelist=("node2",)))
+    wait_until("the busy job runs", lambda: next(
+        j for j in actions.adapter.jobs() if j.job_id == busy).state == "RUNNING")
+    refused = actions.step(["node1", "node2"], 1, ["true"], gpus_per_node=1, wait=1,
+                           timeout=60)
+    assert refused.returncode != 0
+    assert any(words in refused.stderr for words in _NOT_FREE), refused.stderr
+    ran = len(runner.calls)
+    for nodes, fix_field in ((["node1", "node9"], "nodes[1]"), (["node1", "node1"], "nodes"),
+                             ([], "nodes")):
+        with pytest.raises(ValidationError) as err:
+            actions.step(nodes, 1, ["true"])
+        assert err.value.field == fix_field
+    with pytest.raises(ValidationError) as err:
+        actions.step(["node1", "node2"], 1, ["true"], mpi="pmix; reboot")
+    assert err.value.field == "mpi"
+    with pytest.raises(ValidationError) as err:
+        actions.step(["node1", "node2"], 1, ["true"], job_id="1; reboot")
+    assert err.value.field == "job_id"
+    assert [c[0] for c in runner.calls[ran:]] == ["sinfo"] * 5  # validated: no srun ran

@@ -45,6 +45,7 @@ from gpuwarden.services.models import (
     AlertView,
     AuditEntry,
     CheckRequest,
+    ChecksRequest,
     EfficiencyReport,
     GpuDetail,
     GpuHistory,
@@ -164,6 +165,13 @@ def build_router() -> APIRouter:
     async def run_node_checks(name: str, body: CheckRequest, cp: CP,
                               who: Operator) -> NodeChecks:
         return (await checks.run(cp, [name], body.level, who=who.name))[0]
+
+    @r.post("/checks", response_model=list[NodeChecks], tags=["cluster"],
+            responses=problems(400, 404, 503))
+    async def run_checks(body: ChecksRequest, cp: CP, who: Operator) -> list[NodeChecks]:
+        """Check ``nodes`` together (every node when empty): each node's checks, and on two
+        or more nodes the NCCL all-reduce across them."""
+        return await checks.run(cp, body.nodes, body.level, who=who.name)
 
     @r.get("/gpus", response_model=list[GpuView], tags=["gpus"])
     def get_gpus(cp: CP, who: Viewer, node: str | None = None, state: GpuStateQ | None = None,

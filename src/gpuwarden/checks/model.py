@@ -9,6 +9,7 @@ Verdict = Literal["pass", "warn", "fail", "skip"]
 VERDICTS: tuple[str, ...] = ("pass", "warn", "fail", "skip")
 BURN_IN_REASON = "gpuwarden: burn-in"  # Slurm reason of a node waiting for its burn-in
 CHECK_REASON = "[gpuwarden-check]"  # prefix of the Slurm reason of a node a check drained
+HOLDER_NAME = "gpuwarden-check"  # the Slurm job (root's) that holds nodes while checked
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from gpuwarden.checks import nccl
+from gpuwarden.checks.active import nccl_expected
 from gpuwarden.checks.model import CheckResult, Expectation
 from gpuwarden.checks.spec import CheckSpec
 from gpuwarden.nodeclient import NodeClient, NodeError
@@ -57,6 +59,7 @@ class SlurmPlace:
     drained: bool
     reason: str
     state: str
+    gpus: int = 0  # the GPUs Slurm has configured on it (its gres)
 
 
 async def slurm_places(controller: NodeClient) -> dict[str, SlurmPlace]:
@@ -65,4 +68,84 @@ async def slurm_places(controller: NodeClient) -> dict[str, SlurmPlace]:
     if not isinstance(nodes, list):
         raise NodeError("the controller's Slurm node list is not a list")
     return {n["name"]: SlurmPlace("DRAIN" in (n.get("flags") or []), n.get("reason") or "",
-                                  n.get("state") or "") for n in nodes if isinstance(n, dict)}
+                                  n.get("state") or "", int(n.get("gpus_total") or 0))
+            for n in nodes if isinstance(n, dict)}
+
+
+# srun's words when --immediate gives up or the nodes cannot be allocated at all
+_NOT_FREE = ("Unable to allocate resources", "Immediate execution impossible",
+             "Requested nodes are busy", "not available")
+
+
+async def cross_node_nccl(controller: NodeClient, spec: CheckSpec, nodes: Sequence[str],
+                          gpus_per_node: int, holder: int | None = None, *,
+                          gres: bool = True) -> dict[str, CheckResult]:
+    """The ``nccl`` check across ``nodes`` (two or more): one all-reduce over every GPU of
+    them as a Slurm step from the controller's daemon (inside the ``holder`` job when one
+    holds them; ``gres``: ask Slurm for the GPUs, where it has them configured).  A run that
+    fails on more than two nodes is repeated pairwise around the
+    ring to find the node to blame: a node whose pairs all fail gets the check's severity,
+    the others pass with the pair figures; when no single node can be blamed (two nodes, or
+    every pair fails alike) each gets ``warn``, so nothing is drained on a guess."""
+    where = f"{len(nodes)} nodes x {gpus_per_node} GPUs"
+    expected = nccl_expected(spec)
+
+    def result(verdict: str, figure: str, value: float | None = None) -> CheckResult:
+        return CheckResult(spec.name, spec.level, verdict, figure[:500],  # type: ignore[arg-type]
+                           expected, spec.description, value)
+
+    async def once(group: Sequence[str]) -> tuple[str, bool, str, float | None]:
+        """(outcome: ran | skipped, ok, figure, GB/s) of one step over ``group``."""
+        try:
+            answer = await controller.request("POST", "/api/v1/slurm/nccl", {
+                "nodes": list(group), "gpus_per_node": gpus_per_node, "job_id": holder,
+                "mpi": spec.mpi, "gres": gres and holder is None})
+        except NodeError as exc:
+            return "skipped", False, f"skipped: the controller's daemon failed ({exc})", None
+        if isinstance(answer, dict) and isinstance(answer.get("skipped"), str):
+            return "skipped", False, answer["skipped"], None
+        code = answer.get("exit") if isinstance(answer, dict) else None
+        text = answer.get("output") if isinstance(answer, dict) else None
+        if not isinstance(code, int) or not isinstance(text, str):
+            return "skipped", False, "skipped: the controller's daemon answered no result", None
+        run = nccl.parse(text)
+        if run is None and code != 0:
+            if any(words in text for words in _NOT_FREE):
+                last = text.strip().splitlines()[-1][:200] if text.strip() else ""
+                return "skipped", False, ("skipped: the nodes were not free for a cross-node "
+                                          f"run ({last})"), None
+            if "No such file or directory" in text and "all_reduce_perf" in text:
+                host = text.rsplit(" on ", 1)[-1].split()[0] if " on " in text else "a node"
+                return "skipped", False, f"skipped: all_reduce_perf not installed on {host}", None
+        ok, figure, bandwidth = nccl.judge(run, code, text, ranks=len(group) * gpus_per_node,
+                                           threshold=spec.threshold,
+                                           where=f"{len(group)} nodes x {gpus_per_node} GPUs")
+        return "ran", ok, figure, bandwidth
+
+    outcome, ok, figure, bandwidth = await once(nodes)
+    if outcome == "skipped":
+        return {n: result("skip", figure) for n in nodes}
+    if ok:
+        return {n: result("pass", figure, bandwidth) for n in nodes}
+    pairs = nccl.ring_pairs(nodes)
+    pair_runs = {pair: await once(pair) for pair in pairs}
+    pair_ok = {pair: r[1] for pair, r in pair_runs.items() if r[0] == "ran"}
+    bad = nccl.blame(nodes, pair_ok)
+    if not bad:
+        why = ("every pair passes: the fault is in the whole, not one node" if pair_ok and
+               all(pair_ok.values()) else "no single node can be blamed"
+               if pairs else "two nodes: which one cannot be told (check with a third)")
+        return {n: result("warn", f"{figure}; {why}", bandwidth) for n in nodes}
+    out = {}
+    for n in nodes:
+        mine = [r for pair, r in pair_runs.items() if n in pair]
+        figures = "; ".join(f"with {b if a == n else a}: {r[2]}"
+                            for (a, b), r in pair_runs.items() if n in (a, b))
+        values = [r[3] for r in mine if r[3] is not None]
+        if n in bad:
+            out[n] = result(spec.severity, f"{figure}; {figures}",
+                            min(values, default=None))
+        else:
+            out[n] = result("pass", f"{where} failed, not on this node; {figures}",
+                            max(values, default=None))
+    return out

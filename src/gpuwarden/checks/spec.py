@@ -37,6 +37,9 @@ class CheckSpec(BaseModel):
     xid_class: Literal["hardware", "application"] | None = None
     seconds: float = Field(20.0, gt=0, le=3600)
     diag_level: Literal[1, 2, 3, 4] = 2
+    # the nccl check across nodes: Slurm's MPI plugin for its ranks (srun --mpi=pmix; None:
+    # the cluster's MpiDefault); nccl-tests must be built with MPI=1 for ranks to join up
+    mpi: str | None = Field(None, pattern=r"^[a-z0-9_]{1,32}$")
 
     @field_validator("needs")
     @classmethod

@@ -16,6 +16,7 @@ Routes (all behind the node token):
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gpuwarden.checks import nccl
 from gpuwarden.node.app import json_object, problem
 from gpuwarden.node.jobs import JobRef
 from gpuwarden.slurm import (
@@ -174,6 +176,7 @@ class SlurmBridge:
             Route("/api/v1/slurm/nodes", self._nodes),
             Route("/api/v1/slurm/nodes/{name}/{action}", self._node_action, methods=["POST"]),
             Route("/api/v1/slurm/partitions", self._partitions),
+            Route("/api/v1/slurm/nccl", self._nccl, methods=["POST"]),
         ]
 
     def _doc_or_503(self) -> dict[str, Any] | Response:
@@ -263,6 +266,37 @@ class SlurmBridge:
         if action == "resume":
             return await self._run(lambda: self.actions.resume(name), refresh=True)
         return problem(404, "Not Found", f"no node action {action!r}; use drain or resume")
+
+    async def _nccl(self, request: Request) -> Response:
+        """The cross-node NCCL check's step: ``{"nodes": [...], "gpus_per_node": N,
+        "job_id": holder or null, "mpi": plugin or null, "gres": true}`` runs one rank per
+        GPU of every node (``checks.nccl.rank_command``) and answers ``{"exit", "output"}``
+        (the control plane parses and judges it), or ``{"skipped": why}`` when nccl-tests
+        is not installed here."""
+        body = await json_object(request, '{"nodes": ["node1", "node2"], "gpus_per_node": 8}',
+                                 not_object=422)
+        if isinstance(body, Response):
+            return body
+        unknown = sorted(set(body) - {"nodes", "gpus_per_node", "job_id", "mpi", "gres"})
+        if unknown:
+            return problem(422, "Unprocessable Content", f"{unknown[0]}: unknown field; use "
+                           "nodes, gpus_per_node, job_id, mpi, gres")
+        nodes, gpus = body.get("nodes"), body.get("gpus_per_node")
+        if not isinstance(nodes, list) or len(nodes) < 2:
+            return problem(422, "Unprocessable Content",
+                           "nodes: give a list of two or more Slurm node names")
+        if shutil.which("all_reduce_perf") is None:
+            return JSONResponse({"skipped": "skipped: all_reduce_perf (nccl-tests) not "
+                                            f"installed on {self.node_name}"})
+
+        def step() -> dict[str, Any]:
+            done = self.actions.step(
+                nodes, gpus, nccl.rank_command(), job_id=body.get("job_id"),
+                mpi=body.get("mpi"), gpus_per_node=gpus if body.get("gres", True) else None)
+            return {"exit": done.returncode,
+                    "output": (done.stdout + "\n" + done.stderr).strip()[-65536:]}
+
+        return await self._run(step)
 
     async def _run(self, fn: Any, *, status: int = 200, refresh: bool = False) -> Response:
         try:

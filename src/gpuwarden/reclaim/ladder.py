@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gpuwarden.checks.model import HOLDER_NAME
 from gpuwarden.config import JobReclaimConfig
 
 Gpu = tuple[str, int]  # (inventory node name, GPU index)
@@ -78,6 +79,8 @@ def exemption(job: JobFacts, policy: JobReclaimConfig, now: float) -> str | None
     """Why ``job`` is never reclaimed, or None.  The grace period is not an exemption
     (see :func:`in_grace`)."""
     ex = policy.exempt
+    if job.name == HOLDER_NAME and job.user == "root":
+        return "gpuwarden's own health-check holder"
     if job.user in ex.users:
         return f"user {job.user} is exempt"
     if job.account and job.account in ex.accounts:

@@ -21,8 +21,10 @@ from gpuwarden.checks import (
     check_level,
     load_checks,
 )
+from gpuwarden.checks.model import HOLDER_NAME
 from gpuwarden.checks.react import react
-from gpuwarden.checks.remote import ask_node, compare_versions, slurm_places
+from gpuwarden.checks.remote import ask_node, compare_versions, cross_node_nccl, slurm_places
+from gpuwarden.checks.spec import CheckSpec, selected
 from gpuwarden.checks.store import CheckStore, StoredRun
 from gpuwarden.errors import NotFoundError
 from gpuwarden.nodeclient import NodeClient, NodeError
@@ -65,13 +67,19 @@ def expectation(cp: ControlPlane, node: Node) -> Expectation:
 
 
 async def run(cp: ControlPlane, names: Sequence[str] = (), level: str = "quick", *,
-              who: str = "checks", trigger: str = "on-demand") -> list[NodeChecks]:
+              who: str = "checks", trigger: str = "on-demand",
+              holder: int | None = None) -> list[NodeChecks]:
     """Run the checks up to ``level`` on ``names`` (every node when empty), store the
-    results and react; returns each node's results with what was done."""
+    results and react; returns each node's results with what was done.  On two or more
+    nodes the ``nccl`` checks run once across them (``cross_node_nccl``; inside the
+    ``holder`` job when one holds the nodes) instead of on each node alone."""
     check_level(level, "level")
     nodes = _nodes(cp, names)
     overrides = cp.config.checks.checks
     specs = load_checks(overrides)
+    cross = [s for s in selected(specs, level) if s.kind == "nccl"] if len(nodes) > 1 else []
+    per_node = {**overrides, **{s.name: {**(overrides.get(s.name) or {}), "enabled": False}
+                                for s in cross}}
     http = cp.http()
     book = store(cp)
     judged = {name: at for name, (at, _) in book.run_times().items()}
@@ -82,12 +90,15 @@ async def run(cp: ControlPlane, names: Sequence[str] = (), level: str = "quick",
         expect = replace(expectation(cp, node), xids_since=judged.get(node.name))
         try:
             return await ask_node(NodeClient(http, node.url, node.token_file, timeout=3600),
-                                  level, expect, overrides), None
+                                  level, expect, per_node), None
         except NodeError as exc:
             return [], str(exc)
 
     answers = dict(zip([n.name for n in nodes],
                        await asyncio.gather(*(one(n) for n in nodes)), strict=True))
+    for spec in cross:
+        for name, result in (await _across(cp, spec, answers, holder)).items():
+            answers[name][0].append(result)
     others = {}
     for name in {n.name for n in cp.inventory.nodes()} - set(answers):
         for check, (_, result) in book.latest(name).items():
@@ -99,6 +110,46 @@ async def run(cp: ControlPlane, names: Sequence[str] = (), level: str = "quick",
             for name, (_, error) in answers.items()}
     reactions = await _react(cp, runs, who)
     return [_view(book, name, reactions.get(name)) for name in answers]
+
+
+async def _across(cp: ControlPlane, spec: CheckSpec,
+                  answers: Mapping[str, tuple[list[CheckResult], str | None]],
+                  holder: int | None) -> dict[str, CheckResult]:
+    """``spec`` (an ``nccl`` check) across the nodes that answered with no failed check and
+    that Slurm can run a step on (held by ``holder``, or not drained); the others get a
+    skipped result that says why."""
+    from gpuwarden.services import slurm
+
+    def skip(why: str) -> CheckResult:
+        return CheckResult(spec.name, spec.level, "skip", f"skipped: {why}", "",
+                           spec.description)
+
+    out: dict[str, CheckResult] = {}
+    try:
+        controller = slurm._controller(cp, cp.http(), timeout=1800)  # the step takes minutes
+        places = await slurm_places(controller) if holder is None else {}
+    except (NodeError, NotFoundError) as exc:
+        return {name: skip(f"no Slurm controller to run it ({exc})") for name in answers}
+    healthy, gpus = [], []
+    for name, (results, error) in answers.items():
+        failed = next((r.name for r in results if r.verdict == "fail"), None)
+        count = next((r.value for r in results if r.name == "gpu_count"), None)
+        place = places.get(name)
+        if error or failed:
+            why = "the node did not answer" if error else f"{failed} failed"
+            out[name] = skip(f"not run across nodes: {why}")
+        elif holder is None and (place is None or place.drained):
+            out[name] = skip("not run across nodes: Slurm has it drained or does not "
+                             "know it (a cross-node run is a Slurm step)")
+        else:
+            healthy.append(name)
+            gpus.append(int(count) if count else 1)
+    if len(healthy) < 2:
+        return {**out, **{n: skip("a cross-node run needs two or more healthy nodes")
+                          for n in healthy}}
+    gres = all(places[n].gpus > 0 for n in healthy) if holder is None else False
+    return {**out, **await cross_node_nccl(controller, spec, healthy, min(gpus), holder,
+                                           gres=gres)}
 
 
 async def _react(cp: ControlPlane, runs: dict[str, StoredRun], who: str) -> dict[str, str]:
@@ -174,17 +225,17 @@ def _result_view(r: CheckResult, at: float | None) -> CheckResultView:
                            at=at)
 
 
-HOLDER_NAME = "gpuwarden-check"  # the Slurm job that holds a node while it is checked
-
-
 class PeriodicChecks:
     """``checks.every``: ``serve``'s loop that checks idle nodes, at most
     ``checks.max_parallel`` at once.  A node is a candidate when Slurm has it idle (no job,
     not drained) and its last run is older than ``every``; it is held meanwhile by an
     exclusive Slurm job (``gpuwarden-check``, ``sbatch --exclusive -w NODE``) so no job
-    lands on it.  A holder that does not start at once (the node got busy) is cancelled and
-    the node skipped; the holder is cancelled when the check ends.  Runs are recorded with
-    trigger ``periodic``, and react as any other run (alert, drain under ``checks.drain``)."""
+    lands on it.  When ``checks.level`` includes an ``nccl`` check and two or more nodes are
+    due, they are held together by one job (with their GPUs) and the all-reduce runs across
+    them as a step of it.  A holder that does not start at once (a node got busy) is
+    cancelled and its nodes skipped; the holder is cancelled when the check ends.  Runs are
+    recorded with trigger ``periodic``, and react as any other run (alert, drain under
+    ``checks.drain``)."""
 
     START_WAIT = 10.0  # seconds a holder job may take to start before the node is skipped
 
@@ -206,9 +257,10 @@ class PeriodicChecks:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), tick)
         finally:
-            for task in self.running.values():
+            tasks = set(self.running.values())
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self.running.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def cycle(self) -> list[str]:
         """Start the checks of the idle nodes due, up to the cap; returns their names."""
@@ -230,35 +282,47 @@ class PeriodicChecks:
                and place.state.lower() == "idle" and n.name not in busy
                and now - last.get(n.name, 0.0) >= self.every]
         due.sort(key=lambda name: last.get(name, 0.0))  # the longest unchecked first
-        for name in due[:room]:
-            self.running[name] = asyncio.create_task(self._check(name),
-                                                     name=f"periodic-check-{name}")
-        return due[:room]
+        batch = due[:room]
+        level = cp.config.checks.level
+        across = any(s.kind == "nccl" for s in selected(load_checks(cp.config.checks.checks),
+                                                          level))
+        groups = [batch] if across and len(batch) > 1 else [[name] for name in batch]
+        for group in groups:
+            gpus = min(places[name].gpus for name in group) if len(group) > 1 else 0
+            task = asyncio.create_task(self._check(group, gpus),
+                                       name=f"periodic-check-{','.join(group)}")
+            for name in group:
+                self.running[name] = task
+        return batch
 
-    async def _check(self, name: str) -> None:
+    async def _check(self, names: list[str], gpus: int) -> None:
         try:
-            await self._held_check(name)
+            await self._held_check(names, gpus)
         except Exception:  # logged here: nobody awaits this task's result
-            log.exception("periodic checks: %s failed", name)
+            log.exception("periodic checks: %s failed", ", ".join(names))
 
-    async def _held_check(self, name: str) -> None:
+    async def _held_check(self, names: list[str], gpus: int) -> None:
+        """Hold ``names`` with one exclusive job (with ``gpus`` GPUs of each when they are
+        checked together, for the cross-node step), check them, cancel the holder."""
         from gpuwarden.services import slurm
 
         cp = self.cp
         level = cp.config.checks.level
+        which = ", ".join(names)
         job_id = (await slurm.submit(cp, cp.http(), "checks", {
-            "script": "#!/bin/sh\nsleep 86400\n", "name": HOLDER_NAME, "nodes": 1,
-            "nodelist": [name], "exclusive": True, "time": HOLDER_MINUTES[level],
-            "output": "/dev/null",
-            "comment": f"gpuwarden: holds {name} for its periodic {level} checks"})).job_id
+            "script": "#!/bin/sh\nsleep 86400\n", "name": HOLDER_NAME, "nodes": len(names),
+            "nodelist": names, "exclusive": True, "time": HOLDER_MINUTES[level],
+            "output": "/dev/null", **({"gpus_per_node": gpus} if gpus else {}),
+            "comment": f"gpuwarden: holds {which} for its periodic {level} checks"})).job_id
         try:
-            if not await self._started(job_id, name):
-                self.skipped += 1
-                log.info("periodic checks: %s got busy (holder job %s did not start); skipped",
-                         name, job_id)
+            if not await self._started(job_id, names):
+                self.skipped += len(names)
+                log.info("periodic checks: %s got busy (holder job %s did not start); "
+                         "skipped", which, job_id)
                 return
-            await run(cp, [name], level, who="checks", trigger="periodic")
-            self.checked += 1
+            await run(cp, names, level, who="checks", trigger="periodic",
+                      holder=job_id if len(names) > 1 else None)
+            self.checked += len(names)
         finally:
             try:
                 await slurm.job_action(cp, cp.http(), "checks", job_id, "cancel")
@@ -266,8 +330,8 @@ class PeriodicChecks:
                 log.warning("periodic checks: cancelling holder job %s failed: %s",
                             job_id, exc)
 
-    async def _started(self, job_id: int | None, name: str) -> bool:
-        """Whether the holder job runs on ``name`` within ``START_WAIT`` seconds."""
+    async def _started(self, job_id: int | None, names: list[str]) -> bool:
+        """Whether the holder job runs on every one of ``names`` within ``START_WAIT``."""
         from gpuwarden.services import slurm
 
         loop = asyncio.get_running_loop()
@@ -275,7 +339,7 @@ class PeriodicChecks:
         while True:
             for job in await slurm.live_jobs(self.cp, self.cp.http()):
                 if str(job.get("job_id")) == str(job_id) and job.get("state") == "RUNNING":
-                    return name in (job.get("nodes") or [])
+                    return set(names) <= set(job.get("nodes") or [])
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.5)
@@ -283,4 +347,3 @@ class PeriodicChecks:
 
 # the holder's Slurm time limit (minutes) by level: it ends by itself if gpuwarden does not
 HOLDER_MINUTES = {"quick": "30", "standard": "90", "long": "360"}
-

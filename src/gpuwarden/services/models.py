@@ -598,3 +598,9 @@ class CheckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     level: Literal["quick", "standard", "long"] = "quick"
+
+
+class ChecksRequest(CheckRequest):
+    # the nodes to check together (empty: every node of the inventory); on two or more the
+    # NCCL all-reduce runs across them as one Slurm step
+    nodes: list[str] = Field(default_factory=list, max_length=1024)

@@ -201,10 +201,11 @@ async def job_history(cp: ControlPlane, *, job_id: int | None = None, user: str 
 # -- actions -----------------------------------------------------------------------------------
 
 
-def _controller(cp: ControlPlane, client: httpx.AsyncClient) -> NodeClient:
+def _controller(cp: ControlPlane, client: httpx.AsyncClient,
+                timeout: float = 30.0) -> NodeClient:
     for node in cp.inventory.nodes():
         if node.role == "controller":
-            return NodeClient(client, node.url, node.token_file)
+            return NodeClient(client, node.url, node.token_file, timeout)
     raise SlurmNotConfigured("Slurm is not configured: no node has role: controller; Slurm "
                              "actions need one")
 

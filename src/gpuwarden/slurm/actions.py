@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import pwd
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 from gpuwarden.slurm.adapter import SlurmAdapter
 from gpuwarden.slurm.errors import CommandFailed, ValidationError, classify_failure
 from gpuwarden.slurm.gres import parse_gres
 from gpuwarden.slurm.model import NodeInfo
+from gpuwarden.slurm.runner import CommandResult
 
 _JOB_ID_RE = re.compile(r"^[1-9][0-9]{0,9}(?:_[0-9]{1,7})?$")
+_MPI_RE = re.compile(r"^[a-z0-9_]{1,32}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _GRES_RE = re.compile(r"^[A-Za-z0-9_:,()-]{1,200}$")
 _TIME_RE = re.compile(r"^(?:\d+-\d{1,2}(?::\d{1,2}){0,2}|\d+(?::\d{1,2}){0,2}|UNLIMITED|INFINITE)$")
@@ -235,6 +238,39 @@ class SlurmActions:
     def resume(self, node: str) -> None:
         name = self._node(node, self.adapter.nodes())
         self.adapter.run("scontrol", ["update", f"NodeName={name}", "State=RESUME"])
+
+    # ---- steps ------------------------------------------------------------------------
+    def step(self, nodes: Sequence[str], tasks_per_node: int, command: Sequence[str], *,
+             job_id: int | str | None = None, mpi: str | None = None,
+             gpus_per_node: int | None = None, wait: int = 10,
+             timeout: float = 900.0) -> CommandResult:
+        """Run ``command`` as one ``srun`` step over ``nodes``, ``tasks_per_node`` tasks on
+        each, and return its exit status and output whatever they are.  Inside the job
+        ``job_id`` (one that holds the nodes) the step overlaps it; else it is an exclusive
+        allocation of its own that gives up after ``wait`` seconds when the nodes are not
+        free (``--immediate``), so it never waits behind or disturbs running work.
+        ``gpus_per_node`` asks for the GPUs too (``--gpus-per-node``); ``mpi`` is Slurm's MPI
+        plugin (``--mpi=pmix``; default: the cluster's MpiDefault)."""
+        info = self.adapter.nodes()
+        names = [self._node(n, info, f"nodes[{i}]") for i, n in enumerate(nodes)]
+        if not names or len(set(names)) != len(names):
+            raise ValidationError("nodes", "is empty or names a node twice",
+                                  "give each node once")
+        tasks = _positive(tasks_per_node, "tasks_per_node", 1024)
+        argv = [f"--nodes={len(names)}", f"--nodelist={','.join(names)}",
+                f"--ntasks-per-node={tasks}", "--kill-on-bad-exit=1"]
+        if job_id is not None:
+            argv += [f"--jobid={validate_job_id(job_id)}", "--overlap"]
+        else:
+            argv += ["--exclusive", f"--immediate={_positive(wait, 'wait')}"]
+            if gpus_per_node is not None:
+                argv.append(f"--gpus-per-node={_positive(gpus_per_node, 'gpus_per_node')}")
+        if mpi is not None:
+            if not isinstance(mpi, str) or not _MPI_RE.match(mpi):
+                raise ValidationError("mpi", f"{mpi!r} is not an MPI plugin name",
+                                      "use one srun --mpi=list shows, such as pmix or pmi2")
+            argv.append(f"--mpi={mpi}")
+        return self.adapter.run("srun", [*argv, *command], timeout=timeout, check=False)
 
     # ---- checks -----------------------------------------------------------------------
     @staticmethod

@@ -28,7 +28,7 @@ from gpuwarden.slurm.parsers import (
 from gpuwarden.slurm.runner import CommandResult, Runner, SubprocessRunner
 
 CLIENT_COMMANDS = ("squeue", "sinfo", "sdiag", "scontrol", "sbatch", "scancel", "sacct",
-                   "sacctmgr", "sshare")
+                   "sacctmgr", "sshare", "srun")
 INSTALL_HINT = "apt-get install -y slurm-wlm munge"
 
 GpuDetail = Mapping[str, tuple[int, ...]]
@@ -71,8 +71,11 @@ class SlurmAdapter:
         *,
         stdin: str | None = None,
         timeout: float | None = None,
+        check: bool = True,
     ) -> CommandResult:
-        """Run one Slurm client command; raise a classified :class:`SlurmError` on failure."""
+        """Run one Slurm client command; raise a classified :class:`SlurmError` on failure
+        (``check=False``: a non-zero exit is returned, for commands whose output says more
+        than their status, such as a step's)."""
         if command not in CLIENT_COMMANDS:
             raise ValueError(f"not a Slurm client command: {command!r}")
         argv = [command, *args]
@@ -89,7 +92,7 @@ class SlurmAdapter:
                                command=" ".join(argv)) from exc
         except OSError as exc:
             raise SlurmError(f"{command} could not run: {exc}", command=" ".join(argv)) from exc
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             raise classify_failure(argv, result.returncode, result.stderr or result.stdout)
         return result
 
