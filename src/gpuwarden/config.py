@@ -278,11 +278,10 @@ class AgentConfig(_Strict):
 
     def api_key(self) -> str | None:
         if self.api_key_file is not None:
-            try:
-                return self.api_key_file.read_text().strip()
-            except OSError as exc:
-                raise GpuwardenError(f"agent.api_key_file {self.api_key_file}: cannot read it "
-                                     f"({exc.strerror})") from None
+            from gpuwarden.bearer import read_secret_file
+
+            return read_secret_file(self.api_key_file,
+                                    f"agent.api_key_file {self.api_key_file}", "the API key")
         if self.api_key_env is not None:
             key = os.environ.get(self.api_key_env)
             if not key:

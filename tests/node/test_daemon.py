@@ -99,3 +99,36 @@ def test_port_in_use_is_one_line(daemon_factory):
     result = run_cli("node", "--gpu-backend", "sim", "--no-auth", "--port", busy)
     assert result.returncode != 0 and f"--port {busy}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_secret_files_are_read_by_one_reader_that_warns_of_loose_modes(tmp_path, caplog):
+    """Tokens, the RunPod key and the LLM key: stripped, an empty or unreadable file an error
+    that names the setting, and a file other users may read warned about once, by path."""
+    import logging
+
+    from gpuwarden.bearer import read_secret_file, read_token_file
+    from gpuwarden.config import AgentConfig
+    from gpuwarden.errors import GpuwardenError
+    from gpuwarden.providers.runpod.client import load_api_key
+
+    tight, loose, empty = tmp_path / "tight", tmp_path / "loose", tmp_path / "empty"
+    tight.write_text("k" * 32 + "\n")
+    tight.chmod(0o600)
+    loose.write_text("rpa_" + "x" * 20 + "\n")
+    loose.chmod(0o644)
+    empty.write_text("\n")
+    with caplog.at_level(logging.WARNING, logger="gpuwarden.bearer"):
+        assert read_token_file(tight, "--token-file tight") == "k" * 32
+        assert caplog.records == []
+        assert load_api_key({}, loose).reveal() == "rpa_" + "x" * 20
+        assert load_api_key({}, loose).reveal() == "rpa_" + "x" * 20
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"runpod.api_key_file {loose}: other users can read it (mode 644); "
+                      f"chmod 600 {loose}"]  # once, whatever the number of reads
+    with pytest.raises(GpuwardenError, match=r"agent.api_key_file .*empty: the file is empty; "
+                                             "write the API key into it"):
+        AgentConfig(api_key_file=empty).api_key()
+    with pytest.raises(GpuwardenError, match="the token is empty"):
+        read_token_file(empty, "--token-file empty")
+    with pytest.raises(GpuwardenError, match=r"cannot read it .*holding the token"):
+        read_secret_file(tmp_path / "absent", "--token-file absent")

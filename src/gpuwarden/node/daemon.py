@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,10 +49,7 @@ def resolve_token(token_file: Path | None, no_auth: bool, host: str) -> str | No
             )
         return None
     if token_file is not None:
-        token = read_token_file(token_file, f"--token-file {token_file}")
-        if token_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("token file %s is readable by other users; chmod 600 it", token_file)
-        return token
+        return read_token_file(token_file, f"--token-file {token_file}")
     token = os.environ.get(TOKEN_ENV, "").strip()
     if token:
         return check_token(token, TOKEN_ENV)

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from gpuwarden.bearer import read_secret_file
 from gpuwarden.errors import GpuwardenError
 from gpuwarden.providers.base import Clock, ProviderError, SystemClock
 
@@ -46,15 +47,8 @@ def load_api_key(env: Mapping[str, str] | None = None, key_file: Path | None = N
     if env.get("RUNPOD_API_KEY", "").strip():
         return ApiKey(env["RUNPOD_API_KEY"].strip())
     if key_file is not None:
-        try:
-            value = key_file.expanduser().read_text().strip()
-        except OSError as exc:
-            raise GpuwardenError(f"runpod.api_key_file {key_file}: cannot read it "
-                                 f"({exc.strerror})") from None
-        if value:
-            return ApiKey(value)
-        raise GpuwardenError(f"runpod.api_key_file {key_file}: the file is empty; write "
-                             "the API key into it")
+        return ApiKey(read_secret_file(key_file, f"runpod.api_key_file {key_file}",
+                                       "the API key"))
     raise GpuwardenError("RunPod API key: set RUNPOD_API_KEY or runpod.api_key_file: PATH "
                          "(create a key in the RunPod console)")
 
