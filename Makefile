@@ -76,8 +76,9 @@ web: $(WEB_DIST)
 web-test: $(WEB_DEPS)
 	cd web && npm test
 
+# two workers, each test file whole on one of them (its module fixtures, its order)
 test: $(STAMP) system-deps lint web web-test
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 # The pod bootstrap on a fresh Debian (tests/pods): debootstrap'd pods in namespaces, root
 # only; the base root filesystem is cached in /var/cache/gpuwarden-test-pods.

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.metrics.hostile_server import HostileServer, hostile_server
-from tests.metrics.test_scraper_hostile import EXPECTED
+from tests.metrics.test_scraper_hostile import EXPECTED, TIMEOUT
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ def test_hostile_nodes_never_hurt_the_cluster(daemon_factory, hostile, tmp_path,
     nodes += [{"name": f"bad-{b}", "url": hostile.url(b)} for b in EXPECTED]
     config = tmp_path / "gpuwarden.yaml"
     config.write_text(yaml.safe_dump({
-        "cluster": "hostile", "scrape": {"interval": INTERVAL, "timeout": 1.0},
+        "cluster": "hostile", "scrape": {"interval": INTERVAL, "timeout": TIMEOUT},
         "watchdog": {"interval": 1.0}, "nodes": nodes}))
     serve = serve_factory(config, tmp_path / "home")
     names = [n["name"] for n in nodes]

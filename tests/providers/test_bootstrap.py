@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
 
 from gpuwarden import processes
 from gpuwarden.providers.base import NodeRecord
-from gpuwarden.providers.bootstrap import render_script
+from gpuwarden.providers.bootstrap import SOCKET_PATH_MAX, render_script, write_slurm_config
 from gpuwarden.providers.local import slurm_available
 from gpuwarden.providers.registry import upsert_provider_nodes
 from tests.conftest import free_port
@@ -41,6 +44,11 @@ def healthy(url: str) -> bool:
                     "slurm-wlm munge) and root")
 def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, db,
                                                                        serve_factory):
+    # The pods' roots are short: slurmd makes its step sockets in the pod's spool
+    # (<root>/var/spool/slurmd/node1/node1_<job>.<step>) and a socket path holds 107 bytes,
+    # which a tmp_path under pytest-xdist (.../pytest-N/popen-gw0/test_bootstrap_.../) is
+    # too deep for. Left behind when the test fails, with the Slurm logs in it.
+    base = Path(tempfile.mkdtemp(prefix="gw-boot-"))
     script = tmp_path / "bootstrap.sh"
     script.write_text(render_script())
     tag = f"bootstrap-test:{tmp_path}"
@@ -63,7 +71,7 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
     pods, urls = [], []
     try:
         for rank in (0, 1):
-            root = tmp_path / f"pod{rank}"
+            root = base / f"pod{rank}"
             (root / "dev").mkdir(parents=True)
             os.mknod(root / "dev" / "nvidia0", 0o666 | stat.S_IFCHR, os.makedev(195, rank))
             port = free_port()
@@ -78,7 +86,7 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
                      lambda url=url, i=i: healthy(url) or pods[i].poll() is not None)
             assert pods[i].poll() is None, (tmp_path / f"pod{i}.log").read_text()
 
-        slurm_env = {**common, "SLURM_CONF": str(tmp_path / "pod0/etc/slurm/slurm.conf")}
+        slurm_env = {**common, "SLURM_CONF": str(base / "pod0/etc/slurm/slurm.conf")}
         sinfo = wait_for("both nodes idle", lambda: (lambda out: out if out.split() == [
             "node1", "idle", "node2", "idle"] else None)(subprocess.run(
                 ["sinfo", "-N", "-h", "-o", "%N %t"], env=slurm_env, capture_output=True,
@@ -87,8 +95,9 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
         run = subprocess.run(["srun", "-N2", "--gres=gpu:1", "-t", "1", "bash", "-c",
                               "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"], env=slurm_env,
                              capture_output=True, text=True, timeout=60)
-        assert sorted(run.stdout.split("\n")[:2]) == ["node1 0", "node2 0"], run.stderr
-        assert not (tmp_path / "pod0/etc/gpuwarden/node.token").stat().st_mode & 0o077
+        assert sorted(run.stdout.split("\n")[:2]) == ["node1 0", "node2 0"], \
+            f"{run.stderr}(slurmd's logs: {base}/pod*/var/log/slurm)"
+        assert not (base / "pod0/etc/gpuwarden/node.token").stat().st_mode & 0o077
         assert "pod-token-0123456789abcdef" not in script.read_text()
 
         # the control plane scrapes both node daemons once they are registered
@@ -115,3 +124,17 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
         for pid in processes.tagged(tag):
             processes.terminate(pid)
         assert not processes.tagged(tag)
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_pod_root_too_deep_for_slurmds_sockets_is_refused_before_slurm_starts(tmp_path):
+    env = {"GPUWARDEN_CONTROLLER_ADDR": "127.0.0.1", "GPUWARDEN_NODE_RANK": "1",
+           "GPUWARDEN_NODE_CPUS": "1", "GPUWARDEN_NODE_MEMORY_MB": "512"}
+    # job 1's socket would just fit (107 bytes), a later job's would not
+    deep = "/" + "d" * (SOCKET_PATH_MAX - 1 - len("/var/spool/slurmd/node2/node2_1.0"))
+    assert len(f"{deep}/var/spool/slurmd/node2/node2_1.0") == SOCKET_PATH_MAX
+    with pytest.raises(ValueError, match=r"node2_67108863\.4294967291\), more than the 107"):
+        write_slurm_config(env, deep, tmp_path / "deep", "host")
+    assert not (tmp_path / "deep").exists()
+    write_slurm_config(env, "/", tmp_path / "short", "host")  # a pod's usual root
+    assert "SlurmdSpoolDir=/var/spool/slurmd/%n" in (tmp_path / "short/slurm.conf").read_text()

@@ -309,8 +309,28 @@ def cluster_spec(env: Mapping[str, str], root: str, hostname: str) -> ClusterSpe
     )
 
 
+# slurmd's step sockets, <spool>/<node>/<node>_<job>.<step>, at their longest: the largest
+# job id Slurm gives (MaxJobId's ceiling) and the batch step's id. A Unix socket path holds
+# 107 bytes; past that every job on the node fails at launch ("Task launch ... Unspecified
+# error", slurmd's log: "Unix socket path ... is too long"), long after the node came up idle.
+_LONGEST_STEP_SOCKET = "_67108863.4294967291"
+SOCKET_PATH_MAX = 107
+
+
+def check_spool_sockets(spec: ClusterSpec, node: str) -> None:
+    """Raise ``ValueError`` when the step sockets of ``node`` would not fit a Unix socket
+    path (a deep ``GPUWARDEN_POD_ROOT``)."""
+    longest = f"{spec.spool_dir}/{node}/{node}{_LONGEST_STEP_SOCKET}"
+    size = len(longest.encode())
+    if size > SOCKET_PATH_MAX:
+        raise ValueError(f"GPUWARDEN_POD_ROOT: slurmd's step sockets would be up to {size} "
+                         f"bytes long ({longest}), more than the {SOCKET_PATH_MAX} a Unix "
+                         "socket path holds: use a shorter pod root")
+
+
 def write_slurm_config(env: Mapping[str, str], root: str, out: Path, hostname: str) -> None:
     spec = cluster_spec(env, root, hostname)
+    check_spool_sockets(spec, f"node{_int_env(env, 'GPUWARDEN_NODE_RANK', 0) + 1}")
     rendered = render_config(spec)
     slurm_conf, gres_conf = rendered.slurm_conf, rendered.gres_conf
     if not env.get("GPUWARDEN_SLURM_NODES"):
@@ -343,7 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("script", help="print the bootstrap script")
     args = parser.parse_args(argv)
     if args.command == "slurm-config":
-        write_slurm_config(os.environ, args.root, args.out, socket.gethostname().split(".")[0])
+        try:
+            write_slurm_config(os.environ, args.root, args.out,
+                               socket.gethostname().split(".")[0])
+        except ValueError as exc:  # a GPUWARDEN_* value it cannot use: one line, no traceback
+            print(f"gpuwarden bootstrap: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "dynamic-conf":
         print(dynamic_conf(os.environ))
     else:
