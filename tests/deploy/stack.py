@@ -27,6 +27,7 @@ import yaml
 
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions
 from tests.conftest import Daemon, free_port, start_daemon
+from tests.waiting import wait_until
 
 TOKEN = "deploy-test-token"
 SLEEP = "#!/bin/sh\nsleep 600\n"
@@ -79,17 +80,6 @@ def run_cli(*args: str, home: Path, **kw: Any) -> subprocess.CompletedProcess[st
                             **kw)
     assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def wait_for(what: str, check, timeout: float = 40.0, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def start_stack(tmp: Path, stoppers: list) -> Stack:
@@ -165,14 +155,14 @@ def start_stack(tmp: Path, stoppers: list) -> Stack:
         except httpx.HTTPError:
             return False
 
-    wait_for("prometheus to be ready", ready)
+    wait_until("prometheus to be ready", ready, timeout=40, interval=0.5)
     stack = Stack(tmp, url, config, prom_dir, graf_dir, daemons, home, jobs)
     # the workload is visible in Prometheus: jobs on GPUs, a pending reason, rules evaluated
-    wait_for("the workload in Prometheus", lambda: (
+    wait_until("the workload in Prometheus", lambda: (
         len(stack.query("gpuwarden_gpu_job_info")) == 3
         and stack.query('slurm_jobs_pending{reason="JobHeldUser"}')
         and stack.query("gpuwarden:job_gpu_wasted_cost_per_hour")
-        and stack.query('up{node="node4"} == 0')), timeout=60)
+        and stack.query('up{node="node4"} == 0')), timeout=60, interval=0.5)
     return stack
 
 

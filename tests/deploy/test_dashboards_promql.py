@@ -20,8 +20,8 @@ from tests.deploy.stack import (
     start_stack,
     substitute,
     targets,
-    wait_for,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -97,6 +97,6 @@ def test_cost_and_waste_agree_with_the_control_plane(stack: Stack, serve_factory
     for title, state in (("GPUs busy", "busy"), ("GPUs idle, no job", "idle"),
                          ("GPUs allocated but idle", "allocated_idle"), ("GPUs lost", "down")):
         expr = substitute(overview_exprs[f"panel {title!r} A"], every)
-        got = wait_for(f"{title} to settle", lambda expr=expr, state=state: (
-            _value(stack, expr) == gpus[state]) or None, timeout=10)
+        got = wait_until(f"{title} to settle", lambda expr=expr, state=state: (
+            _value(stack, expr) == gpus[state]) or None, timeout=10, interval=0.5)
         assert got, (title, gpus)

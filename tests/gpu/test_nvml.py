@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import time
 
 import pynvml
 import pytest
@@ -11,15 +10,7 @@ import pytest
 from gpuwarden.gpu.model import NoGpuFound
 from gpuwarden.gpu.nvml import NvmlSource
 from tests.fakes.fake_pynvml import _FUNCTIONS, FakeNvml, consumer_gpu, h100
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return False
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -189,7 +180,8 @@ def test_xid_events_are_counted_per_xid_and_told_apart(box):
     fake.inject_xid(1, 79)
     fake.inject_xid(1, 13)
     fake.inject_xid(1, 13)
-    assert wait_for(lambda: sum(x.count for x in source.poll().gpus[1].xids) == 3)
+    wait_until("3 XIDs counted", lambda: sum(x.count for x in source.poll().gpus[1].xids) == 3,
+               timeout=5, interval=0.02)
     gpu = source.poll().gpus[1]
     counts = {x.xid: (x.count, x.application) for x in gpu.xids}
     assert counts == {13: (2, True), 79: (1, False)}

@@ -48,6 +48,7 @@ from gpuwarden.slurm.model import SlurmSnapshot
 from gpuwarden.slurm.parsers import FieldFormatShape, parse_sdiag
 from tests.conftest import Daemon, free_port
 from tests.fakes.fake_pynvml import FakeNvml, h100
+from tests.waiting import wait_until
 
 DATA = Path(__file__).resolve().parent.parent / "slurm" / "data"
 PROMETHEUS = shutil.which("prometheus")
@@ -312,15 +313,6 @@ def test_a_live_slurm_controller_too(daemon_factory: Callable[..., Daemon],
         actions.cancel(job)
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary is not installed "
                     "(apt-get install prometheus; `make test` installs it)")
@@ -345,7 +337,7 @@ def test_prometheus_stores_the_same_series_as_the_embedded_store(
                 except httpx.HTTPError:
                     return False
 
-            wait_for(ready, "prometheus to be ready")
+            wait_until("prometheus to be ready", ready, interval=0.3)
             prometheus = PrometheusStore(client)
             names = sorted({name for name, _ in exposition})
 
@@ -354,7 +346,7 @@ def test_prometheus_stores_the_same_series_as_the_embedded_store(
                 return len(up) == len(nodes) and all(s.points[-1][1] == 1 for s in up) and \
                     bool(prometheus.series(parse_selector("slurm_node_state")))
 
-            wait_for(scraped, "prometheus to scrape every node")
+            wait_until("prometheus to scrape every node", scraped, interval=0.3)
             held: set[tuple[str, Series]] = set()
             for name in names:
                 for labels in prometheus.series(parse_selector(name)):

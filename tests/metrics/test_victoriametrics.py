@@ -17,7 +17,8 @@ import yaml
 from gpuwarden.metrics.model import parse_selector
 from gpuwarden.metrics.prometheus import PrometheusStore
 from tests.conftest import Daemon, free_port, stop
-from tests.deploy.stack import run_cli, wait_for
+from tests.deploy.stack import run_cli
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +92,7 @@ def victoriametrics(tmp_path: Path, daemon_factory: Callable[..., Daemon]
             return False
 
     try:
-        wait_for("victoria-metrics to answer /health", healthy, interval=0.2)
+        wait_until("victoria-metrics to answer /health", healthy, timeout=40)
         yield url, node
     finally:
         stop(proc)
@@ -104,8 +105,8 @@ def test_the_store_reads_the_newest_points_through_victoriametrics(
     store = PrometheusStore(url)
     try:
         up = parse_selector('gpuwarden_gpu_up{node="n1"}')
-        wait_for("VictoriaMetrics to scrape n1", lambda: len(store.latest(up, max_age=10)) == 2,
-                 interval=0.2)
+        wait_until("VictoriaMetrics to scrape n1",
+                   lambda: len(store.latest(up, max_age=10)) == 2, timeout=40)
         # its value is the time of the node's last poll (every second): the newest point of a
         # range must be the newest poll, not one 30 s old repeated
         polled = parse_selector('gpuwarden_collector_last_success_timestamp_seconds{node="n1"}')
@@ -118,7 +119,7 @@ def test_the_store_reads_the_newest_points_through_victoriametrics(
             # VictoriaMetrics' default 30 s latency offset shows nothing this young
             return points if len(points) >= 6 and now - started > 8 else None
 
-        points = wait_for("eight seconds of points", fresh, timeout=40, interval=0.2)
+        points = wait_until("eight seconds of points", fresh, timeout=40, interval=0.2)
         now = time.time()
         assert now - points[-1][0] < 3 and now - points[-1][1] < 4, points
         assert [v for _, v in points] == sorted(v for _, v in points)

@@ -3,8 +3,6 @@ real local Slurm cluster when Slurm is installed and we are root."""
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
@@ -24,6 +22,7 @@ from gpuwarden.providers import (
 from gpuwarden.providers.local import LocalProvider, slurm_available
 from gpuwarden.slurm import SlurmActions, SubmitOptions
 from gpuwarden.state.inventory import Inventory
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -87,12 +86,14 @@ def stop_and_start(spec, db, rt) -> None:
     if slurm is not None:  # a job on the node: it is not stopped, nor left drained
         options = SubmitOptions(nodelist=("loc-node2",), time="5", output="/dev/null")
         job = SlurmActions(slurm.adapter()).submit("#!/bin/sh\nsleep 60\n", options)
-        wait_for(lambda: slurm_node("loc-node2").state in ("allocated", "mixed"))
+        wait_until("loc-node2 runs the job", lambda: slurm_node("loc-node2").state in (
+            "allocated", "mixed"), timeout=20, interval=0.1)
         with pytest.raises(GpuwardenError, match="loc-node2 still runs Slurm jobs"):
             stop_node("loc", "loc-node2", db, runtime=rt)
         assert "DRAIN" not in slurm_node("loc-node2").flags and slurmd_alive("loc-node2")
         SlurmActions(slurm.adapter()).cancel(job)
-        wait_for(lambda: slurm_node("loc-node2").state == "idle")
+        wait_until("loc-node2 idle again", lambda: slurm_node("loc-node2").state == "idle",
+                   timeout=20, interval=0.1)
 
     with pytest.raises(ConflictError, match="loc-node1 is the Slurm controller"):
         stop_node("loc", "loc-node1", db, runtime=rt)  # while loc-node2 runs
@@ -119,13 +120,6 @@ def stop_and_start(spec, db, rt) -> None:
     assert Inventory(db).nodes()[1].url == started.url
     if slurm is not None:
         assert slurm_node("loc-node2").state == "idle" and slurmd_alive("loc-node2")
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def test_local_budget_uses_the_price_status_shows(db, tmp_path):

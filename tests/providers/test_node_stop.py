@@ -4,8 +4,6 @@ file's ``autostop``.  The local provider's stop/start runs in test_local_lifecyc
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 from rich.console import Console
@@ -30,15 +28,7 @@ from gpuwarden.providers.static import StaticProvider
 from gpuwarden.state.inventory import Inventory
 from tests.providers.conftest import runpod_spec
 from tests.providers.test_runpod_lifecycle import assert_contract_kept
-
-
-def wait_until(what: str, predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.waiting import wait_until
 
 
 def billing(fake, runtime) -> dict[str, dict]:
@@ -78,7 +68,7 @@ def test_stop_reaches_exactly_that_pod_status_shows_it_at_0_and_up_starts_it(
     before = billing(fake_runpod, runtime)
     ctl = pod_named(fake_runpod, "gw-dev-1")["id"]
     wait_until("the running pods to accrue", lambda: billing(fake_runpod, runtime)[ctl][
-        "gpuAmount"] > before[ctl]["gpuAmount"])
+        "gpuAmount"] > before[ctl]["gpuAmount"], timeout=10, interval=0.02)
     assert billing(fake_runpod, runtime)[victim["id"]]["gpuAmount"] == before[victim["id"]][
         "gpuAmount"]
 
@@ -127,7 +117,7 @@ def test_down_deletes_a_stopped_pod_whose_disk_still_bills(fake_runpod, runtime,
     pod = pod_named(fake_runpod, "gw-dev-1")["id"]
     stop_node("dev", "dev-node1", db, runtime=runtime)
     first = billing(fake_runpod, runtime)[pod]
-    later = wait_until("the stopped pod's disk to bill", lambda: (
+    later = wait_until("the stopped pod's disk to bill", timeout=10, interval=0.02, check=lambda: (
         r := billing(fake_runpod, runtime)[pod])["diskAmount"] > first["diskAmount"] and r)
     assert later["gpuAmount"] == first["gpuAmount"]
 
@@ -135,7 +125,8 @@ def test_down_deletes_a_stopped_pod_whose_disk_still_bills(fake_runpod, runtime,
     assert result.terminated == ("gw-dev-1",) and fake_runpod.live_pods() == []
     gone = billing(fake_runpod, runtime)[pod]
     ended = fake_runpod.clock()
-    wait_until("time to pass", lambda: fake_runpod.clock() > ended + 0.01)
+    wait_until("time to pass", lambda: fake_runpod.clock() > ended + 0.01, timeout=10,
+               interval=0.02)
     assert billing(fake_runpod, runtime)[pod] == gone  # nothing left billing
     assert Inventory(db).nodes() == []
     assert_contract_kept(fake_runpod)
