@@ -24,7 +24,7 @@ from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions
 from tests.conftest import Daemon, Serve, start_daemon, start_serve, stop
 from tests.e2e.conftest import DIST, _admin_token, eventually, shot, sign_in
 from tests.e2e.conftest import signed_in as signed_in_at
-from tests.slurm.conftest import wait_until  # slurm_cluster comes from tests/conftest.py
+from tests.waiting import wait_until  # slurm_cluster comes from tests/conftest.py
 
 pytestmark = pytest.mark.slow
 

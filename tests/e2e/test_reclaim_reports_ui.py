@@ -34,7 +34,7 @@ from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions
 from tests.conftest import Daemon, Serve, start_daemon, start_serve, stop
 from tests.e2e.conftest import DIST, _admin_token, eventually, shot
 from tests.e2e.conftest import signed_in as signed_in_at
-from tests.slurm.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

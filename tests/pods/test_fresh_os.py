@@ -39,7 +39,7 @@ from gpuwarden.providers.registry import upsert_provider_nodes
 from gpuwarden.providers.runpod.provider import START_COMMAND, RunPodProvider
 from gpuwarden.providers.spec import ClusterDescription
 from tests.pods import rootfs
-from tests.slurm.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

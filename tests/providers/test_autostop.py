@@ -16,8 +16,8 @@ from gpuwarden.providers.local import LocalProvider, slurm_available
 from gpuwarden.slurm import SlurmActions, SubmitOptions
 from tests.conftest import start_serve, stop
 from tests.e2e.conftest import _admin_token
-from tests.slurm.conftest import wait_until
 from tests.slurm.test_reclaim import Receiver
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not slurm_available(), reason="needs Slurm and root")]

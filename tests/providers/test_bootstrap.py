@@ -23,14 +23,9 @@ from gpuwarden.providers.bootstrap import SOCKET_PATH_MAX, render_script, write_
 from gpuwarden.providers.local import slurm_available
 from gpuwarden.providers.registry import upsert_provider_nodes
 from tests.conftest import free_port
-from tests.slurm.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(what, check, timeout=60.0):
-    """The shared wait helper with this module's 60 s default (pods boot slowly)."""
-    return wait_until(what, check, timeout, interval=0.3)
 
 
 def healthy(url: str) -> bool:
@@ -82,15 +77,16 @@ def test_bootstrap_forms_a_slurm_cluster_scraped_by_the_control_plane(tmp_path, 
                                          stderr=subprocess.STDOUT, cwd=root))
             urls.append(f"http://127.0.0.1:{port}")
         for i, url in enumerate(urls):
-            wait_for(f"pod{i} daemon ({(tmp_path / f'pod{i}.log')})",
-                     lambda url=url, i=i: healthy(url) or pods[i].poll() is not None)
+            wait_until(f"pod{i} daemon ({(tmp_path / f'pod{i}.log')})",
+                       lambda url=url, i=i: healthy(url) or pods[i].poll() is not None,
+                       timeout=60, interval=0.3)
             assert pods[i].poll() is None, (tmp_path / f"pod{i}.log").read_text()
 
         slurm_env = {**common, "SLURM_CONF": str(base / "pod0/etc/slurm/slurm.conf")}
-        sinfo = wait_for("both nodes idle", lambda: (lambda out: out if out.split() == [
+        sinfo = wait_until("both nodes idle", lambda: (lambda out: out if out.split() == [
             "node1", "idle", "node2", "idle"] else None)(subprocess.run(
                 ["sinfo", "-N", "-h", "-o", "%N %t"], env=slurm_env, capture_output=True,
-                text=True).stdout))
+                text=True).stdout), timeout=60, interval=0.3)
         assert sinfo
         run = subprocess.run(["srun", "-N2", "--gres=gpu:1", "-t", "1", "bash", "-c",
                               "echo $SLURMD_NODENAME $CUDA_VISIBLE_DEVICES"], env=slurm_env,

@@ -23,7 +23,7 @@ from gpuwarden.providers.health import probe
 from gpuwarden.providers.secrets import ensure_token
 from tests.conftest import free_port
 from tests.providers.conftest import WHEEL
-from tests.providers.test_bootstrap import wait_for
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -64,8 +64,9 @@ def test_a_tampered_wheel_stops_the_bootstrap_at_the_hash_check(pod, wheel_serve
                     GPUWARDEN_INSTALL_SHA256=hashlib.sha256(b"the real wheel").hexdigest(),
                     GPUWARDEN_NODE_TOKEN="t0ken", GPUWARDEN_MUNGE_KEY_B64="")
     with httpx.Client() as http:
-        seen = wait_for("the failure on /healthz", lambda: (
-            lambda p: p if p.bootstrap == "failed" else None)(probe(http, url)))
+        seen = wait_until("the failure on /healthz", lambda: (
+            lambda p: p if p.bootstrap == "failed" else None)(probe(http, url)), timeout=60,
+            interval=0.3)
     assert seen.step == "download gpuwarden (hash-checked)" and not seen.healthy
     assert "DO NOT MATCH THE HASHES" in seen.log and seen.version == __version__
     # nothing after the hash check ran: no install, no token written, no daemon
@@ -79,8 +80,9 @@ def test_secrets_arrive_once_from_the_key_holder_then_the_daemon_starts(pod, tmp
     url, proc = pod(GPUWARDEN_SKIP_INSTALL="1", **enrollment_env(ws))
     assert ENV in enrollment_env(ws)
     with httpx.Client() as http:
-        seen = wait_for("the pod waiting for its secrets", lambda: (
-            lambda p: p if p.bootstrap == "waiting" else None)(probe(http, url)))
+        seen = wait_until("the pod waiting for its secrets", lambda: (
+            lambda p: p if p.bootstrap == "waiting" else None)(probe(http, url)), timeout=60,
+            interval=0.3)
         assert seen.step == "waiting for secrets"
         # someone who read the pod's environment has the hash, not the key
         impostor = Workspace(tmp_path / "other-home", "agent")
@@ -88,7 +90,8 @@ def test_secrets_arrive_once_from_the_key_holder_then_the_daemon_starts(pod, tmp
             deliver_secrets(http, impostor, url, "gw-agent-1")
         assert not (tmp_path / "pod/etc/gpuwarden/node.token").exists()
         deliver_secrets(http, ws, url, "gw-agent-1")
-        wait_for("the node daemon", lambda: probe(http, url).healthy)
+        wait_until("the node daemon", lambda: probe(http, url).healthy, timeout=60,
+                   interval=0.3)
         token = ensure_token(ws.token_file("agent"))
         written = tmp_path / "pod/etc/gpuwarden/node.token"
         assert written.read_text().strip() == token and not written.stat().st_mode & 0o077
@@ -105,7 +108,8 @@ def test_a_pod_whose_secrets_never_come_says_so(pod, tmp_path):
     url, _ = pod(GPUWARDEN_SKIP_INSTALL="1", GPUWARDEN_SECRETS_WAIT_S="1",
                  **enrollment_env(Workspace(tmp_path / "home", "agent")))
     with httpx.Client() as http:
-        seen = wait_for("the failure on /healthz", lambda: (
-            lambda p: p if p.bootstrap == "failed" else None)(probe(http, url)))
+        seen = wait_until("the failure on /healthz", lambda: (
+            lambda p: p if p.bootstrap == "failed" else None)(probe(http, url)), timeout=60,
+            interval=0.3)
     assert seen.step == "receive the node token and munge key"
     assert "no secrets delivered within 1 s" in seen.log

@@ -8,7 +8,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmAdapter, SubmitOptions
 from tests.conftest import _slurm_installed
+from tests.waiting import wait_until  # (the Slurm tests import it from here too)
 
 DATA = Path(__file__).parent / "data"
 
@@ -56,21 +56,6 @@ def _empty_queue(cluster: LocalSlurmCluster, adapter: SlurmAdapter) -> None:
         if node.reason and node.state in ("drained", "draining", "down"):
             adapter.run("scontrol", ["update", f"NodeName={node.name}", "State=RESUME"])
     cluster.wait_nodes("idle", timeout_s=30)
-
-
-def wait_until(what: str, check: Callable[[], object], timeout: float = 30.0,
-               interval: float = 0.2, detail: Callable[[], str] | None = None) -> object:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` with
-    ``detail()`` (a log tail, say) when given."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            more = f"\n{detail()}" if detail is not None else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{more}")
-        time.sleep(interval)
 
 
 # -- a job that hits its time limit, started as the session begins ------------------------

@@ -28,7 +28,7 @@ from gpuwarden.slurm import SlurmActions, SubmitOptions
 from gpuwarden.state.db import StateDB
 from tests.conftest import start_serve, stop
 from tests.e2e.conftest import _admin_token
-from tests.slurm.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not slurm_available(), reason="needs Slurm and root")]

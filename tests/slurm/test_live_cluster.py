@@ -290,7 +290,7 @@ def test_a_step_runs_across_nodes_and_returns_what_it_printed(
     import sys
 
     from gpuwarden.checks.remote import _NOT_FREE
-    from tests.slurm.conftest import wait_until
+    from tests.waiting import wait_until
 
     runner = RecordingRunner()
     actions = SlurmActions(SlurmAdapter(env=slurm_cluster.env(), runner=runner))
