@@ -5,6 +5,7 @@ gets a server error."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -48,7 +49,10 @@ def test_the_openapi_document_is_true(serve):
          "--header", f"Authorization: Bearer {serve.admin}",
          "--exclude-path", "/api/v1/stream",  # an endless event stream
          "--max-examples", "5", "--workers", "1", "--continue-on-failure",
-         "--suppress-health-check", "all"],
+         "--suppress-health-check", "all",
+         # a failing run's seed replays it: GPUWARDEN_SCHEMATHESIS_SEED=<seed> pytest ...
+         *(["--seed", os.environ["GPUWARDEN_SCHEMATHESIS_SEED"]]
+           if os.environ.get("GPUWARDEN_SCHEMATHESIS_SEED") else [])],
         capture_output=True, text=True, timeout=BUDGET_S)
     out = run.stdout + run.stderr
     summary = out[out.rfind("SUMMARY"):]

@@ -453,7 +453,8 @@ async def _events(request: Request, cp: ControlPlane) -> AsyncIterator[bytes]:
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """The document FastAPI builds, with every 4xx/5xx answered as what it is on the wire:
-    ``application/problem+json`` (RFC 9457), not ``application/json``."""
+    ``application/problem+json`` (RFC 9457), not ``application/json``; and on every
+    operation the ``text/plain`` 400 the HTTP server answers a request it cannot read."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
@@ -464,6 +465,12 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                 content = response.get("content", {})
                 if code[0] in "45" and "application/json" in content:
                     response["content"] = {PROBLEM_JSON: content.pop("application/json")}
+            # what the HTTP server itself answers, before any route runs, to a request it
+            # cannot read (malformed, or a request line or headers over uvicorn's 16 KiB)
+            unreadable = operation["responses"].setdefault("400", {
+                "description": "Bad Request"})
+            unreadable.setdefault("content", {})["text/plain"] = {
+                "schema": {"type": "string", "example": "Invalid HTTP request received."}}
         app.openapi_schema = doc
     return app.openapi_schema
 
