@@ -92,6 +92,31 @@ def test_sec_fetch_site_decides_when_origin_is_absent(browser):
     assert browser.get("/api/v1/alerts", headers={"Origin": FOREIGN}).status_code == 200
 
 
+def test_sign_in_and_out_from_another_site_are_refused(cp):
+    """A login CSRF (another site's page signing the browser in with the attacker's token)
+    and a planted sign-out: refused; the UI's own sign-in and a tool without a browser's
+    headers are not."""
+    attacker = cp.tokens.create("viewer")
+    with TestClient(create_app(cp, run_scraper=False)) as client:
+        for headers in ({"Origin": FOREIGN}, {"Sec-Fetch-Site": "cross-site"},
+                        {"Origin": "http://testserver.evil.example"}):
+            planted = client.post("/api/v1/session", json={"token": attacker},
+                                  headers=headers)
+            assert planted.status_code == 403, (headers, planted.text)
+            assert planted.headers["content-type"] == "application/problem+json"
+            assert "this site's own pages" in planted.json()["detail"]
+            assert SESSION_COOKIE not in planted.headers.get("set-cookie", "")
+        assert not client.cookies.get(SESSION_COOKIE)
+        own = client.post("/api/v1/session", json={"token": attacker},
+                          headers={"Origin": OWN})
+        assert own.status_code == 204 and client.cookies.get(SESSION_COOKIE)
+        kept = client.post("/api/v1/logout", headers={"Origin": FOREIGN})
+        assert kept.status_code == 403 and client.cookies.get(SESSION_COOKIE)
+        assert client.post("/api/v1/logout", headers={"Sec-Fetch-Site": "same-origin"}
+                           ).status_code == 204
+        assert client.post("/api/v1/session", json={"token": attacker}).status_code == 204
+
+
 def test_a_bearer_token_is_unaffected_by_origin(cp):
     token = cp.tokens.create("operator")
     with TestClient(create_app(cp, run_scraper=False)) as client:

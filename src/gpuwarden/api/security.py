@@ -86,3 +86,22 @@ def cross_site_refusal(request: Request) -> str | None:
     return (f"a {request.method} signed in by the session cookie must come from this site's "
             f"own pages, and {said}{fix}")
 
+
+
+def foreign_page(request: Request) -> str | None:
+    """Why a sign-in or sign-out (``POST /session``, ``/logout``: no session yet, so no
+    cookie to check) must be refused: a browser says it comes from another site's page
+    (``Origin`` not ours, or ``Sec-Fetch-Site`` cross-site or same-site).  A request with
+    neither header is not a browser's cross-site one and passes: a browser always sends
+    ``Origin`` on a cross-origin POST, which is what a login CSRF (a planted session of the
+    attacker's token) would be."""
+    own = f"{request.url.scheme}://{request.url.netloc}".lower()
+    origin = request.headers.get("origin")
+    if origin is not None and origin.strip().lower() != own:
+        return (f"sign-in and sign-out come from this site's own pages: Origin {origin!r} "
+                f"is not {own!r}")
+    site = request.headers.get("sec-fetch-site")
+    if origin is None and site in ("cross-site", "same-site"):
+        return (f"sign-in and sign-out come from this site's own pages, and Sec-Fetch-Site "
+                f"is {site!r}")
+    return None

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from gpuwarden.api.auth import SESSION_COOKIE
 from gpuwarden.api.problems import problems
-from gpuwarden.api.security import page_policy
+from gpuwarden.api.security import foreign_page, page_policy
 from gpuwarden.services.context import ControlPlane
 
 DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
@@ -45,10 +45,13 @@ def build_web_router(dist: Path = DIST) -> APIRouter:
         return response
 
     @r.post("/api/v1/session", status_code=204, tags=["auth"],
-            responses=problems(400, 401, 422))
+            responses=problems(400, 401, 403, 422))
     def create_session(body: SessionRequest, request: Request) -> Response:
-        """Sign in with an API token: sets the HttpOnly session cookie."""
+        """Sign in with an API token: sets the HttpOnly session cookie (refused from another
+        site's page: 403)."""
         cp: ControlPlane = request.app.state.cp
+        if (refusal := foreign_page(request)) is not None:
+            raise HTTPException(403, refusal)
         if cp.tokens.authenticate(body.token.strip()) is None:
             raise HTTPException(401, "The token is unknown or revoked.")
         response = Response(status_code=204)
@@ -56,8 +59,10 @@ def build_web_router(dist: Path = DIST) -> APIRouter:
         return response
 
     @r.post("/api/v1/logout", status_code=204, tags=["auth"], responses=problems(403))
-    def logout() -> Response:
-        """Sign out: clears the session cookie."""
+    def logout(request: Request) -> Response:
+        """Sign out: clears the session cookie (refused from another site's page: 403)."""
+        if (refusal := foreign_page(request)) is not None:
+            raise HTTPException(403, refusal)
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

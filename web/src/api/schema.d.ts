@@ -757,7 +757,8 @@ export interface paths {
         put?: never;
         /**
          * Create Session
-         * @description Sign in with an API token: sets the HttpOnly session cookie.
+         * @description Sign in with an API token: sets the HttpOnly session cookie (refused from another
+         *     site's page: 403).
          */
         post: operations["create_session_api_v1_session_post"];
         delete?: never;
@@ -777,7 +778,7 @@ export interface paths {
         put?: never;
         /**
          * Logout
-         * @description Sign out: clears the session cookie.
+         * @description Sign out: clears the session cookie (refused from another site's page: 403).
          */
         post: operations["logout_api_v1_logout_post"];
         delete?: never;
@@ -6088,6 +6089,15 @@ export interface operations {
             };
             /** @description Unauthorized */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Forbidden */
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
