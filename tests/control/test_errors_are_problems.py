@@ -34,4 +34,8 @@ def test_a_bug_is_a_problem_document_too(tmp_path, caplog):
         assert r.json() == {"type": "about:blank", "title": "Internal Server Error",
                             "status": 500, "detail": f"internal error ({name}); the "
                             "server's log has the details"}
+        # the browser-facing headers too (Starlette sends a bug's 500 from outside the
+        # app's own middleware)
+        assert r.headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
     assert "database is locked" in caplog.text  # the one Starlette does not log itself

@@ -588,7 +588,9 @@ def create_app(cp: ControlPlane, *, run_scraper: bool = True, agent_model: Any =
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.state.cp = cp
     app.state.agent, app.state.agent_model = None, agent_model
-    app.add_middleware(SecurityHeaders)
+    # outside Starlette's ServerErrorMiddleware too, so a bug's 500 carries the headers
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: SecurityHeaders(build_stack())  # type: ignore[method-assign]
     if cp is not None and cp.config.trusted_proxies:  # their X-Forwarded-Proto/-For only
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
