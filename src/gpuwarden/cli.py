@@ -76,7 +76,8 @@ def node(
         typer.Option(help="File holding the simulated faults (same syntax as --sim-fault), "
                      "read again whenever it changes; empty or missing: --sim-fault."),
     ] = None,
-    interval: Annotated[float, typer.Option(help="Seconds between GPU polls.")] = 5.0,
+    interval: Annotated[float, typer.Option(
+        help="Seconds between GPU polls (at least 0.1).")] = 5.0,
     token_file: Annotated[
         Path | None,
         typer.Option(help="File holding the bearer token (else env GPUWARDEN_NODE_TOKEN)."),
@@ -103,7 +104,8 @@ def node(
     slurm_node: Annotated[
         str | None, typer.Option(help="This machine's Slurm node name (default: --hostname).")
     ] = None,
-    slurm_interval: Annotated[float, typer.Option(help="Seconds between Slurm snapshots.")] = 15.0,
+    slurm_interval: Annotated[float, typer.Option(
+        help="Seconds between Slurm snapshots (at least 1).")] = 15.0,
 ) -> None:
     """Run the node daemon: export this machine's GPUs (dcgm-exporter compatible /metrics,
     JSON /api/v1/snapshot, /healthz)."""

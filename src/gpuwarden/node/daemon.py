@@ -38,6 +38,10 @@ class NodeOptions:
     slurm_interval: float = 15.0
 
 
+MIN_INTERVAL = 0.1  # seconds between GPU polls: below it the poller is all the daemon does
+MIN_SLURM_INTERVAL = 1.0  # seconds between Slurm cycles: below it slurmctld is hammered
+
+
 def resolve_token(token_file: Path | None, no_auth: bool, host: str) -> str | None:
     """The bearer token the daemon demands, or None for an unauthenticated loopback node."""
     if no_auth:
@@ -100,8 +104,10 @@ def build_slurm(options: NodeOptions, hostname: str):  # -> SlurmBridge | None
     """The Slurm collector (and on the controller, metrics, API and actions), or None."""
     if not (options.slurm or options.slurm_controller):
         return None
-    if options.slurm_interval <= 0:
-        raise GpuwardenError(f"--slurm-interval {options.slurm_interval} must be > 0 seconds")
+    if options.slurm_interval < MIN_SLURM_INTERVAL:
+        raise GpuwardenError(f"--slurm-interval {options.slurm_interval:g}: give at least "
+                             f"{MIN_SLURM_INTERVAL:g} second (each cycle runs squeue, sinfo "
+                             "and sdiag against slurmctld; 15 is the default)")
     import shutil
 
     from gpuwarden.node.slurm import SlurmBridge
@@ -131,8 +137,9 @@ def run_node(options: NodeOptions) -> None:
 
     if not 0 < options.port < 65536:
         raise GpuwardenError(f"--port {options.port} is not a TCP port; use 1-65535")
-    if options.interval <= 0:
-        raise GpuwardenError(f"--interval {options.interval} must be greater than 0 seconds")
+    if options.interval < MIN_INTERVAL:
+        raise GpuwardenError(f"--interval {options.interval:g}: give at least {MIN_INTERVAL:g} "
+                             "seconds (a poll reads every GPU through NVML; 5 is the default)")
     if options.gpu_backend == "sim" and options.sim_gpus < 1:
         raise GpuwardenError(f"--sim-gpus {options.sim_gpus} must be at least 1")
     token = resolve_token(options.token_file, options.no_auth, options.host)
