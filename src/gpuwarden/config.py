@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     config: Path | None = None
 
+    @field_validator("home")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # absolute, so the paths under it mean the same to the daemons started elsewhere
+        return value.expanduser().absolute()
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -22,12 +22,15 @@ _EXITS: dict[int, int] = {}  # wait statuses of children reaped by ``alive``/``_
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], tag: str, log_file: Path,
           pid_file: Path) -> int:
-    """Start ``argv`` detached (own session), tagged with ``tag``; record its pid."""
+    """Start ``argv`` detached (own session), tagged with ``tag``, in the directory of its
+    ``log_file`` (what it writes by a relative path lands there, not in the caller's
+    directory: the ``slurm-N.out`` of a job a node daemon submits without an output, say);
+    record its pid."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         proc = subprocess.Popen(list(argv), env={**env, MARKER: tag}, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, cwd=log_file.parent)
     # Popen returns once the child's exec has closed its close-on-exec pipe, which the
     # kernel does before it sets the new program's environment up: until then
     # /proc/PID/environ reads empty and the child does not look tagged.  Wait for the tag.

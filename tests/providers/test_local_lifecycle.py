@@ -3,6 +3,8 @@ real local Slurm cluster when Slurm is installed and we are root."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 
@@ -136,3 +138,18 @@ def test_local_budget_uses_the_price_status_shows(db, tmp_path):
     provider = LocalProvider(tmp_path / "home", httpx.Client())
     per_node = [provider._record(spec, i, check=False).cost_per_hour for i in (1, 2)]
     assert provider.quote(spec) == pytest.approx(sum(per_node)) == pytest.approx(10.76)
+
+
+def test_a_spawned_daemon_runs_in_its_own_directory(tmp_path, monkeypatch):
+    """What a daemon writes by a relative path (a job's slurm-N.out when the node daemon
+    submits one without an output) lands beside its log, not in the caller's directory."""
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    monkeypatch.chdir(caller)
+    node_dir = tmp_path / "node1"
+    pid = processes.spawn(["sh", "-c", "echo job > slurm-1.out"], dict(os.environ),
+                          "spawn-cwd-test", node_dir / "node.log", tmp_path / "pid")
+    wait_until("the child to exit", lambda: not processes.alive(pid), timeout=10,
+               interval=0.05)
+    assert (node_dir / "slurm-1.out").read_text() == "job\n"
+    assert list(caller.iterdir()) == []
