@@ -126,6 +126,7 @@ def test_a_viewer_token_cannot_manage_tokens(serve_factory, tmp_path):
     viewer = ok(gw("token", "create", "--role", "viewer", home=home)).stdout.splitlines()[-1]
     token_file = tmp_path / "viewer.token"
     token_file.write_text(viewer + "\n")
+    token_file.chmod(0o600)  # (a file others can read adds a warning line: bearer.py)
     line = failed(gw("token", "create", "--role", "admin", "--token-file", str(token_file),
                      home=home), "`gpuwarden token create` needs an admin token", "viewer")
     assert "--token-file" in line

@@ -89,6 +89,13 @@ def _events(serve: Serve, job: int) -> list[str]:
     return [e["event"] for e in reversed(r.json())]
 
 
+def _busy_gpus(node_url: str, job: int) -> int:
+    """How many of ``job``'s GPUs the node daemon's latest poll shows busy (>= 5 %)."""
+    gpus = httpx.get(node_url + "/api/v1/snapshot", timeout=10).json()["gpus"]
+    return sum(1 for g in gpus if any(j["job_id"] == str(job) for j in g["jobs"])
+               and g["fields"].get("DCGM_FI_DEV_GPU_UTIL", 0) >= 5)
+
+
 def _squeue(cluster: LocalSlurmCluster, job: int) -> str:
     out = subprocess.run(["squeue", "-h", "-t", "all", "-j", str(job), "-o", "%T"],
                          capture_output=True, text=True, timeout=30,
@@ -178,7 +185,10 @@ def test_an_idle_job_is_warned_twice_then_cancelled_and_the_rest_is_left_alone(
         assert acted["saved_until"] == pytest.approx(start + LIMIT_MIN * 60, abs=1)
         elapsed = time.time() - acted["saved_from"]
         assert plan["saved_today"] == pytest.approx(GPU_COST * elapsed / 3600, abs=0.01)
-        # the ops agent explains it from what reclaim recorded
+        # the ops agent explains it from what reclaim recorded, once the control plane's
+        # Slurm snapshot has the job ended too (a loaded machine keeps it COMPLETING a while)
+        wait_until("the control plane to see the job ended", lambda: _api(
+            serve, "GET", f"/api/v1/slurm/jobs/{idle}").json()["finished"], timeout=60)
         r = httpx.post(serve.url + "/api/v1/agent/runs", timeout=60,
                        json={"prompt": f"why was job {idle} cancelled?"},
                        headers={"Authorization": f"Bearer {serve.admin}"})
@@ -308,6 +318,12 @@ def test_busy_fraction_keeps_a_job_with_seven_of_eight_gpus_busy(
     try:
         wait_until("both running", lambda: all(_squeue(wide_node, j) == "RUNNING"
                                                for j in (mostly_busy, mostly_idle)), timeout=30)
+        # and the node's simulated GPUs following them (its Slurm cycle saw the jobs): on a
+        # loaded machine that lags squeue, and a job looking idle for a moment would start
+        # a streak (grace is 1 s here)
+        wait_until("the GPUs doing what the jobs' comments ask", lambda: _busy_gpus(
+            daemon.url, mostly_busy) == 7 and _busy_gpus(daemon.url, mostly_idle) == 1,
+            timeout=30, interval=0.5)
         serve = _admin_token(start_serve(config, tmp_path / "home-wide"))
         wait_until("the 1-of-8 job cancelled",
                    lambda: _squeue(wide_node, mostly_idle) in ("CANCELLED", ""), timeout=40)
