@@ -226,7 +226,16 @@ def test_without_the_watchdog_the_message_is_sent_and_the_admin_comment_written(
             job_id = actions.submit("#!/bin/sh\nsleep 3\n", SubmitOptions(
                 name="no-watchdog", gres="gpu:1", nodelist=("node1",), output="/dev/null",
                 comment="gpuwarden:profile=train"))
-            sent = wait("the end-of-job message", lambda: mine(receiver, job_id), timeout=60)
+            def where() -> str:  # what a timeout says: how far the job and the reports got
+                seen = quietly(lambda: slurm.find_job(cp, job_id))()
+                state = adapter.run("squeue", ["-h", "-t", "all", "-j", str(job_id), "-o",
+                                               "%T"]).stdout.strip()
+                return (f"job in the control plane's snapshot: {seen!r}; reports: "
+                        f"{cp.reports.cycles} cycles, {cp.reports.stored} stored, "
+                        f"{cp.reports.messages} messages; squeue: {state!r}")
+
+            sent = wait("the end-of-job message", lambda: mine(receiver, job_id), timeout=60,
+                        detail=where)
             assert isinstance(sent, list) and len(sent) == 1, sent
             assert f"job {job_id}" in sent[0]["title"] and "of root" in sent[0]["title"]
             stored = jobreport.stored_report(cp, job_id)
