@@ -28,10 +28,15 @@ if not CHROMIUM.exists():
                 "(make test does) to run the browser tests", allow_module_level=True)
 
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - a setup problem, said plainly
     pytest.fail("the browser tests need the `playwright` Python package: "
                 "pip install -e '.[test]' (it is in the test extras)", pytrace=False)
+
+# How long an expect() waits for its condition: 5 s (Playwright's default) was too short
+# for an action that goes through Slurm on a machine running two test workers at once.
+# A condition that holds returns at once whatever this is.
+expect.set_options(timeout=20_000)
 
 
 class Cluster:
