@@ -43,6 +43,7 @@ from gpuwarden.metrics.ingest import snapshot_samples
 from gpuwarden.metrics.scraper import Scraper, Target, TargetState
 from gpuwarden.server import open_control_plane
 from gpuwarden.services.live import LIVE_MAX_AGE
+from gpuwarden.slurm.wire import decode_summary
 
 NODES = int(os.environ.get("BENCH_NODES", "1000"))
 GPUS = 8
@@ -143,6 +144,7 @@ def main() -> None:
                  for i in range(NODES)]
         cp = open_control_plane(ServeConfig(cluster="bench", nodes=nodes), home)
         snaps, doc, jobs = build_state(now, rng)
+        slurm = decode_summary(doc)  # once, as the scraper decodes a new Slurm cycle
         print(f"state: {NODES} nodes x {GPUS} GPUs, {len(doc['jobs'])} Slurm jobs "
               f"({doc['queue']['running']} running, 200 pending); loading "
               f"{HISTORY_S // 60} min of history...", flush=True)
@@ -164,7 +166,7 @@ def main() -> None:
                     Target(node.name, node.url, None, node.role), up=True,
                     last_scrape=time.time(), last_success=time.time(),
                     snapshot=snaps[node.name],
-                    slurm=doc if node.role == "controller" else None)
+                    slurm=slurm if node.role == "controller" else None)
             scraper.version += 1
 
         new_cycle()

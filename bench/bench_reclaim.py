@@ -48,7 +48,8 @@ def slurm_doc(nodes: list[str], now: float) -> dict:
                          "partition": "gpu", "account": "lab", "state": "RUNNING",
                          "comment": "", "start_time": now - 7200, "time_limit_s": 86400,
                          "nodes": [name], "gpu_detail": {name: list(range(4 * k, 4 * k + 4))}})
-    return {"collected_at": now, "up": True, "last_success": now, "jobs": jobs}
+    return {"collected_at": now, "duration_s": 0.1, "up": True, "last_success": now,
+            "jobs": jobs}
 
 
 def main() -> None:

@@ -44,12 +44,13 @@ def attach_background(cp) -> None:  # cp: ControlPlane
     API app runs them for its lifetime.  ``serve`` and ``demo`` both start here."""
     import httpx
 
+    from gpuwarden.metrics import writer_of
     from gpuwarden.metrics.scraper import Scraper
 
     scrape = cp.config.scrape
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=scrape.concurrency,
                                                    max_keepalive_connections=scrape.concurrency))
-    scraper = Scraper(cp.targets, client, cp.store, interval=scrape.interval,
+    scraper = Scraper(cp.targets, client, writer_of(cp.store), interval=scrape.interval,
                       timeout=scrape.timeout, concurrency=scrape.concurrency)
     cp.scraper = scraper
     if cp.config.watchdog.enabled:

@@ -26,6 +26,7 @@ from gpuwarden.metrics.prometheus import (
 )
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from tests.conftest import Daemon, free_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +41,6 @@ needs_promtool = pytest.mark.skipif(
 NODES = {"nodeA": "idle", "nodeB": "train"}
 # sim jitter between two reads up to a second apart: idle is exact, train wanders a little
 TOLERANCE = {"DCGM_FI_DEV_GPU_UTIL": 8.0, "DCGM_FI_DEV_POWER_USAGE": 50.0}
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @needs_promtool
@@ -94,7 +86,10 @@ def test_unreachable_server_is_a_clear_error() -> None:
     store = PrometheusStore(f"http://127.0.0.1:{free_port()}", timeout=2)
     with pytest.raises(PrometheusError, match=r"127\.0\.0\.1"):
         store.latest(parse_selector("up"))
-    store.append([])  # a no-op, never an error
+    # the reading side only: Prometheus scrapes for itself, the scraper writes nothing to it
+    from gpuwarden.metrics import writer_of
+
+    assert writer_of(store) is None and not hasattr(store, "append")
     store.close()
 
 
@@ -140,7 +135,7 @@ def tsdb(request: pytest.FixtureRequest, tmp_path: Path, nodes: dict[str, Daemon
             except httpx.HTTPError:
                 return False
 
-        wait_for(ready, f"{request.param} to be ready")
+        wait_until(f"{request.param} to be ready", ready)
         with httpx.Client(base_url=url, timeout=5) as client:
             yield PrometheusStore(client)
     finally:
@@ -195,7 +190,7 @@ def test_same_numbers_through_both_stores(tmp_path: Path, nodes: dict[str, Daemo
             return all(len(c) == 4 and all(s.points and s.points[-1][1] >= 6 for s in c)
                        for c in counts)
 
-        wait_for(enough, "6 samples per GPU in both stores")
+        wait_until("6 samples per GPU in both stores", enough)
         ingester.stop.set()
         ingester.join(timeout=10)
         now = time.time()

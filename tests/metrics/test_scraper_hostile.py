@@ -114,7 +114,9 @@ def test_bad_data_keeps_the_last_good_snapshot_and_clears_on_recovery(
             first = good.snapshot
             assert good.up and first is not None
             bad = await scraper.scrape_once(Target("flaky", server.url("util")))
-            assert bad is good  # the same node: the state is its own
+            # each scrape publishes a new immutable state, swapped in whole
+            assert bad is not good and scraper.states["flaky"] is bad
+            assert good.up and good.bad_data is None  # what a reader held is unchanged
             assert not bad.up and bad.snapshot is first and bad.bad_data is not None
             again = await scraper.scrape_once(target)
             assert again.up and again.bad_data is None and again.error is None
@@ -190,7 +192,7 @@ def test_a_controllers_slurm_summary_is_checked_too(server: HostileServer, tmp_p
             return out
 
     got = asyncio.run(main())
-    assert got["good"][0] and got["good"][1]["queue"]["running"] == 1
+    assert got["good"][0] and got["good"][1].queue["running"] == 1
     assert got["good"][2] is None
     # the summary decodes into the controller's Slurm snapshot: its slurm_* series stored
     assert [s.labels for s in store.latest(parse_selector("slurm_node_cpu_alloc"))] == [

@@ -8,6 +8,7 @@ from pydantic import ValidationError
 
 from gpuwarden.config import JobReclaimConfig, ServeConfig
 from gpuwarden.reclaim.ladder import activity, exemption, in_grace, job_facts, next_step
+from gpuwarden.slurm.model import SlurmJob
 
 EIGHT = [("n1", i) for i in range(8)]
 
@@ -37,10 +38,11 @@ def test_busy_fraction_keeps_seven_busy_gpus_of_eight_but_not_one():
     assert activity(EIGHT, {**one, ("n1", 5): None}, p)[0] == "unknown"
 
 
-def doc(**kw):
-    return {"job_id": 42, "state": "RUNNING", "name": "train", "user": "bob",
-            "partition": "gpu", "account": "lab", "comment": "", "start_time": 1000.0,
-            "time_limit_s": 7200, "gpu_detail": {"node1": [0, 1]}, **kw}
+def doc(**kw) -> SlurmJob:
+    fields = {"job_id": 42, "state": "RUNNING", "name": "train", "user": "bob",
+              "partition": "gpu", "account": "lab", "comment": "", "start_time": 1000.0,
+              "time_limit_s": 7200, "gpu_detail": {"node1": (0, 1)}, **kw}
+    return SlurmJob(**fields)
 
 
 def test_exemptions_name_their_reason():
@@ -55,7 +57,7 @@ def test_exemptions_name_their_reason():
     assert "keep-x" in exemption(job_facts(doc(name="keep-x"), {}), p, now)
     assert "gpuwarden:keep" in exemption(job_facts(doc(comment="a gpuwarden:keep b"), {}),
                                          p, now)
-    one_gpu = {"node1": [0]}
+    one_gpu = {"node1": (0,)}
     assert "interactive" in exemption(job_facts(doc(name="bash", gpu_detail=one_gpu), {}),
                                       p, now)
     assert exemption(job_facts(doc(name="bash"), {}), p, now) is None  # 2 GPUs: over the limit

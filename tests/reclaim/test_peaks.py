@@ -57,7 +57,7 @@ def _snapshot(now: float, util: float) -> dict:
 
 
 def _slurm(now: float) -> dict:
-    return {"collected_at": now, "up": True, "last_success": now, "jobs": [
+    return {"collected_at": now, "duration_s": 0.1, "up": True, "last_success": now, "jobs": [
         {"job_id": 7, "name": "train", "user": "u", "partition": "gpu", "account": "lab",
          "state": "RUNNING", "comment": "", "start_time": now - 3600, "time_limit_s": 86400,
          "nodes": ["n2"], "gpu_detail": {"n2": [0, 1]}}]}

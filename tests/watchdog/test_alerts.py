@@ -9,6 +9,7 @@ import pytest
 
 from gpuwarden.errors import GpuwardenError
 from gpuwarden.gpu.model import GpuJob, GpuProcess, LiveGpu, NodeGpu, XidCount
+from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmSnapshot
 from gpuwarden.state.db import StateDB
 from gpuwarden.watchdog.alerts import AlertBook
 from gpuwarden.watchdog.evaluators import EVALUATORS
@@ -177,16 +178,13 @@ def test_node_down_and_slurm_rules(tmp_path):
     assert c.run("node_down", view([], now=0, nodes=nodes)) == []
     [t] = c.run("node_down", view([], now=121, nodes=nodes))
     assert t.alert.subject == "n1" and "does not answer" in t.alert.summary
-    slurm = {"nodes": [{"name": "node2", "state": "drained", "flags": ["DRAIN"],
-                        "reason": "bad fan"}, {"name": "node3", "state": "idle", "flags": []}],
-             "jobs": [
-                 {"job_id": 5, "user": "a", "state": "PENDING", "reason": "ReqNodeNotAvail",
-                  "submit_time": 990, "partition": "gpu"},
-                 {"job_id": 6, "user": "b", "state": "PENDING", "reason": "Resources",
-                  "submit_time": 990, "partition": "gpu"},
-                 {"job_id": 7, "user": "c", "state": "PENDING", "reason": "Resources",
-                  "submit_time": 100, "partition": "gpu"},
-                 {"job_id": 8, "user": "d", "state": "COMPLETING", "nodes": ["node1"]}]}
+    slurm = SlurmSnapshot(collected_at=2000, duration_s=0.1, up=True, nodes=(
+        SlurmNode("node2", "drained", flags=("DRAIN",), reason="bad fan"),
+        SlurmNode("node3", "idle")), jobs=(
+        SlurmJob(5, "j", "a", "gpu", "PENDING", "ReqNodeNotAvail", submit_time=990),
+        SlurmJob(6, "j", "b", "gpu", "PENDING", "Resources", submit_time=990),
+        SlurmJob(7, "j", "c", "gpu", "PENDING", "Resources", submit_time=100),
+        SlurmJob(8, "j", "d", "", "COMPLETING", nodes=("node1",))))
     v = view([], now=2000, slurm=slurm)
     [t] = c.run("slurm_node_unavailable", v)
     assert t.alert.subject == "slurm/node2" and "bad fan" in t.alert.summary

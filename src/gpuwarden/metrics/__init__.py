@@ -6,9 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from gpuwarden.config import StoreConfig
-from gpuwarden.metrics.model import MetricsStore, Sample, Selector, Series, parse_selector
+from gpuwarden.metrics.model import (
+    MetricsStore,
+    MetricsWriter,
+    Sample,
+    Selector,
+    Series,
+    parse_selector,
+)
 
-__all__ = ["MetricsStore", "Sample", "Selector", "Series", "open_store", "parse_selector"]
+__all__ = ["MetricsStore", "MetricsWriter", "Sample", "Selector", "Series", "open_store",
+           "parse_selector", "writer_of"]
 
 
 def open_store(config: StoreConfig, home: Path) -> MetricsStore:
@@ -22,3 +30,8 @@ def open_store(config: StoreConfig, home: Path) -> MetricsStore:
 
     return SqliteStore(home / "metrics.db", raw_seconds=config.raw_retention_hours * 3600,
                        retention_seconds=config.retention_days * 86400)
+
+
+def writer_of(store: MetricsStore) -> MetricsWriter | None:
+    """The store's ingest side, or None for one that fills itself (Prometheus)."""
+    return store if isinstance(store, MetricsWriter) else None

@@ -1,4 +1,7 @@
-"""The query model shared by every metrics store, and the :class:`MetricsStore` protocol.
+"""The query model shared by every metrics store, the :class:`MetricsStore` protocol (the
+reading side, which every store has) and the :class:`MetricsWriter` protocol (the ingest
+side, which only the embedded store has: with Prometheus or VictoriaMetrics they scrape
+the nodes themselves, and the control plane's scraper writes nothing).
 
 A series is a metric name plus labels, as in Prometheus.  Selectors use PromQL's syntax for
 one vector selector (``DCGM_FI_DEV_GPU_UTIL{node="node1",gpu=~"0|1"}``) so a query means
@@ -8,9 +11,12 @@ the same thing on the embedded store and on Prometheus/VictoriaMetrics.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from gpuwarden.gpu.series import SeriesGroup
 
 Aggregation = Literal["avg", "min", "max", "sum", "last", "count"]
 AGGREGATIONS: tuple[str, ...] = ("avg", "min", "max", "sum", "last", "count")
@@ -68,11 +74,8 @@ class Series:
 
 
 class MetricsStore(Protocol):
-    """Where time series live.  Implementations: ``sqlite`` (embedded), ``prometheus``."""
-
-    def append(self, samples: Sequence[Sample]) -> None:
-        """Store one batch atomically: after a crash, a batch is all there or not at all."""
-        ...
+    """Where time series are read from.  Implementations: ``sqlite`` (embedded),
+    ``prometheus`` (any Prometheus-compatible query API)."""
 
     def latest(self, selector: Selector, *, max_age: float | None = None,
                now: float | None = None) -> list[Series]:
@@ -90,6 +93,21 @@ class MetricsStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class MetricsWriter(Protocol):
+    """Where the scraper stores what it scraped: the embedded store only."""
+
+    def append_groups(self, groups: Iterable[SeriesGroup]) -> None:
+        """Store one batch of columnar sample groups atomically: after a crash, a batch is
+        all there or not at all."""
+        ...
+
+    def interrupt(self) -> None:
+        """Abandon the batch being stored (nothing of it is kept), so a stop never waits
+        on a huge batch."""
+        ...
 
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from gpuwarden.metrics.model import AGGREGATIONS, Aggregation, Sample, Selector, Series
+from gpuwarden.metrics.model import AGGREGATIONS, Aggregation, Selector, Series
 
 DEFAULT_LOOKBACK = 300.0  # seconds: PromQL's default lookback for an instant selector
 # VictoriaMetrics hides the newest 30 s of samples from queries (its -search.latencyOffset:
@@ -40,7 +40,9 @@ class PrometheusError(RuntimeError):
 
 
 class PrometheusStore:
-    """:class:`~gpuwarden.metrics.model.MetricsStore` over a Prometheus-compatible query API.
+    """:class:`~gpuwarden.metrics.model.MetricsStore` over a Prometheus-compatible query API:
+    the reading side only (no :class:`~gpuwarden.metrics.model.MetricsWriter`: Prometheus
+    scrapes the nodes itself, see :func:`write_scrape_config`).
 
     ``client`` is an ``httpx.Client`` whose ``base_url`` is the server (e.g.
     ``http://127.0.0.1:9090``, or VictoriaMetrics' ``http://host:8428``), carrying whatever
@@ -57,10 +59,6 @@ class PrometheusStore:
         self._client = httpx.Client(base_url=client, timeout=timeout) if isinstance(
             client, str) else client
         self._clock = clock
-
-    def append(self, samples: Sequence[Sample]) -> None:
-        """Does nothing: with this store Prometheus scrapes the nodes itself (see
-        :func:`write_scrape_config`), so the control plane's scraper has nothing to write."""
 
     def latest(self, selector: Selector, *, max_age: float | None = None,
                now: float | None = None) -> list[Series]:

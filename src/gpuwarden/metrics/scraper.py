@@ -26,9 +26,11 @@ bench machine):
   ``/metrics``, by the same function: most of a GPU's readings in one group, no object per
   sample) into ``append_groups`` of a store that has it: ~0.15 ms + ~0.4 ms to store,
   against ~1.0 ms + ~1.5 ms as Sample objects through ``append``.
-* Slurm: the controller's summary (``/api/v1/slurm``) is kept as the document services
-  read, and decoded (:func:`~gpuwarden.slurm.wire.decode_summary`, in a thread: tens of ms
-  for a queue of 10,000 jobs) into the controller's ``slurm_*`` series once per Slurm cycle.
+* Slurm: the controller's summary (``/api/v1/slurm``) is decoded once per Slurm cycle
+  (:func:`~gpuwarden.slurm.wire.decode_summary`, in a thread: tens of ms for a queue of
+  10,000 jobs) into the :class:`~gpuwarden.slurm.model.SlurmSnapshot` that services, the
+  watchdog and reclaim read (``TargetState.slurm``, swapped whole, never changed in place)
+  and the controller's ``slurm_*`` series.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import random
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +74,11 @@ from gpuwarden.metrics.http import (
 )
 from gpuwarden.metrics.ingest import (
     SampleGroup,
-    groups_to_samples,
     slurm_groups,
     snapshot_groups,
 )
-from gpuwarden.metrics.model import MetricsStore
+from gpuwarden.metrics.model import MetricsWriter
+from gpuwarden.slurm.model import SlurmSnapshot
 from gpuwarden.slurm.wire import decode_summary
 
 log = logging.getLogger(__name__)
@@ -86,9 +88,10 @@ SLURM_MAX_BYTES = 64 * 1024 * 1024  # a controller's Slurm summary (every job of
 
 
 def check_slurm_summary(doc: Any) -> dict[str, Any]:
-    """The controller's ``/api/v1/slurm`` document, held to the shape its readers index
-    (``services.live``, ``services.slurm``, the watchdog's Slurm rules), else
-    :class:`SnapshotRefused`."""
+    """The controller's ``/api/v1/slurm`` document if its outline holds (an object, its
+    ``queue`` counts, its jobs, nodes and partitions objects with their keys), else
+    :class:`SnapshotRefused`: the check on the loop, before the document is decoded
+    (:func:`~gpuwarden.slurm.wire.decode_summary`, in a thread) into what readers read."""
     if type(doc) is not dict:
         raise SnapshotRefused("the Slurm summary is not an object")
     queue = doc.get("queue", {})
@@ -112,8 +115,12 @@ class Target:
     role: str = "worker"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TargetState:
+    """What the scraper knows of one node after its latest scrape: one immutable value, a
+    new one swapped in (``Scraper.states[name]``) after each scrape, so a reader holds a
+    consistent node and a view cache can key on identity."""
+
     target: Target
     up: bool = False
     last_scrape: float = 0.0  # when the last attempt ended
@@ -126,14 +133,17 @@ class TargetState:
     garbage_total: int = 0  # snapshots refused as bad data
     bad_data: str | None = None  # why the latest snapshot was refused (None: it was not)
     snapshot: DecodedSnapshot | None = None  # the last good snapshot (gpu.wire decoded it)
-    slurm: dict[str, Any] | None = None  # controller only: the Slurm summary
+    # controller only: its Slurm snapshot (slurm.wire decoded it), one immutable value
+    slurm: SlurmSnapshot | None = None
     slurm_error: str | None = None
     # the node's gpuwarden is not this control plane's (None: it is): gpu.wire.version_mismatch
     version_mismatch: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.snapshot, dict):  # a document (benches, tests): decoded here
-            self.snapshot = snapshot_document(self.snapshot)
+            object.__setattr__(self, "snapshot", snapshot_document(self.snapshot))
+        if isinstance(self.slurm, dict):  # a /api/v1/slurm document (tests): decoded here
+            object.__setattr__(self, "slurm", decode_summary(self.slurm))
 
 
 @dataclass
@@ -172,7 +182,9 @@ class _TokenCache:
 class Scraper:
     targets: Callable[[], Sequence[Target]]
     client: httpx.AsyncClient
-    store: MetricsStore
+    # where what is scraped is stored: the embedded store's writer; None with Prometheus or
+    # VictoriaMetrics, which scrape the nodes themselves (nothing is queued then)
+    store: MetricsWriter | None
     interval: float = 15.0
     timeout: float = 5.0
     concurrency: int = 64
@@ -232,7 +244,7 @@ class Scraper:
             await asyncio.wait_for(asyncio.shield(writer), self.stop_timeout)
             return
         self._abandoned = True
-        interrupt = getattr(self.store, "interrupt", None)
+        interrupt = self.store.interrupt if self.store is not None else None
         log.warning("stopping: storing the last batch took over %g s; it is abandoned%s",
                     self.stop_timeout, "" if interrupt else " (the store cannot be "
                     "interrupted: waiting for it)")
@@ -292,7 +304,7 @@ class Scraper:
         self.schedule.max_lateness_seconds = max(self.schedule.max_lateness_seconds, seconds)
 
     async def scrape_once(self, target: Target) -> TargetState:
-        state = self.states.setdefault(target.name, TargetState(target))
+        last = self.states.get(target.name) or TargetState(target)
         queued = time.monotonic()
         async with self._sem:
             self._late(time.monotonic() - queued)
@@ -310,7 +322,8 @@ class Scraper:
                         error += " (the node refused the token: check token_file)"
                 else:
                     doc = decode_document(body, self.clock(), self.limits)
-                    groups = snapshot_groups(target.name, doc, checked=True)
+                    if self.store is not None:  # (Prometheus scrapes the node itself)
+                        groups = snapshot_groups(target.name, doc, checked=True)
                     snapshot = snapshot_of(doc)
             except SnapshotRefused as exc:
                 bad = exc.reason
@@ -327,35 +340,32 @@ class Scraper:
             except GpuwardenError as exc:  # token file unreadable, empty or too short
                 error = str(exc)[:300]
             if bad is not None:
-                state.garbage_total += 1
                 snapshot, groups = None, []
                 error = f"bad data: {bad}"[:500]
             duration = time.perf_counter() - began
+            slurm, slurm_error = last.slurm, last.slurm_error
             if error is None and target.role == "controller":
-                groups += await self._scrape_slurm(target, state)
+                slurm, slurm_error, more = await self._scrape_slurm(target, last.slurm)
+                groups += more
         now = self.clock()
-        state.scrapes_total += 1
-        state.last_scrape = now
-        state.duration = duration
-        state.bad_data = bad
+        seen = dict(target=target, scrapes_total=last.scrapes_total + 1, last_scrape=now,
+                    duration=duration, bad_data=bad, slurm=slurm, slurm_error=slurm_error,
+                    garbage_total=last.garbage_total + (bad is not None))
         if error is None:
-            state.up = True
-            state.error = None
-            state.consecutive_failures = 0
-            state.last_success = now
-            state.snapshot = snapshot
+            mismatch = None
             if snapshot is not None:
                 mismatch = version_mismatch(snapshot.node.version, self.expected_version)
-                if mismatch is not None and mismatch != state.version_mismatch:
+                if mismatch is not None and mismatch != last.version_mismatch:
                     log.warning("node %s: %s", target.name, mismatch)
-                state.version_mismatch = mismatch
+            state = replace(last, **seen, up=True, error=None, consecutive_failures=0,
+                            last_success=now, snapshot=snapshot, version_mismatch=mismatch)
         else:
-            if state.up or state.consecutive_failures == 0:
+            if last.up or last.consecutive_failures == 0:
                 log.warning("node %s: scrape failed: %s", target.name, error)
-            state.up = False
-            state.error = error
-            state.consecutive_failures += 1
-            state.failures_total += 1
+            state = replace(last, **seen, up=False, error=error,
+                            consecutive_failures=last.consecutive_failures + 1,
+                            failures_total=last.failures_total + 1)
+        self.states[target.name] = state  # the one swap readers see
         labels = self._node_labels.get(target.name)
         if labels is None:
             labels = self._node_labels[target.name] = {"node": target.name}
@@ -366,7 +376,8 @@ class Scraper:
                 subscriber(state)
             except Exception:
                 log.exception("node %s: a subscriber to its scrape failed", target.name)
-        self._queue.append((now, groups))
+        if self.store is not None:
+            self._queue.append((now, groups))
         self.version += 1
         self.changed.set()
         return state
@@ -400,32 +411,40 @@ class Scraper:
                 chunks.append(chunk)
             return 200, b"".join(chunks)
 
-    async def _scrape_slurm(self, target: Target, state: TargetState) -> list[SeriesGroup]:
-        """Reads the controller's Slurm summary into ``state.slurm``; returns the ``slurm_*``
-        series of a Slurm cycle not stored before (none when the summary is refused)."""
+    async def _scrape_slurm(self, target: Target, held: SlurmSnapshot | None
+                            ) -> tuple[SlurmSnapshot | None, str | None, list[SeriesGroup]]:
+        """The controller's Slurm snapshot (``held`` again when its cycle has not changed),
+        why there is none or it is old (None: fresh), and the ``slurm_*`` series of a Slurm
+        cycle not stored before (none when the summary is refused)."""
         groups: list[SeriesGroup] = []
         try:
             status, body = await self._get(target, "/api/v1/slurm", SLURM_MAX_BYTES)
             if status == 200:
                 doc = check_slurm_summary(orjson.loads(body))
-                if doc.get("collected_at") != self._slurm_stored.get(target.name):
+                if held is None or doc.get("collected_at") != held.collected_at:
                     # a queue of 10,000 jobs takes tens of ms to decode: not on the loop
-                    groups = await asyncio.to_thread(
-                        lambda: slurm_groups(target.name, decode_summary(doc)))
-                    self._slurm_stored[target.name] = doc["collected_at"]
-                state.slurm = doc
-                state.slurm_error = None
-            elif status == 404:
-                state.slurm, state.slurm_error = None, "the node runs no Slurm collector"
-            else:
-                state.slurm_error = f"HTTP {status}"
+                    held, groups = await asyncio.to_thread(self._decode_slurm, target, doc)
+                return held, None, groups if self.store is not None else []
+            if status == 404:
+                return None, "the node runs no Slurm collector", groups
+            return held, f"HTTP {status}", groups
         except SnapshotRefused as exc:
-            state.slurm, state.slurm_error = None, f"bad data: {exc.reason}"[:500]
+            return None, f"bad data: {exc.reason}"[:500], groups
         except (httpx.TimeoutException, HttpTimeout, TimeoutError):
-            state.slurm_error = f"timeout after {self.timeout:g} s"
+            return held, f"timeout after {self.timeout:g} s", groups
         except (httpx.HTTPError, HttpError, ValueError, OSError) as exc:
-            state.slurm_error = f"{type(exc).__name__}: {exc}"[:300]
-        return groups
+            return held, f"{type(exc).__name__}: {exc}"[:300], groups
+
+    def _decode_slurm(self, target: Target,
+                      doc: dict[str, Any]) -> tuple[SlurmSnapshot, list[SeriesGroup]]:
+        """The snapshot of a new Slurm cycle's document and its ``slurm_*`` series (none
+        when that cycle's are stored already), or :class:`SnapshotRefused`."""
+        snap = decode_summary(doc)
+        if snap.collected_at == self._slurm_stored.get(target.name):
+            return snap, []
+        groups = slurm_groups(target.name, snap)
+        self._slurm_stored[target.name] = snap.collected_at
+        return snap, groups
 
     def _origin(self, target: Target) -> Origin | None:
         """Where the fast client sends this target's requests; None: httpx does."""
@@ -485,12 +504,10 @@ class Scraper:
         batch = [g for _, groups in queued for g in groups]
         count = sum(len(g.names) for g in batch)
         oldest = min(t for t, _ in queued)
-        append_groups = getattr(self.store, "append_groups", None)
+        if self.store is None:
+            return
         try:
-            if append_groups is not None:
-                await asyncio.to_thread(append_groups, batch)
-            else:
-                await asyncio.to_thread(self.store.append, groups_to_samples(batch))
+            await asyncio.to_thread(self.store.append_groups, batch)
         except Exception as exc:
             self._write_failed(exc, count)
             return

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,12 +42,6 @@ from gpuwarden.slurm import (
 from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
 from gpuwarden.slurm.model import not_found_text
 from gpuwarden.slurm.profiles import allocated_profiles
-from gpuwarden.slurm.reasons import explain
-
-QUEUE_KEYS = {"RUNNING": "running", "PENDING": "pending", "COMPLETING": "completing",
-              "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
-              "TIMEOUT": "timeout", "SUSPENDED": "suspended", "NODE_FAIL": "node_fail",
-              "OUT_OF_MEMORY": "out_of_memory", "PREEMPTED": "preempted"}
 
 
 def _plain(value: Any) -> Any:
@@ -66,8 +59,8 @@ def job_json(job: Any) -> dict[str, Any]:
     data["gpus_allocated"] = job.gpus_allocated
     data["gpus_requested"] = job.gpus_requested
     data["finished"] = job.is_finished
-    if job.is_pending:
-        data["reason_text"] = explain(job.reason)
+    if job.reason_text is not None:
+        data["reason_text"] = job.reason_text
     return data
 
 
@@ -80,12 +73,8 @@ def node_json(node: Any) -> dict[str, Any]:
 
 def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
     """The ``/api/v1/slurm`` document: every field of the snapshot (``gpuwarden.slurm.wire``
-    decodes it back into a :class:`SlurmSnapshot`) plus counts its readers index."""
-    queue = {key: 0 for key in QUEUE_KEYS.values()}
-    for job in snap.jobs:
-        key = QUEUE_KEYS.get(job.state)
-        if key:
-            queue[key] += 1
+    decodes it back into a :class:`SlurmSnapshot`) plus the snapshot's derived counts (its
+    properties: the one definition the control plane reads too)."""
     return {
         "collected_at": snap.collected_at,
         "interval_s": snap.interval_s,
@@ -95,11 +84,9 @@ def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
         "error_counts": dict(snap.error_counts),
         "command_durations": dict(snap.command_durations),
         "last_success": snap.last_success,
-        "queue": queue,
-        "pending_reasons": dict(Counter(j.reason for j in snap.jobs if j.is_pending)),
-        "gpus": {"total": sum(n.gpus_total for n in snap.nodes),
-                 "alloc": sum(n.gpus_alloc for n in snap.nodes),
-                 "idle": sum(n.gpus_idle for n in snap.nodes)},
+        "queue": dict(snap.queue),
+        "pending_reasons": dict(snap.pending_reasons),
+        "gpus": {"total": snap.gpus_total, "alloc": snap.gpus_alloc, "idle": snap.gpus_idle},
         "nodes": [node_json(n) for n in snap.nodes],
         "partitions": [_plain(p) for p in snap.partitions],
         "jobs": [job_json(j) for j in snap.jobs],

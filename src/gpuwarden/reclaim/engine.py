@@ -49,6 +49,7 @@ from gpuwarden.reclaim.ladder import (
     next_step,
 )
 from gpuwarden.reclaim.peaks import UTIL, RunningPeaks
+from gpuwarden.slurm.model import ACTIVE_STATES
 from gpuwarden.state.audit import AuditLog
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.inventory import Inventory
@@ -306,17 +307,16 @@ class Reclaimer:
             return "no Slurm controller node is known"
         if not controller.up or now - controller.last_success > self.stale_after:
             return f"the Slurm controller node {controller.name} is not being scraped"
-        doc = view.slurm
-        if doc is None:
+        snap = view.slurm
+        if snap is None:
             return "the controller has no Slurm snapshot"
-        if not doc.get("up", True):
+        if not snap.up:
             return "Slurm is not answering the controller (squeue failed)"
-        collected = doc.get("last_success") or doc.get("collected_at")
+        collected = snap.last_success or snap.collected_at
         # a snapshot ages by the controller's Slurm interval before the next one replaces
         # it: that much is not staleness (a 2 s scrape beside a 15 s Slurm cycle)
-        every = doc.get("interval_s")
-        allowed = self.stale_after + (every if isinstance(every, int | float) else 0.0)
-        if isinstance(collected, int | float) and now - collected > allowed:
+        allowed = self.stale_after + (snap.interval_s or 0.0)
+        if now - collected > allowed:
             return f"the Slurm snapshot is {format_duration(now - collected)} old"
         return None
 
@@ -495,7 +495,8 @@ class Reclaimer:
     def _jobs(self, view: ClusterView) -> list[JobFacts]:
         """The running GPU jobs of the view's Slurm snapshot."""
         node_of = self._node_names(view)
-        return [f for d in (view.slurm or {}).get("jobs", []) if (f := job_facts(d, node_of))]
+        jobs = view.slurm.jobs if view.slurm is not None else ()
+        return [f for j in jobs if (f := job_facts(j, node_of))]
 
     def _recheck_now(self, key: str, policy: JobReclaimConfig) -> str | None:
         now = self._clock()
@@ -709,9 +710,9 @@ class Reclaimer:
         inventory = [n for n in self._inventory.nodes() if n.cluster in specs]
         items = self._items("node")
         on_jobs: set[str] = set()
-        for d in (view.slurm or {}).get("jobs", []):
-            if d.get("state") in ("RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"):
-                on_jobs.update(d.get("nodes") or [])
+        for j in view.slurm.jobs if view.slurm is not None else ():
+            if j.state in ACTIVE_STATES:
+                on_jobs.update(j.nodes)
         gpus_of: dict[str, list[Gpu]] = {}
         rate_of: dict[str, float] = {}
         for g in view.gpus:

@@ -10,10 +10,11 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from gpuwarden.checks.model import HOLDER_NAME
 from gpuwarden.config import JobReclaimConfig
+from gpuwarden.slurm.model import SlurmJob
 
 Gpu = tuple[str, int]  # (inventory node name, GPU index)
 Activity = Literal["idle", "busy", "unknown"]
@@ -39,29 +40,25 @@ class JobFacts:
         return f"job {self.key}"
 
 
-def job_facts(doc: Mapping[str, Any], node_of: Mapping[str, str]) -> JobFacts | None:
-    """The facts of one job of the Slurm document (``/api/v1/slurm``'s ``jobs``), or None
-    when it is not a running job holding GPUs.  ``node_of`` maps Slurm node names (and
-    hostnames) to inventory node names; a GPU on a node gpuwarden does not watch keeps
-    its Slurm name, so it reads as unknown, never as idle."""
-    if doc.get("state") != "RUNNING":
+def job_facts(job: SlurmJob, node_of: Mapping[str, str]) -> JobFacts | None:
+    """The facts of one job of the controller's Slurm snapshot, or None when it is not a
+    running job holding GPUs.  ``node_of`` maps Slurm node names (and hostnames) to
+    inventory node names; a GPU on a node gpuwarden does not watch keeps its Slurm name,
+    so it reads as unknown, never as idle."""
+    if not job.is_running:
         return None
-    detail = doc.get("gpu_detail")
+    detail = job.gpu_detail
     if not detail:
         return None
     gpus: list[Gpu] = []
     for node in sorted(detail) if len(detail) > 1 else detail:
         name = node_of.get(node, node)
-        gpus += [(name, int(i)) for i in detail[node]]
+        gpus += [(name, i) for i in detail[node]]
     if not gpus:
         return None
-    array_id, task = doc.get("array_job_id"), doc.get("array_task_id")
-    key = f"{array_id}_{task}" if array_id and task is not None else str(doc["job_id"])
-    return JobFacts(key=key, job_id=int(doc["job_id"]), name=str(doc.get("name") or ""),
-                    user=str(doc.get("user") or ""), account=str(doc.get("account") or ""),
-                    partition=str(doc.get("partition") or ""),
-                    comment=str(doc.get("comment") or ""),
-                    start_time=doc.get("start_time"), time_limit_s=doc.get("time_limit_s"),
+    return JobFacts(key=job.key, job_id=job.job_id, name=job.name, user=job.user,
+                    account=job.account, partition=job.partition, comment=job.comment,
+                    start_time=job.start_time, time_limit_s=job.time_limit_s,
                     gpus=tuple(gpus))
 
 

@@ -12,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
 
 from gpuwarden.checks import (
     BURN_IN_REASON,
@@ -30,7 +29,7 @@ from gpuwarden.errors import NotFoundError
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import CheckCounts, CheckResultView, CheckRunView, NodeChecks
-from gpuwarden.slurm.model import ACTIVE_STATES
+from gpuwarden.slurm.model import ACTIVE_STATES, SlurmNode
 from gpuwarden.state.inventory import Node
 from gpuwarden.watchdog.health import DRAIN_POLICY, check_alerts
 
@@ -193,12 +192,11 @@ async def _react(cp: ControlPlane, runs: dict[str, StoredRun], who: str) -> dict
     return done
 
 
-def counts(cp: ControlPlane, slurm_nodes: Sequence[Mapping[str, Any]]) -> CheckCounts:
+def counts(cp: ControlPlane, slurm_nodes: Sequence[SlurmNode]) -> CheckCounts:
     """The Overview's node health figures: nodes Slurm holds drained for their burn-in
     (``slurm_nodes``: the controller's snapshot), and inventory nodes whose last run failed."""
     known = {n.name for n in cp.inventory.nodes()}
-    burn_in = sum(1 for n in slurm_nodes if n.get("reason") == BURN_IN_REASON
-                  and "DRAIN" in (n.get("flags") or []))
+    burn_in = sum(1 for n in slurm_nodes if n.reason == BURN_IN_REASON and "DRAIN" in n.flags)
     failing = sum(1 for name, last in store(cp).last_runs().items()
                   if name in known and last.verdict == "fail")
     return CheckCounts(burn_in=burn_in, failing=failing)

@@ -39,6 +39,7 @@ from gpuwarden.services.models import (
     SlurmQueue,
     Status,
 )
+from gpuwarden.slurm.model import SlurmSnapshot
 from gpuwarden.state.inventory import Node
 
 NotFound = NotFoundError
@@ -399,8 +400,13 @@ def overview(cp: ControlPlane) -> Overview:
         alerts_active=cp.watchdog.alerts.firing_count() if cp.watchdog else 0,
         slurm=summary.slurm.model_copy() if summary.slurm is not None else None,
         slurm_error=summary.slurm_error,
-        checks=checks.counts(cp, (controller or {}).get("nodes", [])),
+        checks=checks.counts(cp, controller.nodes if controller is not None else ()),
     )
+
+
+def queue_view(snap: SlurmSnapshot) -> SlurmQueue:
+    """The queue counts the API shows (``SlurmSnapshot.queue``'s)."""
+    return SlurmQueue(**{k: snap.queue.get(k, 0) for k in SlurmQueue.model_fields})
 
 
 def _slurm_queue(states: list[TargetState]) -> tuple[SlurmQueue | None, str | None]:
@@ -409,8 +415,7 @@ def _slurm_queue(states: list[TargetState]) -> tuple[SlurmQueue | None, str | No
             continue
         if s.slurm is None:
             return None, s.slurm_error or (s.error if not s.up else "no Slurm data yet")
-        queue = s.slurm.get("queue", {})
-        return SlurmQueue(**{k: int(queue.get(k, 0)) for k in SlurmQueue.model_fields}), None
+        return queue_view(s.slurm), None
     return None, None
 
 

@@ -1,11 +1,12 @@
 """Slurm through the control plane: reads come from the controller node's latest scraped
-Slurm document; actions go to the controller's node daemon, under the caller's identity,
-and are written to the audit log."""
+Slurm snapshot (decoded once, by the scraper: :class:`~gpuwarden.slurm.model.SlurmSnapshot`);
+actions go to the controller's node daemon, under the caller's identity, and are written to
+the audit log."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -16,7 +17,7 @@ from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services import jobreport
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.history import resolve_window
-from gpuwarden.services.live import NotFound, list_gpus
+from gpuwarden.services.live import NotFound, list_gpus, queue_view
 from gpuwarden.services.models import (
     ActionResult,
     JobEfficiency,
@@ -25,11 +26,12 @@ from gpuwarden.services.models import (
     SlurmJobView,
     SlurmNodeView,
     SlurmPartitionView,
-    SlurmQueue,
     SlurmSummary,
 )
-from gpuwarden.slurm.model import jobs_on, not_found_text
+from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmSnapshot, jobs_on
 from gpuwarden.state.audit import AuditLog
+
+V = TypeVar("V", bound=SlurmJobView)
 
 
 class SlurmUnavailable(GpuwardenError):
@@ -40,7 +42,9 @@ class SlurmNotConfigured(NotFoundError):
     """No node has role: controller."""
 
 
-def _document(cp: ControlPlane) -> dict[str, Any]:
+def _snapshot(cp: ControlPlane) -> SlurmSnapshot:
+    """The controller's latest Slurm snapshot (the scraper decoded it), or why there is
+    none."""
     for node in cp.inventory.nodes():
         if node.role != "controller":
             continue
@@ -53,71 +57,89 @@ def _document(cp: ControlPlane) -> dict[str, Any]:
                              "Slurm controller's node with role: controller")
 
 
-def _fields(model: type, data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k in model.model_fields}
+def job_view(job: SlurmJob, view: type[V] = SlurmJobView) -> V:  # type: ignore[assignment]
+    """The API's view of one job (``view``: :class:`SlurmJobView` or a subclass)."""
+    return view(
+        job_id=job.job_id, name=job.name, user=job.user, partition=job.partition,
+        state=job.state, reason=job.reason, reason_text=job.reason_text,
+        nodes=list(job.nodes), num_nodes=job.num_nodes, num_cpus=job.num_cpus,
+        gpus_requested=job.gpus_requested, gpus_allocated=job.gpus_allocated,
+        gpu_detail={node: list(ix) for node, ix in job.gpu_detail.items()},
+        submit_time=job.submit_time, start_time=job.start_time,
+        time_limit_s=job.time_limit_s, array_job_id=job.array_job_id,
+        array_task_id=job.array_task_id, comment=job.comment, account=job.account,
+        qos=job.qos, finished=job.is_finished, end_time=job.end_time,
+        elapsed_s=job.elapsed_s, exit_code=job.exit_code, signal=job.signal,
+        alloc_gpus=job.alloc_gpus, source=job.source)
+
+
+def node_view(node: SlurmNode) -> SlurmNodeView:
+    return SlurmNodeView(
+        name=node.name, state=node.state, flags=list(node.flags), reason=node.reason,
+        reason_time=node.reason_time, partitions=list(node.partitions),
+        cpus_alloc=node.cpus_alloc, cpus_total=node.cpus_total, gpus_total=node.gpus_total,
+        gpus_alloc=node.gpus_alloc, gpus_idle=node.gpus_idle)
 
 
 def summary(cp: ControlPlane) -> SlurmSummary:
-    doc = _document(cp)
-    gpus = doc.get("gpus", {})
+    snap = _snapshot(cp)
     return SlurmSummary(
-        collected_at=doc["collected_at"], up=doc["up"], errors=doc.get("errors", {}),
-        queue=SlurmQueue(**_fields(SlurmQueue, doc.get("queue", {}))),
-        pending_reasons=doc.get("pending_reasons", {}),
-        gpus_total=gpus.get("total", 0), gpus_alloc=gpus.get("alloc", 0),
-        gpus_idle=gpus.get("idle", 0),
-        accounting=bool((doc.get("accounting") or {}).get("available")),
-        finished_source=str((doc.get("accounting") or {}).get("finished_source") or "squeue"))
+        collected_at=snap.collected_at, up=snap.up, errors=dict(snap.errors),
+        queue=queue_view(snap), pending_reasons=dict(snap.pending_reasons),
+        gpus_total=snap.gpus_total, gpus_alloc=snap.gpus_alloc, gpus_idle=snap.gpus_idle,
+        accounting=snap.accounting, finished_source=snap.finished_source)
 
 
 def jobs(cp: ControlPlane, *, state: str | None = None, user: str | None = None,
          partition: str | None = None) -> list[SlurmJobView]:
-    return [SlurmJobView(**_fields(SlurmJobView, j)) for j in _document(cp)["jobs"]
-            if (state is None or j["state"] == state.upper())
-            and (user is None or j["user"] == user)
-            and (partition is None or j["partition"] == partition)]
+    wanted = state.upper() if state is not None else None
+    return [job_view(j) for j in _snapshot(cp).jobs
+            if (wanted is None or j.state == wanted)
+            and (user is None or j.user == user)
+            and (partition is None or j.partition == partition)]
 
 
 def nodes(cp: ControlPlane) -> list[SlurmNodeView]:
-    return [SlurmNodeView(**_fields(SlurmNodeView, n)) for n in _document(cp)["nodes"]]
+    return [node_view(n) for n in _snapshot(cp).nodes]
 
 
 def partitions(cp: ControlPlane) -> list[SlurmPartitionView]:
-    doc = _document(cp)
-    by_node = {n["name"]: n for n in doc["nodes"]}
+    snap = _snapshot(cp)
+    by_node = {n.name: n for n in snap.nodes}
     out = []
-    for p in doc["partitions"]:
-        members = [by_node[n] for n in p.get("nodes", []) if n in by_node]
-        out.append(SlurmPartitionView(**_fields(SlurmPartitionView, p),
-                                      gpus_total=sum(n.get("gpus_total", 0) for n in members),
-                                      gpus_alloc=sum(n.get("gpus_alloc", 0) for n in members)))
+    for p in snap.partitions:
+        members = [by_node[n] for n in p.nodes if n in by_node]
+        out.append(SlurmPartitionView(name=p.name, available=p.available, default=p.default,
+                                      nodes=list(p.nodes), time_limit=p.time_limit,
+                                      gpus_total=sum(n.gpus_total for n in members),
+                                      gpus_alloc=sum(n.gpus_alloc for n in members)))
     return out
 
 
 def find_job(cp: ControlPlane, job_id: int) -> SlurmJobView | None:
     """One job of the Slurm snapshot (any state), or None when Slurm does not list it."""
-    found = next((j for j in _document(cp)["jobs"] if j["job_id"] == job_id), None)
-    return SlurmJobView(**_fields(SlurmJobView, found)) if found is not None else None
+    found = _snapshot(cp).job(job_id)
+    return job_view(found) if found is not None else None
 
 
 def missing_job_text(cp: ControlPlane, job_id: int) -> str:
     """Why Slurm does not list ``job_id``, true to where its finished jobs come from."""
-    return not_found_text(job_id, _document(cp).get("accounting") or {})
+    return _snapshot(cp).missing_job_text(job_id)
 
 
 def ended_jobs(cp: ControlPlane, *, since: float) -> list[SlurmJobView]:
-    """The finished jobs of the snapshot that ended at or after ``since`` (the others'
-    documents are not turned into views)."""
-    return [SlurmJobView(**_fields(SlurmJobView, j)) for j in _document(cp)["jobs"]
-            if j.get("finished") and (j.get("end_time") or 0) >= since]
+    """The finished jobs of the snapshot that ended at or after ``since`` (the others are
+    not turned into views)."""
+    return [job_view(j) for j in _snapshot(cp).jobs
+            if j.is_finished and (j.end_time or 0) >= since]
 
 
 async def job(cp: ControlPlane, job_id: int) -> SlurmJobDetail:
-    doc = _document(cp)
-    found = next((j for j in doc["jobs"] if j["job_id"] == job_id), None)
+    snap = _snapshot(cp)
+    found = snap.job(job_id)
     if found is None:
-        raise NotFound(not_found_text(job_id, doc.get("accounting") or {}))
-    detail = SlurmJobDetail(**_fields(SlurmJobDetail, found))
+        raise NotFound(snap.missing_job_text(job_id))
+    detail = job_view(found, SlurmJobDetail)
     held = {(node, i) for node, indices in detail.gpu_detail.items() for i in indices}
     detail.gpus = [g for name in sorted({n for n, _ in held}) for g in list_gpus(cp, node=name)
                    if (g.node, g.index) in held]

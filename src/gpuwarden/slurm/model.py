@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 from gpuwarden.slurm.gres import GresItem, gpu_count, gpus_in_tres
+from gpuwarden.slurm.reasons import explain
 
 USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"})
 # job states in which a job is on its nodes (holds them)
@@ -24,6 +27,12 @@ def jobs_on(jobs: Iterable[Any], node: str) -> list[str]:
 # A job in one of these has ended; its exit code, end and elapsed time are final.
 FINISHED_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL",
                              "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"})
+# the queue counts (``SlurmSnapshot.queue``): Slurm's state -> the count's name
+QUEUE_KEYS: Mapping[str, str] = MappingProxyType({
+    "RUNNING": "running", "PENDING": "pending", "COMPLETING": "completing",
+    "COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
+    "TIMEOUT": "timeout", "SUSPENDED": "suspended", "NODE_FAIL": "node_fail",
+    "OUT_OF_MEMORY": "out_of_memory", "PREEMPTED": "preempted"})
 JobSource = str  # "squeue" (the controller's queue) or "sacct" (slurmdbd's records)
 NO_GPU_DETAIL: Mapping[str, tuple[int, ...]] = MappingProxyType({})
 
@@ -90,6 +99,11 @@ class SlurmJob:
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def reason_text(self) -> str | None:
+        """The pending reason in plain words (None unless pending)."""
+        return explain(self.reason) if self.is_pending else None
 
     @property
     def key(self) -> str:
@@ -294,6 +308,38 @@ class SlurmSnapshot:
             return self.jobs
         return tuple(j for j in self.jobs if j.source == "squeue" or j.job_id in self.listed)
 
+    # Derived figures, one definition each: the controller's ``/api/v1/slurm`` document
+    # writes them (``node.slurm.snapshot_json``) and the control plane's views read them off
+    # the decoded snapshot, so the two cannot disagree.  Computed once per snapshot.
+
+    @cached_property
+    def queue(self) -> Mapping[str, int]:
+        """Jobs per state (every ``QUEUE_KEYS`` name, 0 when none): ``running``,
+        ``pending``, ..."""
+        counts = dict.fromkeys(QUEUE_KEYS.values(), 0)
+        for job in self.jobs:
+            key = QUEUE_KEYS.get(job.state)
+            if key:
+                counts[key] += 1
+        return MappingProxyType(counts)
+
+    @cached_property
+    def pending_reasons(self) -> Mapping[str, int]:
+        """Pending jobs per reason code (``Resources``, ``Priority``...)."""
+        return MappingProxyType(dict(Counter(j.reason for j in self.jobs if j.is_pending)))
+
+    @cached_property
+    def gpus_total(self) -> int:
+        return sum(n.gpus_total for n in self.nodes)
+
+    @cached_property
+    def gpus_alloc(self) -> int:
+        return sum(n.gpus_alloc for n in self.nodes)
+
+    @cached_property
+    def gpus_idle(self) -> int:
+        return sum(n.gpus_idle for n in self.nodes)
+
     @property
     def finished_source(self) -> JobSource:
         """Where this snapshot's finished jobs come from."""
@@ -314,6 +360,11 @@ class SlurmSnapshot:
             if job.job_id == job_id:
                 return job
         return None
+
+    def missing_job_text(self, job_id: object) -> str:
+        """Why ``job_id`` is not in this snapshot (:func:`not_found_text`)."""
+        return not_found_text(job_id, {"available": self.accounting,
+                                       "window_s": self.accounting_window_s})
 
 
 def not_found_text(job_id: object, accounting: Mapping[str, Any]) -> str:

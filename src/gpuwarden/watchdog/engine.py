@@ -129,8 +129,8 @@ class Watchdog:
             figure = "; ".join(per_gpu) or "a hardware XID"
             self.checks.record(node, level, "watchdog", [
                 CheckResult(name, level, "fail", figure, "none", about, float(len(per_gpu)))])
-        drained = {str(n.get("name")): "DRAIN" in (n.get("flags") or [])
-                   for n in (view.slurm or {}).get("nodes", [])}
+        drained = {n.name: "DRAIN" in n.flags
+                   for n in (view.slurm.nodes if view.slurm is not None else ())}
         return check_alerts(self._db, self.checks, self.config.checks, self._clock,
                             drained).transitions
 

@@ -181,54 +181,51 @@ def node_version(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Fi
 
 
 def slurm_node_state(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
-    if not view.slurm:
+    if view.slurm is None:
         return []
     wanted = {s.lower() for s in rule.states}
     out = []
-    for node in view.slurm.get("nodes", []):
-        states = {str(node.get("state", "")).lower()} | {
-            str(f).lower() for f in node.get("flags", [])}
+    for node in view.slurm.nodes:
+        states = {node.state.lower()} | {f.lower() for f in node.flags}
         hit = sorted(states & wanted)
         if hit:
-            name = node["name"]
+            name = node.name
             out.append(Finding(f"slurm/{name}", {"slurm_node": name, "state": hit[0]}, None,
                                {"node": name, "state": "+".join(hit),
-                                "reason": node.get("reason") or "no reason given"}))
+                                "reason": node.reason or "no reason given"}))
     return out
 
 
 def job_pending(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
-    if not view.slurm:
+    if view.slurm is None:
         return []
     default = rule.after.get("default", 3600.0)
     out = []
-    for job in view.slurm.get("jobs", []):
-        if job.get("state") != "PENDING":
+    for job in view.slurm.jobs:
+        if not job.is_pending:
             continue
-        reason = str(job.get("reason") or "None")
+        reason = job.reason or "None"
         code = reason.split(",")[0].split("(")[0].strip()
         limit = rule.after.get(code, default)
-        waited = view.now - float(job.get("submit_time") or view.now)
+        waited = view.now - float(job.submit_time or view.now)
         if waited < limit:
             continue
         out.append(Finding(
-            f"job/{job['job_id']}",
-            {"job_id": str(job["job_id"]), "user": str(job.get("user", "")), "reason": code},
+            f"job/{job.job_id}", {"job_id": str(job.job_id), "user": job.user, "reason": code},
             waited,
-            {"job_id": job["job_id"], "user": job.get("user", ""), "reason": code,
+            {"job_id": job.job_id, "user": job.user, "reason": code,
              "pending_for": format_duration(waited), "explanation": explain(reason),
-             "partition": job.get("partition", "")}))
+             "partition": job.partition}))
     return out
 
 
 def job_completing(view: ClusterView, rule: RuleSpec, active: set[str]) -> list[Finding]:
-    if not view.slurm:
+    if view.slurm is None:
         return []
-    return [Finding(f"job/{j['job_id']}", {"job_id": str(j["job_id"]),
-                                            "user": str(j.get("user", ""))}, None,
-                    {"job_id": j["job_id"], "user": j.get("user", ""),
-                     "nodes": ",".join(j.get("nodes", [])) or "unknown nodes"})
-            for j in view.slurm.get("jobs", []) if j.get("state") == "COMPLETING"]
+    return [Finding(f"job/{j.job_id}", {"job_id": str(j.job_id), "user": j.user}, None,
+                    {"job_id": j.job_id, "user": j.user,
+                     "nodes": ",".join(j.nodes) or "unknown nodes"})
+            for j in view.slurm.jobs if j.state == "COMPLETING"]
 
 
 EVALUATORS: dict[str, Evaluator] = {

@@ -9,6 +9,7 @@ from typing import Any
 
 from gpuwarden.gpu.model import LiveGpu, live_gpus
 from gpuwarden.metrics.scraper import TargetState
+from gpuwarden.slurm.model import SlurmSnapshot
 from gpuwarden.state.inventory import Node
 
 
@@ -30,7 +31,7 @@ class ClusterView:
     cluster: str
     nodes: Sequence[NodeFacts]
     gpus: Sequence[LiveGpu]  # the snapshots' GPUs as gpu.model.live_gpus sees them
-    slurm: Mapping[str, Any] | None = None  # the controller node's /api/v1/slurm document
+    slurm: SlurmSnapshot | None = None  # the controller node's Slurm snapshot
     extra: Mapping[str, Any] = field(default_factory=dict)
     checks_passed: Mapping[str, float] = field(default_factory=dict)  # node -> last pass
 
