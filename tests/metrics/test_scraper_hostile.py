@@ -215,3 +215,29 @@ def test_the_slurm_summary_is_held_to_the_shape_its_readers_index() -> None:
                      ({"nodes": ["n1"]}, "nodes[0]")]:
         with pytest.raises(ValueError, match=why.replace("[", r"\[").replace("]", r"\]")):
             check_slurm_summary(bad)
+
+
+def test_with_prometheus_as_the_store_nothing_is_queued_and_nodes_still_show(
+        server: HostileServer) -> None:
+    """Prometheus or VictoriaMetrics scrape the nodes themselves: the scraper has no writer
+    (``writer_of`` a PrometheusStore is None), publishes each node's state for the live
+    views all the same, and builds, queues and stores no samples."""
+    from gpuwarden.metrics import writer_of
+    from gpuwarden.metrics.prometheus import PrometheusStore
+
+    prometheus = PrometheusStore("http://127.0.0.1:9")
+    target = Target("via-prometheus", server.url("good"))
+
+    async def main() -> Scraper:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(lambda: [target], client, writer_of(prometheus), timeout=TIMEOUT)
+            state = await scraper.scrape_once(target)
+            assert state.up and state.snapshot is not None and state.error is None
+            assert scraper.states["via-prometheus"] is state
+            assert not scraper._queue  # no samples built or queued for a store with no writer
+            await scraper.flush()
+            return scraper
+
+    scraper = asyncio.run(main())
+    assert (scraper.ingest.batches, scraper.ingest.samples, scraper.ingest.queued) == (0, 0, 0)
+    prometheus.close()
