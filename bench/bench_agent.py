@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from gpuwarden.agent import analyzers
 from gpuwarden.config import NodeConfig, ServeConfig
 from gpuwarden.metrics.ingest import snapshot_samples
-from gpuwarden.metrics.scraper import Scraper, Target, TargetState
+from gpuwarden.metrics.model import Target
+from gpuwarden.metrics.scraper import Scraper, TargetState
 from gpuwarden.server import open_control_plane
 from gpuwarden.services.live import LIVE_MAX_AGE
 from gpuwarden.slurm.wire import decode_summary

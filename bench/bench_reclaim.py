@@ -25,7 +25,8 @@ from bench.bench_watchdog import GPUS, snapshot
 
 from gpuwarden.config import NodeConfig, ServeConfig
 from gpuwarden.metrics.ingest import snapshot_samples
-from gpuwarden.metrics.scraper import Target, TargetState
+from gpuwarden.metrics.model import Target
+from gpuwarden.metrics.scraper import TargetState
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.reclaim import Reclaimer
 from gpuwarden.state.db import StateDB

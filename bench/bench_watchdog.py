@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gpuwarden.config import NodeConfig, ServeConfig
 from gpuwarden.metrics.ingest import snapshot_samples
-from gpuwarden.metrics.model import parse_selector
-from gpuwarden.metrics.scraper import Target, TargetState
+from gpuwarden.metrics.model import Target, parse_selector
+from gpuwarden.metrics.scraper import TargetState
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.inventory import Inventory

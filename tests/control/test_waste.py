@@ -9,8 +9,8 @@ import pytest
 
 from gpuwarden.config import NodeConfig, ServeConfig
 from gpuwarden.gpu.wire import snapshot_document
-from gpuwarden.metrics.model import Sample
-from gpuwarden.metrics.scraper import Scraper, Target, TargetState
+from gpuwarden.metrics.model import Sample, Target
+from gpuwarden.metrics.scraper import Scraper, TargetState
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.services import waste
 from gpuwarden.services.context import ControlPlane

@@ -16,11 +16,10 @@ import pytest
 import yaml
 
 from gpuwarden.metrics.ingest import snapshot_samples
-from gpuwarden.metrics.model import Series, parse_selector
+from gpuwarden.metrics.model import Series, Target, parse_selector
 from gpuwarden.metrics.prometheus import (
     PrometheusError,
     PrometheusStore,
-    ScrapeTarget,
     scrape_config,
     write_scrape_config,
 )
@@ -48,10 +47,10 @@ def test_generated_config_passes_promtool(tmp_path: Path) -> None:
     shared, other = tmp_path / "cluster.token", tmp_path / "other.token"
     shared.write_text("s3cret-shared\n")
     other.write_text("s3cret-other\n")
-    targets = [ScrapeTarget("node1", "http://10.0.0.1:9400", shared),
-               ScrapeTarget("node2", "http://10.0.0.2:9400/", shared),
-               ScrapeTarget("node3", "https://node3.example:9400", other),
-               ScrapeTarget("node4", "http://127.0.0.1:9401", None)]
+    targets = [Target("node1", "http://10.0.0.1:9400", shared),
+               Target("node2", "http://10.0.0.2:9400/", shared),
+               Target("node3", "https://node3.example:9400", other),
+               Target("node4", "http://127.0.0.1:9401", None)]
     path = write_scrape_config(tmp_path / "prometheus.yml", targets, scrape_interval=5,
                                global_config={"evaluation_interval": "15s"})
     run = subprocess.run([PROMTOOL, "check", "config", str(path)], capture_output=True,
@@ -77,9 +76,9 @@ def test_generated_config_passes_promtool(tmp_path: Path) -> None:
 
 def test_scrape_config_rejects_bad_targets() -> None:
     with pytest.raises(ValueError, match="twice"):
-        scrape_config([ScrapeTarget("a", "http://h:1"), ScrapeTarget("a", "http://h:2")])
+        scrape_config([Target("a", "http://h:1"), Target("a", "http://h:2")])
     with pytest.raises(ValueError, match="http"):
-        scrape_config([ScrapeTarget("a", "h:1")])
+        scrape_config([Target("a", "h:1")])
 
 
 def test_unreachable_server_is_a_clear_error() -> None:
@@ -113,7 +112,7 @@ def tsdb(request: pytest.FixtureRequest, tmp_path: Path, nodes: dict[str, Daemon
         pytest.skip(f"{request.param} is not installed (apt-get install {request.param}; "
                     "`make test` installs it)")
     config = write_scrape_config(tmp_path / "prometheus.yml",
-                                 [ScrapeTarget(n, d.url) for n, d in nodes.items()],
+                                 [Target(n, d.url) for n, d in nodes.items()],
                                  scrape_interval=1)
     port = free_port()
     url = f"http://127.0.0.1:{port}"

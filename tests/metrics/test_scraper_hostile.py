@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gpuwarden.metrics.model import parse_selector
-from gpuwarden.metrics.scraper import Scraper, Target, check_slurm_summary
+from gpuwarden.metrics.model import Target, parse_selector
+from gpuwarden.metrics.scraper import Scraper, check_slurm_summary
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from tests.metrics.hostile_server import HostileServer, hostile_server
 from tests.metrics.test_store_hostile import many_nodes

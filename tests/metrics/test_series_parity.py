@@ -35,9 +35,9 @@ import uvicorn
 
 from gpuwarden.gpu.nvml import NvmlSource
 from gpuwarden.gpu.sim import SimSource
-from gpuwarden.metrics.model import parse_selector
-from gpuwarden.metrics.prometheus import PrometheusStore, ScrapeTarget, write_scrape_config
-from gpuwarden.metrics.scraper import Scraper, Target
+from gpuwarden.metrics.model import Target, parse_selector
+from gpuwarden.metrics.prometheus import PrometheusStore, write_scrape_config
+from gpuwarden.metrics.scraper import Scraper
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.node.app import create_app
 from gpuwarden.node.jobs import JobRef
@@ -321,7 +321,7 @@ def test_prometheus_stores_the_same_series_as_the_embedded_store(
         tmp_path: Path) -> None:
     assert PROMETHEUS is not None
     config = write_scrape_config(tmp_path / "prometheus.yml",
-                                 [ScrapeTarget(n.name, n.url) for n in nodes],
+                                 [Target(n.name, n.url) for n in nodes],
                                  scrape_interval=1)
     port = free_port()
     proc = subprocess.Popen(

@@ -14,7 +14,8 @@ import pytest
 
 from gpuwarden.config import ServeConfig
 from gpuwarden.metrics.ingest import snapshot_samples
-from gpuwarden.metrics.scraper import Target, TargetState
+from gpuwarden.metrics.model import Target
+from gpuwarden.metrics.scraper import TargetState
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.providers import STOPPED, parse_description, status, up
 from gpuwarden.reclaim import Reclaimer

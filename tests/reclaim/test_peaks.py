@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 
 from gpuwarden.config import ServeConfig
-from gpuwarden.metrics.scraper import Scraper, Target, TargetState
+from gpuwarden.metrics.model import Target
+from gpuwarden.metrics.scraper import Scraper, TargetState
 from gpuwarden.metrics.sqlite_store import SqliteStore
 from gpuwarden.reclaim import Reclaimer
 from gpuwarden.reclaim.peaks import UTIL, RunningPeaks

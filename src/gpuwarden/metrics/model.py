@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -71,6 +72,35 @@ class Series:
     metric: str
     labels: Mapping[str, str]
     points: Sequence[tuple[float, float]] = field(default_factory=list)  # (timestamp, value)
+
+
+class ScrapeTarget(Protocol):
+    """A node as the scraper and the Prometheus scrape configuration see it: its name, its
+    daemon's base URL, the file holding its token, its role and its $/hr.  The inventory's
+    :class:`~gpuwarden.state.inventory.Node` is one, as is :class:`Target`."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def token_file(self) -> Path | None: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def cost_per_hour(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A :class:`ScrapeTarget` for callers with no inventory (the export of a configuration's
+    nodes, tests, benchmarks)."""
+
+    name: str
+    url: str
+    token_file: Path | None = None
+    role: str = "worker"
+    cost_per_hour: float = 0.0
 
 
 class MetricsStore(Protocol):

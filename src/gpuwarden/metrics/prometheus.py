@@ -15,7 +15,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +22,13 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from gpuwarden.metrics.model import AGGREGATIONS, Aggregation, Selector, Series
+from gpuwarden.metrics.model import (
+    AGGREGATIONS,
+    Aggregation,
+    ScrapeTarget,
+    Selector,
+    Series,
+)
 
 DEFAULT_LOOKBACK = 300.0  # seconds: PromQL's default lookback for an instant selector
 # VictoriaMetrics hides the newest 30 s of samples from queries (its -search.latencyOffset:
@@ -141,17 +146,6 @@ def _ts(seconds: float) -> str:
 
 
 # Scrape configuration -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ScrapeTarget:
-    """One node: its inventory name, its daemon's base URL, the file holding its token, and
-    what it costs ($/hr for the whole machine, shared among its GPUs)."""
-
-    name: str
-    url: str
-    token_file: Path | str | None = None
-    cost_per_hour: float = 0.0
 
 
 def scrape_config(targets: Iterable[ScrapeTarget], *, job: str = "gpuwarden-nodes",

@@ -77,7 +77,7 @@ from gpuwarden.metrics.ingest import (
     slurm_groups,
     snapshot_groups,
 )
-from gpuwarden.metrics.model import MetricsWriter
+from gpuwarden.metrics.model import MetricsWriter, ScrapeTarget
 from gpuwarden.slurm.model import SlurmSnapshot
 from gpuwarden.slurm.wire import decode_summary
 
@@ -107,21 +107,13 @@ def check_slurm_summary(doc: Any) -> dict[str, Any]:
     return doc
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    name: str
-    url: str
-    token_file: Path | None = None
-    role: str = "worker"
-
-
 @dataclass(frozen=True)
 class TargetState:
     """What the scraper knows of one node after its latest scrape: one immutable value, a
     new one swapped in (``Scraper.states[name]``) after each scrape, so a reader holds a
     consistent node and a view cache can key on identity."""
 
-    target: Target
+    target: ScrapeTarget
     up: bool = False
     last_scrape: float = 0.0  # when the last attempt ended
     last_success: float = 0.0
@@ -180,7 +172,7 @@ class _TokenCache:
 
 @dataclass
 class Scraper:
-    targets: Callable[[], Sequence[Target]]
+    targets: Callable[[], Sequence[ScrapeTarget]]
     client: httpx.AsyncClient
     # where what is scraped is stored: the embedded store's writer; None with Prometheus or
     # VictoriaMetrics, which scrape the nodes themselves (nothing is queued then)
@@ -272,7 +264,7 @@ class Scraper:
 
     # -- scraping --------------------------------------------------------------------------
 
-    async def _loop(self, target: Target) -> None:
+    async def _loop(self, target: ScrapeTarget) -> None:
         # spread the first scrapes over the interval so 1,000 nodes do not arrive at once
         await asyncio.sleep(self.rng.uniform(0, min(self.interval, 2.0)))
         first = True
@@ -303,7 +295,7 @@ class Scraper:
         self.schedule.lateness_seconds += (seconds - self.schedule.lateness_seconds) * 0.05
         self.schedule.max_lateness_seconds = max(self.schedule.max_lateness_seconds, seconds)
 
-    async def scrape_once(self, target: Target) -> TargetState:
+    async def scrape_once(self, target: ScrapeTarget) -> TargetState:
         last = self.states.get(target.name) or TargetState(target)
         queued = time.monotonic()
         async with self._sem:
@@ -382,7 +374,7 @@ class Scraper:
         self.changed.set()
         return state
 
-    async def _get(self, target: Target, path: str, max_body: int) -> tuple[int, bytes]:
+    async def _get(self, target: ScrapeTarget, path: str, max_body: int) -> tuple[int, bytes]:
         """Status and body of one GET: at most ``max_body`` bytes (:class:`ResponseTooLarge`
         past it, never buffered whole) within ``timeout`` seconds in all, a slow drip
         included."""
@@ -411,7 +403,7 @@ class Scraper:
                 chunks.append(chunk)
             return 200, b"".join(chunks)
 
-    async def _scrape_slurm(self, target: Target, held: SlurmSnapshot | None
+    async def _scrape_slurm(self, target: ScrapeTarget, held: SlurmSnapshot | None
                             ) -> tuple[SlurmSnapshot | None, str | None, list[SeriesGroup]]:
         """The controller's Slurm snapshot (``held`` again when its cycle has not changed),
         why there is none or it is old (None: fresh), and the ``slurm_*`` series of a Slurm
@@ -435,7 +427,7 @@ class Scraper:
         except (httpx.HTTPError, HttpError, ValueError, OSError) as exc:
             return held, f"{type(exc).__name__}: {exc}"[:300], groups
 
-    def _decode_slurm(self, target: Target,
+    def _decode_slurm(self, target: ScrapeTarget,
                       doc: dict[str, Any]) -> tuple[SlurmSnapshot, list[SeriesGroup]]:
         """The snapshot of a new Slurm cycle's document and its ``slurm_*`` series (none
         when that cycle's are stored already), or :class:`SnapshotRefused`."""
@@ -446,7 +438,7 @@ class Scraper:
         self._slurm_stored[target.name] = snap.collected_at
         return snap, groups
 
-    def _origin(self, target: Target) -> Origin | None:
+    def _origin(self, target: ScrapeTarget) -> Origin | None:
         """Where the fast client sends this target's requests; None: httpx does."""
         if target.url in self._origins:
             return self._origins[target.url]
@@ -459,7 +451,7 @@ class Scraper:
         self._origins[target.url] = origin
         return origin
 
-    def _headers(self, target: Target) -> dict[str, str]:
+    def _headers(self, target: ScrapeTarget) -> dict[str, str]:
         if target.token_file is None:
             return {}
         return {"Authorization": f"Bearer {self._tokens.get(target.token_file)}"}

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import httpx
 
 from gpuwarden.config import ServeConfig
-from gpuwarden.metrics.model import MetricsStore
-from gpuwarden.metrics.scraper import Scraper, Target
+from gpuwarden.metrics.model import MetricsStore, ScrapeTarget
+from gpuwarden.metrics.scraper import Scraper
 from gpuwarden.reclaim import Reclaimer
 from gpuwarden.state.db import StateDB
 from gpuwarden.state.inventory import Inventory
@@ -74,6 +74,6 @@ class ControlPlane:
             self.client = httpx.AsyncClient()
         return self.client
 
-    def targets(self) -> list[Target]:
-        return [Target(n.name, n.url, n.token_file, n.role) for n in self.inventory.nodes()
+    def targets(self) -> list[ScrapeTarget]:
+        return [n for n in self.inventory.nodes()  # each Node is a ScrapeTarget
                 if n.status != "STOPPED"]  # stopped on purpose: nothing answers, nothing due

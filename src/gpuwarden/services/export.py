@@ -19,7 +19,7 @@ import yaml
 
 from gpuwarden.config import ServeConfig
 from gpuwarden.errors import GpuwardenError
-from gpuwarden.metrics.prometheus import ScrapeTarget
+from gpuwarden.metrics.model import ScrapeTarget, Target
 
 PROMETHEUS_CONFIG = "prometheus.yml"
 ALERTING_RULES = "gpuwarden-rules.yml"
@@ -30,8 +30,8 @@ TARGETS = ("prometheus", "victoriametrics")
 def scrape_targets(config: ServeConfig, home: Path) -> list[ScrapeTarget]:
     """Every node the control plane scrapes: the configuration's, then those a provider
     registered (``gpuwarden up``) in the state database under ``home``, when there is one."""
-    targets = [ScrapeTarget(n.name, n.url, n.token_file, n.cost_per_hour)
-               for n in config.nodes]
+    targets: list[ScrapeTarget] = [Target(n.name, n.url, n.token_file, n.role,
+                                          n.cost_per_hour) for n in config.nodes]
     names = {t.name for t in targets}
     path = home / "state.db"
     if path.exists():  # never create a state database just to read it
@@ -43,8 +43,7 @@ def scrape_targets(config: ServeConfig, home: Path) -> list[ScrapeTarget]:
             for node in Inventory(db).nodes():
                 # a config node that left the file is gone, whatever the database says
                 if node.source != "config" and node.name not in names:
-                    targets.append(ScrapeTarget(node.name, node.url, node.token_file,
-                                                node.cost_per_hour))
+                    targets.append(node)
         finally:
             db.close()
     return targets
