@@ -27,9 +27,12 @@ request's one deadline.
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import zlib
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 from gpuwarden.net import url_host
 
@@ -405,3 +408,67 @@ class FastHttpClient:
                 conn.close()
         self._idle.clear()
         self._idle_count = 0
+
+
+class NodeFetcher:
+    """The scraper's one way to GET from a node daemon: a plain ``http://`` base URL through
+    :class:`FastHttpClient`, anything else (``https://``, a host the environment's proxy
+    settings send through a proxy, or ``fast=False``) through the httpx ``client`` given,
+    under the same rules either way: one deadline covers the whole exchange (a slow drip
+    included) and the body stops at ``max_body`` (:class:`ResponseTooLarge`, never buffered
+    whole).  Errors are :class:`HttpError` / :class:`HttpTimeout` from the fast path and
+    httpx's own from the other."""
+
+    def __init__(self, client: httpx.AsyncClient, *, fast: bool = True,
+                 max_idle: int = 1024) -> None:
+        self.client = client
+        self.fast = fast
+        self.max_idle = max_idle
+        self._fast: FastHttpClient | None = None
+        self._origins: dict[str, Origin | None] = {}
+
+    async def get(self, base_url: str, path: str, headers: dict[str, str], timeout: float,
+                  max_body: int) -> tuple[int, bytes]:
+        """Status and body of ``GET base_url + path`` (an empty body unless 200)."""
+        origin = self._origin(base_url)
+        if origin is not None:
+            if self._fast is None:
+                self._fast = FastHttpClient(max_idle=self.max_idle)
+            response = await self._fast.get(origin, path, headers, timeout, max_body)
+            return response.status_code, response.content
+        # httpx's timeout is per read, so a drip of a byte a second never ends it: one
+        # deadline covers the whole exchange, as in FastHttpClient
+        async with asyncio.timeout(timeout), self.client.stream(
+                "GET", base_url + path, headers=headers, timeout=timeout) as response:
+            if response.status_code != 200:
+                return response.status_code, b""
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > max_body:
+                raise ResponseTooLarge(max_body)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts inflated
+                size += len(chunk)
+                if size > max_body:
+                    raise ResponseTooLarge(max_body)
+                chunks.append(chunk)
+            return 200, b"".join(chunks)
+
+    def _origin(self, base_url: str) -> Origin | None:
+        """Where the fast client sends this URL's requests; None: httpx does."""
+        if base_url in self._origins:
+            return self._origins[base_url]
+        origin = parse_origin(base_url) if self.fast else None
+        if origin is not None and getattr(self.client, "trust_env", True):
+            proxies = urllib.request.getproxies()
+            if (proxies.get("http") or proxies.get("all")) and not \
+                    urllib.request.proxy_bypass(origin.host):
+                origin = None  # httpx honours HTTP_PROXY / ALL_PROXY / NO_PROXY
+        self._origins[base_url] = origin
+        return origin
+
+    def close(self) -> None:
+        """Close the fast client's connections (the httpx client is the caller's)."""
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None

@@ -7,8 +7,9 @@ The hot path, per node per interval, is built for 1,000 nodes on a fraction of a
 (``bench/bench_control.py``; figures per scrape of a node of 8 GPUs, ~310 samples, on the
 bench machine):
 
-* HTTP: :class:`~gpuwarden.metrics.http.FastHttpClient` (asyncio protocol, keep-alive) for
-  plain ``http://`` targets (the controller's Slurm summary too); httpx (``asyncio`` +
+* HTTP: one :class:`~gpuwarden.metrics.http.NodeFetcher` (injected, or built from
+  ``client``): :class:`~gpuwarden.metrics.http.FastHttpClient` (asyncio protocol, keep-alive)
+  for plain ``http://`` targets (the controller's Slurm summary too); httpx (``asyncio`` +
   ``httpx``, as everywhere else in gpuwarden) for https and for targets behind an
   environment proxy.  httpx costs 2.4-3.4 ms of CPU per snapshot GET, the protocol ~0.12 ms.
   Either way a body is capped (``Limits.max_bytes``, 4 MiB) and cut off, not buffered, past
@@ -40,7 +41,6 @@ import contextlib
 import logging
 import random
 import time
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,12 +65,10 @@ from gpuwarden.gpu.wire import (
     version_mismatch,
 )
 from gpuwarden.metrics.http import (
-    FastHttpClient,
     HttpError,
     HttpTimeout,
-    Origin,
+    NodeFetcher,
     ResponseTooLarge,
-    parse_origin,
 )
 from gpuwarden.metrics.ingest import (
     SampleGroup,
@@ -185,6 +183,8 @@ class Scraper:
     max_backoff: float = 120.0
     flush_every: float = 1.0
     fast_http: bool = True  # plain-http targets use FastHttpClient (see the module doc)
+    # how GETs reach the nodes (built from client and fast_http when not given)
+    fetcher: NodeFetcher | None = None
     limits: Limits = LIMITS  # what a node's snapshot may hold (gpu.wire)
     stop_timeout: float = 3.0  # seconds a stop waits for the batch being stored
     # called with each node's state right after a scrape published it, on the event loop
@@ -199,8 +199,8 @@ class Scraper:
         self.version = 0  # bumped after every scrape: the SSE stream watches it
         self.changed = asyncio.Event()
         self._queue: list[tuple[float, list[SeriesGroup]]] = []
-        self._fast: FastHttpClient | None = None
-        self._origins: dict[str, Origin | None] = {}
+        self._fetch = self.fetcher or NodeFetcher(self.client, fast=self.fast_http,
+                                                  max_idle=max(self.concurrency, 1024))
         self._node_labels: dict[str, dict[str, str]] = {}
         self._slurm_stored: dict[str, float] = {}  # controller -> cycle whose series are queued
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -225,8 +225,7 @@ class Scraper:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
             self._stop.set()
             await self._finish_writer(writer)
-            if self._fast is not None:
-                self._fast.close()
+            self._fetch.close()
 
     async def _finish_writer(self, writer: asyncio.Task[None]) -> None:
         """Let the writer store what is queued, for ``stop_timeout`` seconds at most; past
@@ -375,33 +374,10 @@ class Scraper:
         return state
 
     async def _get(self, target: ScrapeTarget, path: str, max_body: int) -> tuple[int, bytes]:
-        """Status and body of one GET: at most ``max_body`` bytes (:class:`ResponseTooLarge`
-        past it, never buffered whole) within ``timeout`` seconds in all, a slow drip
-        included."""
-        headers = self._headers(target)
-        origin = self._origin(target)
-        if origin is not None:
-            if self._fast is None:
-                self._fast = FastHttpClient(max_idle=max(self.concurrency, 1024))
-            response = await self._fast.get(origin, path, headers, self.timeout, max_body)
-            return response.status_code, response.content
-        # httpx's timeout is per read, so a drip of a byte a second never ends it: one
-        # deadline covers the whole exchange, as in FastHttpClient
-        async with asyncio.timeout(self.timeout), self.client.stream(
-                "GET", target.url + path, headers=headers, timeout=self.timeout) as response:
-            if response.status_code != 200:
-                return response.status_code, b""
-            length = response.headers.get("content-length", "")
-            if length.isdigit() and int(length) > max_body:
-                raise ResponseTooLarge(max_body)
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts inflated
-                size += len(chunk)
-                if size > max_body:
-                    raise ResponseTooLarge(max_body)
-                chunks.append(chunk)
-            return 200, b"".join(chunks)
+        """Status and body of one GET through the fetcher (:class:`NodeFetcher`): at most
+        ``max_body`` bytes within ``timeout`` seconds in all."""
+        return await self._fetch.get(target.url, path, self._headers(target), self.timeout,
+                                     max_body)
 
     async def _scrape_slurm(self, target: ScrapeTarget, held: SlurmSnapshot | None
                             ) -> tuple[SlurmSnapshot | None, str | None, list[SeriesGroup]]:
@@ -437,19 +413,6 @@ class Scraper:
         groups = slurm_groups(target.name, snap)
         self._slurm_stored[target.name] = snap.collected_at
         return snap, groups
-
-    def _origin(self, target: ScrapeTarget) -> Origin | None:
-        """Where the fast client sends this target's requests; None: httpx does."""
-        if target.url in self._origins:
-            return self._origins[target.url]
-        origin = parse_origin(target.url) if self.fast_http else None
-        if origin is not None and getattr(self.client, "trust_env", True):
-            proxies = urllib.request.getproxies()
-            if (proxies.get("http") or proxies.get("all")) and not \
-                    urllib.request.proxy_bypass(origin.host):
-                origin = None  # httpx honours HTTP_PROXY / ALL_PROXY / NO_PROXY
-        self._origins[target.url] = origin
-        return origin
 
     def _headers(self, target: ScrapeTarget) -> dict[str, str]:
         if target.token_file is None:
