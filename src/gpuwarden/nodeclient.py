@@ -55,6 +55,18 @@ class NodeClient:
             return None
         return response.json()
 
+    async def slurm_jobs(self) -> tuple[Any, ...]:
+        """The jobs Slurm has now (the controller's daemon, not a scrape), decoded into
+        :class:`~gpuwarden.slurm.model.SlurmJob`; NodeError when the list is malformed."""
+        from gpuwarden.gpu.wire import SnapshotRefused
+        from gpuwarden.slurm.wire import decode_jobs
+
+        found = await self.request("GET", "/api/v1/slurm/jobs")
+        try:
+            return decode_jobs(found)
+        except SnapshotRefused as exc:
+            raise NodeError(f"the controller's job list is malformed: {exc.reason}") from None
+
     async def slurm_drain(self, node: str, reason: str) -> Any:
         return await self.request("POST", f"/api/v1/slurm/nodes/{node}/drain",
                                   {"reason": reason})

@@ -432,7 +432,7 @@ async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
         try:
             progress(f"draining {node_name} in Slurm")
             await ctrl.slurm_drain(node_name, BURN_IN_REASON)
-            found = await ctrl.request("GET", "/api/v1/slurm/jobs")
+            jobs = await ctrl.slurm_jobs()
         except NodeError as exc:
             if force:
                 return
@@ -440,8 +440,7 @@ async def _hold_for_replace(controller: NodeRecord, node_name: str, force: bool,
                 f"node {node_name}: cannot tell whether Slurm runs jobs on it (the "
                 f"controller's daemon failed: {exc}); fix that, or replace it with --force"
             ) from None
-        jobs = found.get("jobs", found) if isinstance(found, dict) else found
-        busy = jobs_on(jobs if isinstance(jobs, list) else [], node_name)
+        busy = jobs_on(jobs, node_name)
         if busy and not force:
             await ctrl.slurm_resume(node_name)
             raise ConflictError(f"node {node_name}: job(s) {', '.join(busy)} run on it; not "

@@ -271,7 +271,7 @@ class PeriodicChecks:
             return []
         places = await slurm_places(slurm._controller(cp, cp.http()))
         busy = {node for j in await slurm.live_jobs(cp, cp.http())
-                if j.get("state") in ACTIVE_STATES for node in j.get("nodes") or []}
+                if j.state in ACTIVE_STATES for node in j.nodes}
         last = {name: at for name, (at, _) in store(cp).run_times().items()}
         now = cp.clock()
         due = [n.name for n in cp.inventory.nodes()
@@ -336,8 +336,8 @@ class PeriodicChecks:
         deadline = loop.time() + self.START_WAIT
         while True:
             for job in await slurm.live_jobs(self.cp, self.cp.http()):
-                if str(job.get("job_id")) == str(job_id) and job.get("state") == "RUNNING":
-                    return set(names) <= set(job.get("nodes") or [])
+                if job.job_id == job_id and job.state == "RUNNING":
+                    return set(names) <= set(job.nodes)
             if loop.time() > deadline:
                 return False
             await asyncio.sleep(0.5)

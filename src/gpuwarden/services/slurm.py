@@ -274,11 +274,9 @@ async def node_action(cp: ControlPlane, client: httpx.AsyncClient, who: str, nod
 
 
 
-async def live_jobs(cp: ControlPlane, client: httpx.AsyncClient) -> list[dict[str, Any]]:
+async def live_jobs(cp: ControlPlane, client: httpx.AsyncClient) -> tuple[SlurmJob, ...]:
     """The jobs Slurm has now, asked of the controller directly (not the last scrape)."""
-    found = await _controller(cp, client).request("GET", "/api/v1/slurm/jobs")
-    jobs = found.get("jobs", found) if isinstance(found, dict) else found
-    return [j for j in jobs or [] if isinstance(j, dict)]
+    return await _controller(cp, client).slurm_jobs()
 
 
 async def jobs_on_node(cp: ControlPlane, client: httpx.AsyncClient, node: str) -> list[str]:

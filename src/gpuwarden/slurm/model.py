@@ -17,11 +17,10 @@ USABLE_STATES = frozenset({"idle", "mixed", "allocated", "completing", "planned"
 ACTIVE_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "CONFIGURING"})
 
 
-def jobs_on(jobs: Iterable[Any], node: str) -> list[str]:
-    """The ids of the jobs (the node daemon's ``/api/v1/slurm/jobs`` documents) that hold
-    ``node`` now: the one test before a node is stopped, replaced or checked."""
-    return [str(j.get("job_id")) for j in jobs if isinstance(j, Mapping)
-            and j.get("state") in ACTIVE_STATES and node in (j.get("nodes") or [])]
+def jobs_on(jobs: Iterable[SlurmJob], node: str) -> list[str]:
+    """The ids of the jobs that hold ``node`` now: the one test before a node is stopped,
+    replaced or checked."""
+    return [str(j.job_id) for j in jobs if j.state in ACTIVE_STATES and node in j.nodes]
 
 
 # A job in one of these has ended; its exit code, end and elapsed time are final.

@@ -170,6 +170,12 @@ def _map(doc: Mapping[str, Any], key: str, kinds: frozenset[type]) -> Mapping[st
     return MappingProxyType(value)
 
 
+def decode_jobs(items: Any, key: str = "jobs") -> tuple[SlurmJob, ...]:
+    """The jobs of a list of job documents (the controller daemon's ``/api/v1/slurm/jobs``),
+    or :class:`SnapshotRefused` naming the first field at fault."""
+    return _records(SlurmJob, _JOB, items, key)
+
+
 def decode_summary(doc: Any) -> SlurmSnapshot:
     """The :class:`SlurmSnapshot` a controller's ``/api/v1/slurm`` document holds, or
     :class:`SnapshotRefused`."""
@@ -193,7 +199,7 @@ def decode_summary(doc: Any) -> SlurmSnapshot:
     stats = doc.get("stats")
     return SlurmSnapshot(
         collected_at=head["collected_at"], duration_s=head["duration_s"], up=head["up"],
-        jobs=_records(SlurmJob, _JOB, doc.get("jobs", []), "jobs"),
+        jobs=decode_jobs(doc.get("jobs", [])),
         nodes=_records(SlurmNode, _NODE, doc.get("nodes", []), "nodes"),
         partitions=_records(SlurmPartition, _PARTITION, doc.get("partitions", []),
                             "partitions"),
