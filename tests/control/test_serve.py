@@ -182,7 +182,11 @@ def test_kill_9_mid_ingest_then_restart_keeps_data(fleet, tmp_path, serve_factor
     port = free_port()
     serve = serve_factory(cfg, home, port)
     serve.wait(lambda: serve.get("/api/v1/overview").json()["nodes"]["up"] == 3, what="3 up")
-    time.sleep(3)
+    stored = {"selector": 'DCGM_FI_DEV_GPU_UTIL{node="n3",gpu="0"}', "start": int(time.time()),
+              "end": int(time.time()) + 60, "step": 1}
+    serve.wait(lambda: (s := serve.get("/api/v1/query", token=serve.admin, params={
+        **stored, "end": int(time.time()) + 1}).json()["series"]) and len(s[0]["points"]) >= 2,
+        timeout=20, what="two stored points of n3's GPU 0")  # then kill it mid-ingest
     t_kill = time.time()
     stop(serve.proc, signal.SIGKILL)
     for db in home.glob("*.db"):

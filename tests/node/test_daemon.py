@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -27,9 +28,9 @@ def test_daemon_serves_metrics_and_snapshot_with_token(daemon_factory, tmp_path)
     util = {s.labels["gpu"]: s.value for s in families["DCGM_FI_DEV_GPU_UTIL"].samples}
     assert util["0"] > 50 and util["1"] == 0
     first = d.get("/api/v1/snapshot").json()["collector"]["polls_total"]
-    time.sleep(1.2)
-    snap = d.get("/api/v1/snapshot").json()
-    assert snap["collector"]["polls_total"] >= first + 2  # polls in the background
+    snap = wait_until("two more background polls", lambda: (
+        lambda s: s if s["collector"]["polls_total"] >= first + 2 else None)(
+            d.get("/api/v1/snapshot").json()), timeout=10)
     assert len(snap["gpus"]) == 3
     assert d.get("/healthz").json()["status"] == "ok"
 
