@@ -14,7 +14,6 @@ here (and the watchdog) reads:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from dataclasses import dataclass
@@ -63,7 +62,7 @@ class NodeLive:
     def __init__(self, key: tuple[Any, ...], state: TargetState, cost: float,
                  idle_below: float) -> None:
         self.key = key
-        self.state = state  # a copy: the scraper goes on updating its own
+        self.state = state  # immutable: the scraper swaps in a new one after each scrape
         self.cost = cost
         self.gpus = live_gpus(state.target.name, state.snapshot, state.up, state.error, cost)
         self.gpu_count = len(self.gpus)
@@ -121,11 +120,10 @@ class GpuPrice:
 
 
 def _node_key(cp: ControlPlane, state: TargetState, cost: float) -> tuple[Any, ...]:
-    """Everything a node's views are made of: a new scrape changes scrapes_total and
-    last_scrape; the snapshot is held by the cached copy, so its id is not reused."""
-    return (state.scrapes_total, state.last_scrape, id(state.snapshot), state.up, state.error,
-            state.bad_data, state.duration, id(state.slurm), state.slurm_error, state.last_success,
-            state.target, cost, cp.config.idle_utilization_percent)
+    """Everything a node's views are made of: its scrape state, by identity (each scrape
+    publishes a new immutable one; the cached NodeLive holds it, so its id is not reused),
+    its $/hr and the idle threshold."""
+    return (id(state), cost, cp.config.idle_utilization_percent)
 
 
 def _node_live(cp: ControlPlane, state: TargetState, cost: float,
@@ -133,7 +131,7 @@ def _node_live(cp: ControlPlane, state: TargetState, cost: float,
     key = _node_key(cp, state, cost)
     if previous is not None and previous.key == key:
         return previous
-    return NodeLive(key, copy.copy(state), cost, cp.config.idle_utilization_percent)
+    return NodeLive(key, state, cost, cp.config.idle_utilization_percent)
 
 
 def _node_figures(gpus: tuple[LiveGpu, ...], idle_below: float) -> tuple[Any, ...]:
