@@ -205,6 +205,15 @@ def test_react_resumes_only_what_gpuwarden_drained():
     assert react(bad, True, "gpuwarden: burn-in").action == "drain"  # the reason changes
     assert react(bad, True, drain.reason).action == "none"
     assert react(bad, True, "admin: bad fan").action == "none"
+    # drained by a check that did not run again (the NCCL check skipped, or a level below
+    # it): kept drained, whatever else passes; run again and passing, resumed
+    nccl_reason = "[gpuwarden-check] nccl_allreduce: 40 GB/s (3 nodes x 8 GPUs)"
+    skipped = [*ok, CheckResult("nccl_allreduce", "long", "skip", "skipped: busy", "")]
+    kept = react(skipped, True, nccl_reason)
+    assert kept.action == "none" and "nccl_allreduce" in kept.why
+    assert react(ok, True, nccl_reason).action == "none"
+    passed = [*ok, CheckResult("nccl_allreduce", "long", "pass", "380 GB/s", ">= 300 GB/s")]
+    assert react(passed, True, nccl_reason).action == "resume"
 
 
 def test_versions_are_judged_across_the_cluster():
@@ -302,6 +311,10 @@ def test_nccl_tests_output_gives_the_bandwidth_at_the_largest_size_and_the_ranks
         "16 of 24 ranks joined (3 nodes x 8 GPUs)"
     wrong = nccl.parse(_nccl_output(8, 1, [(1 << 30, 450.0, 451.0, 3)], 450.5))
     assert wrong is not None and wrong.wrong == 3
+    # nccl-tests prints #wrong with %g: past a million it is 2.68435e+08, still read
+    many = _nccl_output(8, 1, [(1 << 30, 450.0, 451.0, 3)], 450.5).replace(
+        "      3    100.0", "  2.68435e+08    100.0")
+    assert "2.68435e+08" in many and nccl.parse(many).wrong == 268435000
     assert nccl.judge(wrong, 0, "", ranks=8, threshold=None, where="w")[:2] == (
         False, "3 wrong values at 450.5 GB/s (w)")
 
@@ -340,14 +353,17 @@ def test_nccl_socket_interface_follows_the_node_address():
     from gpuwarden.checks import nccl
 
     addrs = {"lo": ["127.0.0.1"], "eth0": ["172.17.0.2"], "ens1": ["10.65.0.2"]}
-    assert nccl.socket_ifname({"NODE_ADDR": "10.65.0.2"}, addrs) == "=ens1"
-    assert nccl.socket_ifname({"NODE_ADDR": "172.17.0.2"}, addrs) == "=eth0"
-    # RunPod's address on no interface here: its documented private interface
-    assert nccl.socket_ifname({"NODE_ADDR": "10.65.0.9"}, addrs) == "=ens1"
-    assert nccl.socket_ifname({}, addrs) is None  # not RunPod: NCCL's own choice
-    assert nccl.socket_ifname({"NODE_ADDR": "not an address"}, addrs) is None
-    assert nccl.socket_ifname({"NCCL_SOCKET_IFNAME": "ib", "NODE_ADDR": "10.65.0.2"},
-                              addrs) == "ib"  # what the user set wins
+    runpod = {"NODE_ADDR": "10.65.0.9"}  # (the launching node's, as srun passes it on)
+    assert nccl.socket_ifname(runpod, addrs, "10.65.0.2") == "=ens1"
+    assert nccl.socket_ifname({}, addrs, "172.17.0.2") == "=eth0"
+    # RunPod, and this node's address on no interface here: its documented private one
+    assert nccl.socket_ifname(runpod, addrs, "10.65.0.7") == "=ens1"
+    assert nccl.socket_ifname({}, addrs, None) is None  # not RunPod: NCCL's own choice
+    assert nccl.socket_ifname({}, addrs, "not an address") is None
+    assert nccl.socket_ifname({"NCCL_SOCKET_IFNAME": "ib", **runpod}, addrs,
+                              "10.65.0.2") == "ib"  # what the user set wins
+    # outside Slurm the node's own NODE_ADDR is its address
+    assert nccl.node_address({"NODE_ADDR": "10.65.0.2"}) == "10.65.0.2"
     assert "lo" in nccl.interfaces()  # ip(8) read for real
 
 

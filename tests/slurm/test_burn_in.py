@@ -291,7 +291,7 @@ def test_the_nccl_check_runs_across_nodes_and_pins_a_slow_one(db, tmp_path, monk
     spec = parse_description({"name": "ncl", "provider": "local", "nodes": 3,
                               "gpus_per_node": 2, "gpu_type": "H100"})
     home = db.path.parent
-    checks = "nccl_allreduce: {threshold: 100}"
+    checks = "nccl_allreduce: {threshold: 100, threshold_across: 100}"
     (tmp_path / "quiet.yaml").write_text("scrape: {interval: 1, timeout: 2}\n"
                                          f"checks: {{drain: auto, checks: {{{checks}}}}}\n")
     with httpx.Client(timeout=10) as http:

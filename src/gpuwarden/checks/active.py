@@ -123,12 +123,12 @@ def nccl(spec: CheckSpec, ctx: CheckContext) -> CheckResult:
     ok, figure, bandwidth = nccl_test.judge(nccl_test.parse(text), code, text, ranks=gpus,
                                             threshold=spec.threshold,
                                             where=f"1 node x {gpus} GPUs")
-    return _result(spec, ok, figure, nccl_expected(spec), bandwidth)
+    return _result(spec, ok, figure, nccl_expected(spec.threshold, "threshold"), bandwidth)
 
 
-def nccl_expected(spec: CheckSpec) -> str:
-    return (f">= {spec.threshold:g} GB/s bus bandwidth, no wrong value" if spec.threshold
-            else "completes with no wrong value (set threshold: GB/s to judge bandwidth)")
+def nccl_expected(threshold: float | None, setting: str) -> str:
+    return (f">= {threshold:g} GB/s bus bandwidth, no wrong value" if threshold
+            else f"completes with no wrong value (set {setting}: GB/s to judge bandwidth)")
 
 
 EVALUATORS: dict[str, Any] = {"gpu_burn": gpu_burn, "dcgm_diag": dcgm_diag, "nccl": nccl}

@@ -64,3 +64,12 @@ def drain_reason(result: CheckResult) -> str:
 def drained_by_checks(reason: str) -> bool:
     """Whether a Slurm reason is one gpuwarden's burn-in or checks set (so a pass resumes)."""
     return reason.startswith((CHECK_REASON, BURN_IN_REASON))
+
+
+def drained_for(reason: str) -> str | None:
+    """The check a ``[gpuwarden-check] NAME: FIGURE`` reason names (None for another reason,
+    the burn-in's included): a node stays drained until that check has run again."""
+    if not reason.startswith(CHECK_REASON + " "):
+        return None
+    name, sep, _ = reason[len(CHECK_REASON) + 1:].partition(":")
+    return name.strip() or None if sep else None

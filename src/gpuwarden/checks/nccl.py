@@ -20,6 +20,7 @@ one rank each, which is reported as such rather than read as a bandwidth."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -52,15 +53,24 @@ class NcclRun:
     wrong: int  # values the test found wrong (#wrong columns, out-of-bounds count)
 
 
+def _number(text: str) -> float | None:
+    """A column's value (nccl-tests prints ``#wrong`` with ``%g``: ``1e+06`` past a million);
+    None for ``N/A`` (not validated) or anything else."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN: not a figure
+
+
 def parse(text: str) -> NcclRun | None:
     """The run in nccl-tests' output, or None when there is no result line in it."""
     rows = []
     for match in _ROW.finditer(text):
         cols = match.group(3).split()
-        # time algbw busbw #wrong, out-of-place then in-place ("N/A" where not validated)
-        numbers = [c for c in cols if re.fullmatch(r"[0-9.]+|N/A", c)]
-        if len(numbers) >= 4:
-            rows.append((int(match.group(1)), numbers))
+        # by position: time algbw busbw #wrong, out-of-place then in-place
+        if len(cols) >= 4:
+            rows.append((int(match.group(1)), [cols[i:i + 4] for i in range(0, len(cols) - 3, 4)]))
     avg = _AVG.search(text)
     if not rows and avg is None:
         return None
@@ -68,16 +78,24 @@ def parse(text: str) -> NcclRun | None:
     wrong = sum(int(m.group(1)) for m in _OOB.finditer(text))
     if rows:
         size = max(r[0] for r in rows)
-        last = [n for s, n in rows if s == size][-1]
-        places = [last[i:i + 4] for i in range(0, len(last) - 3, 4)]
-        bws = [float(p[2]) for p in places if p[2] != "N/A"]
+        places = [p for s, ps in rows if s == size for p in ps][-2:]
+        bws = [b for p in places if (b := _number(p[2])) is not None]
         busbw = sum(bws) / len(bws) if bws else busbw
-        wrong += sum(int(p[3]) for _, n in rows for p in
-                     (n[i:i + 4] for i in range(0, len(n) - 3, 4)) if p[3] != "N/A")
+        for _, ps in rows:
+            for p in ps:
+                count = _number(p[3])
+                if p[3] != "N/A" and (count is None or count > 0):
+                    wrong += int(count) if count is not None else 1  # unreadable: wrong
     ranks = [(int(m.group(1)), m.group(2)) for m in _RANK.finditer(text)]
     runs = max(1, len(_HEADER.findall(text)))
     per_run = len(ranks) // runs if runs > 1 else len({r for r, _ in ranks})
     return NcclRun(per_run, tuple(dict.fromkeys(h for _, h in ranks)), runs, busbw, wrong)
+
+
+def started(text: str) -> bool:
+    """Whether nccl-tests began at all (printed its header): when not, a failure is srun's
+    or the launch's, and says nothing of the nodes' NCCL."""
+    return _HEADER.search(text) is not None
 
 
 def judge(run: NcclRun | None, code: int, text: str, *, ranks: int,
@@ -157,22 +175,39 @@ def interfaces() -> dict[str, list[str]]:
     return found
 
 
-def socket_ifname(env: dict[str, str], addrs: dict[str, list[str]]) -> str | None:
+def node_address(env: dict[str, str]) -> str | None:
+    """The address the cluster knows this node by: Slurm's ``NodeAddr`` for
+    ``SLURMD_NODENAME`` (this rank's own node; srun hands every rank the launching node's
+    environment, its ``NODE_ADDR`` included), else ``NODE_ADDR`` (RunPod's per-pod private
+    address, outside Slurm)."""
+    name = env.get("SLURMD_NODENAME")
+    if name:
+        code, text = run(["scontrol", "show", "node", "--oneliner", name], 10)
+        found = re.search(r"\bNodeAddr=(\S+)", text) if code == 0 else None
+        if found:
+            try:
+                return str(ipaddress.ip_address(found.group(1)))
+            except ValueError:  # a host name: what it resolves to here
+                with contextlib.suppress(OSError):
+                    return socket.gethostbyname(found.group(1))
+    return env.get("NODE_ADDR") or None
+
+
+def socket_ifname(env: dict[str, str], addrs: dict[str, list[str]],
+                  addr: str | None) -> str | None:
     """What ``NCCL_SOCKET_IFNAME`` should be on this node: kept when set; else the interface
-    that holds the address the cluster knows the node by (``NODE_ADDR``, RunPod's per-pod
-    private address); on RunPod (``NODE_ADDR`` set) with no interface holding it, ``=ens1``;
-    else None (NCCL's own choice)."""
+    that holds ``addr`` (:func:`node_address`); on RunPod (``NODE_ADDR`` set) with no
+    interface holding it, ``=ens1``; else None (NCCL's own choice)."""
     if env.get("NCCL_SOCKET_IFNAME"):
         return env["NCCL_SOCKET_IFNAME"]
-    addr = env.get("NODE_ADDR") or ""
     try:
-        wanted = str(ipaddress.ip_address(addr))
+        wanted = str(ipaddress.ip_address(addr or ""))
     except ValueError:
-        return None
+        wanted = ""
     for name, held in addrs.items():
-        if wanted in held:
+        if wanted and wanted in held:
             return f"={name}"  # '=' : exactly this interface, not every name it prefixes
-    return RUNPOD_IFNAME
+    return RUNPOD_IFNAME if env.get("NODE_ADDR") else None
 
 
 def main(argv: Sequence[str]) -> int:
@@ -181,7 +216,8 @@ def main(argv: Sequence[str]) -> int:
     if not argv:
         print("usage: python -m gpuwarden.checks.nccl COMMAND [ARG ...]", file=sys.stderr)
         return 2
-    ifname = socket_ifname(dict(os.environ), interfaces())
+    env = dict(os.environ)
+    ifname = socket_ifname(env, interfaces(), node_address(env))
     if ifname:
         os.environ["NCCL_SOCKET_IFNAME"] = ifname
     try:

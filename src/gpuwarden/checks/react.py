@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from gpuwarden.checks.model import CheckResult, drain_reason, drained_by_checks
+from gpuwarden.checks.model import CheckResult, drain_reason, drained_by_checks, drained_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,11 @@ def react(results: Sequence[CheckResult], drained: bool, reason: str) -> Reactio
             return Reaction("none", why="already drained for this check")
         return Reaction("drain", wanted, f"{failed.name} failed")
     if drained and drained_by_checks(reason):
+        held = drained_for(reason)
+        if held is not None and not any(r.name == held and r.verdict in ("pass", "warn")
+                                        for r in results):
+            return Reaction("none", why=f"kept drained: {held}, which drained it, did not run "
+                            "again (run the level that has it on this node)")
         return Reaction("resume", why="every check passes")
     return Reaction("none", why="every check passes" if not drained else
                     f"drained by someone else ({reason}): left drained")

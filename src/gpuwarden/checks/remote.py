@@ -74,7 +74,7 @@ async def slurm_places(controller: NodeClient) -> dict[str, SlurmPlace]:
 
 # srun's words when --immediate gives up or the nodes cannot be allocated at all
 _NOT_FREE = ("Unable to allocate resources", "Immediate execution impossible",
-             "Requested nodes are busy", "not available")
+             "Requested nodes are busy", "Requested node configuration is not available")
 
 
 async def cross_node_nccl(controller: NodeClient, spec: CheckSpec, nodes: Sequence[str],
@@ -85,10 +85,13 @@ async def cross_node_nccl(controller: NodeClient, spec: CheckSpec, nodes: Sequen
     holds them; ``gres``: ask Slurm for the GPUs, where it has them configured).  A run that
     fails on more than two nodes is repeated pairwise around the
     ring to find the node to blame: a node whose pairs all fail gets the check's severity,
-    the others pass with the pair figures; when no single node can be blamed (two nodes, or
-    every pair fails alike) each gets ``warn``, so nothing is drained on a guess."""
+    a node with a pair that passed passes, any other gets ``warn``; when no single node can
+    be blamed (two nodes, or every pair fails alike) each gets ``warn``, so nothing is
+    drained on a guess.  A step that never started (no nccl-tests header: srun's failure,
+    the holder gone, the nodes busy) is a skip, never evidence.  Bandwidth is judged against
+    ``threshold_across`` (the network's figure, not the one inside a node)."""
     where = f"{len(nodes)} nodes x {gpus_per_node} GPUs"
-    expected = nccl_expected(spec)
+    expected = nccl_expected(spec.threshold_across, "threshold_across")
 
     def result(verdict: str, figure: str, value: float | None = None) -> CheckResult:
         return CheckResult(spec.name, spec.level, verdict, figure[:500],  # type: ignore[arg-type]
@@ -109,16 +112,18 @@ async def cross_node_nccl(controller: NodeClient, spec: CheckSpec, nodes: Sequen
         if not isinstance(code, int) or not isinstance(text, str):
             return "skipped", False, "skipped: the controller's daemon answered no result", None
         run = nccl.parse(text)
-        if run is None and code != 0:
+        if run is None and code != 0 and not nccl.started(text):
+            # the test never began: srun's or the launch's failure, no evidence of NCCL's
+            last = text.strip().splitlines()[-1][:200] if text.strip() else f"exit {code}"
             if any(words in text for words in _NOT_FREE):
-                last = text.strip().splitlines()[-1][:200] if text.strip() else ""
                 return "skipped", False, ("skipped: the nodes were not free for a cross-node "
                                           f"run ({last})"), None
             if "No such file or directory" in text and "all_reduce_perf" in text:
                 host = text.rsplit(" on ", 1)[-1].split()[0] if " on " in text else "a node"
                 return "skipped", False, f"skipped: all_reduce_perf not installed on {host}", None
+            return "skipped", False, f"skipped: the step did not start ({last})", None
         ok, figure, bandwidth = nccl.judge(run, code, text, ranks=len(group) * gpus_per_node,
-                                           threshold=spec.threshold,
+                                           threshold=spec.threshold_across,
                                            where=f"{len(group)} nodes x {gpus_per_node} GPUs")
         return "ran", ok, figure, bandwidth
 
@@ -145,7 +150,9 @@ async def cross_node_nccl(controller: NodeClient, spec: CheckSpec, nodes: Sequen
         if n in bad:
             out[n] = result(spec.severity, f"{figure}; {figures}",
                             min(values, default=None))
-        else:
+        elif any(pair_ok.get(pair) for pair in pair_runs if n in pair):
             out[n] = result("pass", f"{where} failed, not on this node; {figures}",
                             max(values, default=None))
+        else:  # no pair with it ran and passed: nothing clears it either
+            out[n] = result("warn", f"{where} failed; {figures}", max(values, default=None))
     return out

@@ -34,6 +34,9 @@ class CheckSpec(BaseModel):
     severity: Literal["warn", "fail"] = "fail"
     description: str = ""
     threshold: float | None = None
+    # the nccl check across nodes: its bus bandwidth floor (GB/s; the network's, where
+    # threshold is the one inside a node over NVLink/PCIe); None: not judged
+    threshold_across: float | None = Field(None, gt=0)
     xid_class: Literal["hardware", "application"] | None = None
     seconds: float = Field(20.0, gt=0, le=3600)
     diag_level: Literal[1, 2, 3, 4] = 2

@@ -16,7 +16,6 @@ Routes (all behind the node token):
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -258,8 +257,8 @@ class SlurmBridge:
         """The cross-node NCCL check's step: ``{"nodes": [...], "gpus_per_node": N,
         "job_id": holder or null, "mpi": plugin or null, "gres": true}`` runs one rank per
         GPU of every node (``checks.nccl.rank_command``) and answers ``{"exit", "output"}``
-        (the control plane parses and judges it), or ``{"skipped": why}`` when nccl-tests
-        is not installed here."""
+        (the control plane parses and judges it; a rank whose node lacks nccl-tests says so
+        in it)."""
         body = await json_object(request, '{"nodes": ["node1", "node2"], "gpus_per_node": 8}',
                                  not_object=422)
         if isinstance(body, Response):
@@ -272,9 +271,8 @@ class SlurmBridge:
         if not isinstance(nodes, list) or len(nodes) < 2:
             return problem(422, "Unprocessable Content",
                            "nodes: give a list of two or more Slurm node names")
-        if shutil.which("all_reduce_perf") is None:
-            return JSONResponse({"skipped": "skipped: all_reduce_perf (nccl-tests) not "
-                                            f"installed on {self.node_name}"})
+        if not isinstance(body.get("gres", True), bool):
+            return problem(422, "Unprocessable Content", "gres: true or false")
 
         def step() -> dict[str, Any]:
             done = self.actions.step(

@@ -134,15 +134,16 @@ async def _across(cp: ControlPlane, spec: CheckSpec,
         failed = next((r.name for r in results if r.verdict == "fail"), None)
         count = next((r.value for r in results if r.name == "gpu_count"), None)
         place = places.get(name)
-        if error or failed:
-            why = "the node did not answer" if error else f"{failed} failed"
+        if error or failed or not count:
+            why = ("the node did not answer" if error else f"{failed} failed" if failed
+                   else "no GPU count from its gpu_count check")
             out[name] = skip(f"not run across nodes: {why}")
         elif holder is None and (place is None or place.drained):
             out[name] = skip("not run across nodes: Slurm has it drained or does not "
                              "know it (a cross-node run is a Slurm step)")
         else:
             healthy.append(name)
-            gpus.append(int(count) if count else 1)
+            gpus.append(int(count))
     if len(healthy) < 2:
         return {**out, **{n: skip("a cross-node run needs two or more healthy nodes")
                           for n in healthy}}

@@ -4,6 +4,7 @@ sbatch on stdin; nothing reaches a shell."""
 
 from __future__ import annotations
 
+import math
 import pwd
 import re
 from collections.abc import Sequence
@@ -257,8 +258,11 @@ class SlurmActions:
             raise ValidationError("nodes", "is empty or names a node twice",
                                   "give each node once")
         tasks = _positive(tasks_per_node, "tasks_per_node", 1024)
+        # Slurm ends the step itself at its time limit: killing srun at ``timeout`` would
+        # leave the step (and an allocation of its own) running
+        minutes = max(1, math.ceil(timeout / 60) - 1)
         argv = [f"--nodes={len(names)}", f"--nodelist={','.join(names)}",
-                f"--ntasks-per-node={tasks}", "--kill-on-bad-exit=1"]
+                f"--ntasks-per-node={tasks}", "--kill-on-bad-exit=1", f"--time={minutes}"]
         if job_id is not None:
             argv += [f"--jobid={validate_job_id(job_id)}", "--overlap"]
         else:
@@ -266,7 +270,7 @@ class SlurmActions:
             if gpus_per_node is not None:
                 argv.append(f"--gpus-per-node={_positive(gpus_per_node, 'gpus_per_node')}")
         if mpi is not None:
-            if not isinstance(mpi, str) or not _MPI_RE.match(mpi):
+            if not isinstance(mpi, str) or not _MPI_RE.fullmatch(mpi):
                 raise ValidationError("mpi", f"{mpi!r} is not an MPI plugin name",
                                       "use one srun --mpi=list shows, such as pmix or pmi2")
             argv.append(f"--mpi={mpi}")
