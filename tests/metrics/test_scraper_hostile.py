@@ -241,3 +241,27 @@ def test_with_prometheus_as_the_store_nothing_is_queued_and_nodes_still_show(
     scraper = asyncio.run(main())
     assert (scraper.ingest.batches, scraper.ingest.samples, scraper.ingest.queued) == (0, 0, 0)
     prometheus.close()
+
+
+def test_a_new_price_keeps_the_nodes_loop_and_what_it_found(server: HostileServer) -> None:
+    """Targets are the inventory's nodes: a price (or any field the scrape does not use)
+    changing keeps the node's loop and state; a new URL starts over."""
+    targets = [Target("n", server.url("good"), cost_per_hour=1.0)]
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as client:
+            scraper = Scraper(lambda: targets, client, None, timeout=TIMEOUT)
+            found = await scraper.scrape_once(targets[0])
+            scraper._reconcile()
+            loop = scraper._tasks["n"]
+            targets[0] = Target("n", server.url("good"), cost_per_hour=2.5)
+            scraper._reconcile()
+            assert scraper._tasks["n"] is loop and scraper.states["n"] is found
+            targets[0] = Target("n", server.url("util"), cost_per_hour=2.5)
+            scraper._reconcile()
+            assert scraper._tasks["n"] is not loop and scraper.states["n"].scrapes_total == 0
+            for task in scraper._tasks.values():
+                task.cancel()
+            await asyncio.gather(*scraper._tasks.values(), return_exceptions=True)
+
+    asyncio.run(main())

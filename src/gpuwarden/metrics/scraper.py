@@ -105,6 +105,12 @@ def check_slurm_summary(doc: Any) -> dict[str, Any]:
     return doc
 
 
+def _same(a: ScrapeTarget, b: ScrapeTarget) -> bool:
+    """Whether two targets are scraped the same way (another $/hr or inventory field of the
+    node does not restart its loop nor forget what its scrapes found)."""
+    return (a.name, a.url, a.token_file, a.role) == (b.name, b.url, b.token_file, b.role)
+
+
 @dataclass(frozen=True)
 class TargetState:
     """What the scraper knows of one node after its latest scrape: one immutable value, a
@@ -250,14 +256,14 @@ class Scraper:
         """Start a loop for each new target, stop the loops of removed ones."""
         wanted = {t.name: t for t in self.targets()}
         for name in list(self._tasks):
-            if name not in wanted or self.states[name].target != wanted[name]:
+            if name not in wanted or not _same(self.states[name].target, wanted[name]):
                 self._tasks.pop(name).cancel()
                 if name not in wanted:
                     self.states.pop(name, None)
         for name, target in wanted.items():
             if name not in self._tasks:
                 state = self.states.get(name)
-                if state is None or state.target != target:
+                if state is None or not _same(state.target, target):
                     self.states[name] = TargetState(target)
                 self._tasks[name] = asyncio.create_task(self._loop(target), name=f"scrape-{name}")
 
