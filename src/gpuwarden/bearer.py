@@ -49,7 +49,7 @@ def read_secret_file(path: Path, source: str, what: str = "the token") -> str:
                              f"readable file holding {what}") from None
     except UnicodeDecodeError:
         raise GpuwardenError(f"{source}: not a text file; write {what} into it") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO) and path not in _WARNED:
+    if mode & (stat.S_IRGRP | stat.S_IROTH) and path not in _WARNED:
         _WARNED.add(path)
         log.warning("%s: other users can read it (mode %o); chmod 600 %s", source,
                     stat.S_IMODE(mode), path)

@@ -30,7 +30,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GPUWARDEN_", extra="ignore")
 
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(default_factory=default_home, validate_default=True)
     config: Path | None = None
 
     @field_validator("home")

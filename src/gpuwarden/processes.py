@@ -30,7 +30,7 @@ def spawn(argv: Sequence[str], env: Mapping[str, str], tag: str, log_file: Path,
     with log_file.open("ab") as log:
         proc = subprocess.Popen(list(argv), env={**env, MARKER: tag}, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=log_file.parent)
+                                start_new_session=True, cwd=log_file.parent.resolve())
     # Popen returns once the child's exec has closed its close-on-exec pipe, which the
     # kernel does before it sets the new program's environment up: until then
     # /proc/PID/environ reads empty and the child does not look tagged.  Wait for the tag.
