@@ -255,3 +255,30 @@ def test_report_route_answers_from_the_store_and_problems_name_the_job(cp):
         assert accepted.text.splitlines()[1].startswith("1,lab,1,")
         bad = client.get("/api/v1/reports/efficiency?since=soon")
         assert bad.status_code == 422 and bad.json()["detail"].startswith("since:")
+
+
+def test_a_job_that_ended_before_the_reports_watched_gets_a_summary_and_no_message(tmp_path):
+    """A first start summarises the jobs already in Slurm's accounting window without
+    messaging their owners (a flood of 20 a minute, the outbox's rate, for old jobs); a job
+    that ends once it watches gets its message.  "Watching since": the oldest summary kept."""
+    from gpuwarden.services.jobreport import JobReports
+
+    queued: list[str] = []
+
+    class Outbox:
+        def queue(self, conn, title, body, severity, now, users, admins) -> int:
+            queued.append(title)
+            return 1
+
+    cp = ControlPlane(config=ServeConfig(cluster="eff", reports={"end_of_job_message": True}),
+                      db=StateDB(tmp_path / "state.db"), store=None,  # type: ignore[arg-type]
+                      clock=lambda: START + 7 * 86400)
+    reports = JobReports(cp, Outbox())  # type: ignore[arg-type]
+    assert JobReportStore(cp.db).first_stored("eff") is None
+    assert reports._save(report(job(job_id=1), []), START, before=True)
+    assert reports._save(report(job(job_id=2), []), START + 60)
+    assert len(queued) == 1 and "job 2" in queued[0], queued
+    s = JobReportStore(cp.db)
+    assert s.message("eff", 1) == "not sent: it ended before gpuwarden watched the cluster"
+    assert s.message("eff", 2) == "queued" and reports.messages == 1
+    assert s.first_stored("eff") == START

@@ -557,6 +557,8 @@ class JobReports:
     collected Slurm snapshot that have no stored summary get one (once the scrapes of
     their last seconds are in: two scrape intervals after the end), and with
     ``reports.end_of_job_message`` their owner's message is queued in the same transaction
+    (not for a job that ended before these reports first watched the cluster: a first
+    start does not message the owners of every job in the accounting window)
     through ``notifier``, the control plane's one outbox: the watchdog's or reclaim's loop
     delivers it, or with ``delivers`` (neither runs) this task's own loop, after each cycle,
     so the messages do not depend on the watchdog.  Summaries older than
@@ -569,6 +571,7 @@ class JobReports:
         self.cp = cp
         self.notifier = notifier
         self.delivers = delivers and notifier is not None
+        self.started = cp.clock()  # watching since (or the oldest summary's time: cycle)
         self.cycles = 0
         self.stored = 0
         self.messages = 0
@@ -594,11 +597,17 @@ class JobReports:
         if ended:
             have = await asyncio.to_thread(_store(cp).stored_ids, cp.config.cluster,
                                            min(j.end_time or now for j in ended))
+            # since when these reports have watched (across restarts: the oldest summary's
+            # time; else this service's start), so a first start summarises the jobs that
+            # ended before it without messaging their owners about them
+            first = await asyncio.to_thread(_store(cp).first_stored, cp.config.cluster)
+            watching = self.started if first is None else min(first, self.started)
             for job in ended:
                 if job.job_id in have:
                     continue
                 report = await build_report(cp, job)
-                if await asyncio.to_thread(self._save, report, cp.clock()):
+                before = (job.end_time or now) + settle < watching
+                if await asyncio.to_thread(self._save, report, cp.clock(), before):
                     stored += 1
                     if config.admin_comment:
                         await self._admin_comment(report)
@@ -624,7 +633,10 @@ class JobReports:
         except GpuwardenError as exc:  # NodeError too: the controller refused or is away
             log.warning("job %s: AdminComment not written: %s", report.job_id, exc)
 
-    def _save(self, report: JobReport, now: float) -> bool:
+    def _save(self, report: JobReport, now: float, before: bool = False) -> bool:
+        """Store ``report`` and queue its owner's message in the same transaction (not for
+        a job that ended ``before`` these reports watched); False when it was stored
+        already."""
         cp, config = self.cp, self.cp.config.reports
         data = report.model_dump(mode="json", exclude={"utilization", "source", "stored_at"})
         for g in data["per_gpu"]:
@@ -637,6 +649,8 @@ class JobReports:
                 return False
             if not config.end_of_job_message:
                 message = "off"
+            elif before:
+                message = "not sent: it ended before gpuwarden watched the cluster"
             elif notifier is None:
                 message = "no notifier"
             else:

@@ -56,6 +56,13 @@ class JobReportStore:
             (cluster, job_id)).fetchone()
         return row["message"] if row is not None else None
 
+    def first_stored(self, cluster: str) -> float | None:
+        """When the oldest summary kept was stored: since when these reports have watched
+        the cluster (None: nothing stored yet)."""
+        row = self._db.connect().execute(
+            "SELECT MIN(stored_at) FROM job_reports WHERE cluster = ?", (cluster,)).fetchone()
+        return row[0] if row is not None else None
+
     def stored_ids(self, cluster: str, ended_since: float) -> set[int]:
         """Ids of the jobs with a summary that ended at or after ``ended_since``."""
         rows = self._db.connect().execute(
