@@ -398,7 +398,7 @@ class Scraper:
                 if held is None or doc.get("collected_at") != held.collected_at:
                     # a queue of 10,000 jobs takes tens of ms to decode: not on the loop
                     held, groups = await asyncio.to_thread(self._decode_slurm, target, doc)
-                return held, None, groups if self.store is not None else []
+                return held, None, groups
             if status == 404:
                 return None, "the node runs no Slurm collector", groups
             return held, f"HTTP {status}", groups
@@ -412,9 +412,10 @@ class Scraper:
     def _decode_slurm(self, target: ScrapeTarget,
                       doc: dict[str, Any]) -> tuple[SlurmSnapshot, list[SeriesGroup]]:
         """The snapshot of a new Slurm cycle's document and its ``slurm_*`` series (none
-        when that cycle's are stored already), or :class:`SnapshotRefused`."""
+        when that cycle's are stored already, or there is no writer to store them), or
+        :class:`SnapshotRefused`."""
         snap = decode_summary(doc)
-        if snap.collected_at == self._slurm_stored.get(target.name):
+        if self.store is None or snap.collected_at == self._slurm_stored.get(target.name):
             return snap, []
         groups = slurm_groups(target.name, snap)
         self._slurm_stored[target.name] = snap.collected_at
