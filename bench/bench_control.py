@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from gpuwarden.processes import free_port
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -60,12 +61,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 # -- processes -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -8,7 +8,6 @@ Run with `make bench`; not part of `make test`.
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -17,17 +16,13 @@ from pathlib import Path
 
 import httpx
 
+from gpuwarden.processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SCRAPES = int(os.environ.get("BENCH_SCRAPES", "1000"))
 TOKEN = "bench-token-0123456789abcdef"  # the node refuses tokens under 16 characters
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

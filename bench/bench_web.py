@@ -34,6 +34,8 @@ from pathlib import Path
 
 import httpx
 
+from gpuwarden.processes import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 procs_started: list = []  # stopped on exit, whatever happens
 DIST = ROOT / "src" / "gpuwarden" / "web" / "dist"
@@ -72,14 +74,6 @@ PROBE = """
 
 def log(msg: str) -> None:
     print(f"  [{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpuwarden import processes
 from gpuwarden.slurm import LocalSlurmCluster
 
 # the live agent cluster (tests/agent and tests/agent_scenarios share one)
@@ -32,9 +32,8 @@ def reference_file(*parts: str) -> Path:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a daemon a test starts: below the ephemeral range (processes.free_ports)."""
+    return processes.free_port()
 
 
 class Daemon:

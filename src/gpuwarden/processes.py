@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -177,7 +178,57 @@ def how_it_ended(pid: int) -> str | None:
     return f"exit code {os.waitstatus_to_exitcode(status)}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int = 1, host: str = "") -> list[int]:
+    """``count`` distinct TCP ports free on ``host`` ("": every IPv4 address), for a daemon
+    to listen on a moment later.
+
+    Not ``bind(0)``: that hands out a port of the kernel's ephemeral range, the range every
+    outgoing connection on the machine draws its source port from, so in the seconds before
+    the daemon binds it any ``connect()`` can take it (a local cluster's slurmd then died
+    "Unable to bind listen port ... Address already in use" and ``up`` failed).  The ports
+    come at random from the 12,000 below that range, which no connection uses as a source,
+    each checked free by binding it without SO_REUSEADDR (a connected or TIME_WAIT socket on
+    it counts as taken); at random, so two clusters started at once rarely pick the same."""
+    low = _ephemeral_low()
+    first = max(1024, low - 12000)
+    if low - first < 64 * count:  # an odd ip_local_port_range: the kernel's choice then
+        return _kernel_ports(count, host)
+    chosen: list[int] = []
+    rng = random.SystemRandom()
+    for _ in range(200 * count):
+        port = rng.randrange(first, low)
+        if port in chosen:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    return chosen + _kernel_ports(count - len(chosen), host)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; other systems start higher (49152)
+
+
+def _kernel_ports(count: int, host: str) -> list[int]:
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()

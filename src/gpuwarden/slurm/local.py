@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -114,6 +115,8 @@ class LocalSlurmCluster:
     progress: Callable[[str], None] | None = None
     _children: list[subprocess.Popen[bytes]] = field(default_factory=list, init=False,
                                                       repr=False)
+    _log_start: dict[Path, int] = field(default_factory=dict, init=False, repr=False)
+    """Each daemon log's size when its daemon was last started: what follows is this start."""
 
     def __post_init__(self) -> None:
         self.directory = Path(self.directory).absolute()
@@ -197,6 +200,20 @@ class LocalSlurmCluster:
         if self._any_alive():
             self.down()
         accounting = self.accounting_wanted()
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                self._start(accounting)
+                break
+            except _PortTaken as exc:
+                # the ports were free when chosen; something bound one before our daemon
+                # did: start over on new ones (down() ran)
+                if attempt == _PORT_ATTEMPTS:
+                    raise LocalClusterError(f"{exc} ({_PORT_ATTEMPTS} tries on different "
+                                            "ports)") from None
+                self._note(f"{exc}; starting again on other ports")
+        return self.status()
+
+    def _start(self, accounting: bool) -> None:
         self._note("writing configuration")
         self._prepare_dirs()
         ports = self._pick_ports(accounting)
@@ -223,17 +240,18 @@ class LocalSlurmCluster:
             if spec.accounting is not None:
                 self._start_accounting(env, spec.accounting)
             self._note("starting slurmctld")
-            self._spawn(["slurmctld", "-c"], env, self.run_dir / "slurmctld.pid")
+            self._spawn(["slurmctld", "-c"], env, self.run_dir / "slurmctld.pid",
+                        self._log("slurmctld"))
             self._wait_controller()
             for name in self.node_names():
                 self._note(f"starting slurmd {name}")
-                self._spawn(["slurmd", "-N", name], env, self.run_dir / f"slurmd.{name}.pid")
+                self._spawn(["slurmd", "-N", name], env, self.run_dir / f"slurmd.{name}.pid",
+                            self._log(f"slurmd.{name}"))
             self._note("waiting for all nodes to be idle")
             self._wait_idle()
         except BaseException:
             self.down()
             raise
-        return self.status()
 
     def spec(self, ports: list[int], *, accounting: bool = False) -> ClusterSpec:
         """The cluster's description; ``ports``: slurmctld's, one per node, then (with
@@ -301,7 +319,7 @@ class LocalSlurmCluster:
         if pid is not None and processes.alive(pid):
             return pid
         return self._spawn(["slurmd", "-N", name], self._daemon_env(),
-                           self.run_dir / f"slurmd.{name}.pid")
+                           self.run_dir / f"slurmd.{name}.pid", self._log(f"slurmd.{name}"))
 
     def stop_node(self, name: str, timeout_s: float = 10.0) -> bool:
         """Stop the slurmd of node ``name`` cleanly (SIGTERM, SIGKILL after ``timeout_s``);
@@ -415,7 +433,9 @@ class LocalSlurmCluster:
         count = self.nodes + 1 + (2 if accounting else 0)
         if self.base_port is not None:
             return list(range(self.base_port, self.base_port + count))
-        return _free_ports(count)
+        # slurmctld and slurmd listen on every address: a port free on 127.0.0.1 only
+        # (another cluster's slurmd on 0.0.0.0...) would not do
+        return processes.free_ports(count, "")
 
     def _make_devices(self, spec: ClusterSpec) -> None:
         minor = 0
@@ -443,7 +463,7 @@ class LocalSlurmCluster:
             f"--log-file={self.munge_dir / 'munged.log'}",
             f"--seed-file={self.munge_dir / 'munged.seed'}",
         ]
-        self._spawn(argv, env, pid_file)
+        self._spawn(argv, env, pid_file, self.munge_dir / "munged.log")
 
     def _start_accounting(self, env: dict[str, str], acct: AccountingSpec) -> None:
         """A fresh private MariaDB, slurmdbd on it, and the cluster, account and users
@@ -473,6 +493,7 @@ class LocalSlurmCluster:
                 # a test and demo database: durability traded for start and write speed
                 "--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0",
                 "--innodb-flush-method=nosync", "--innodb-fast-shutdown=2", *small]
+        offset = _log_size(log)
         with open(log, "ab") as out:  # mariadbd does not daemonize: our child, reaped by down()
             proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -480,11 +501,12 @@ class LocalSlurmCluster:
         deadline = time.monotonic() + self.start_timeout_s
         while not _port_open("127.0.0.1", acct.storage_port):
             if proc.poll() is not None or time.monotonic() > deadline:
+                _raise_if_port_taken("mariadbd", _log_since(log, offset))
                 raise LocalClusterError(f"mariadbd did not start: {_last_line(log)} "
                                         f"(see {log})")
             time.sleep(0.05)
         self._note("starting slurmdbd")
-        self._spawn(["slurmdbd"], env, Path(acct.pid_file))
+        self._spawn(["slurmdbd"], env, Path(acct.pid_file), Path(acct.log_file))
         self._note("registering the cluster, account and users")
         # one `sacctmgr load` (each sacctmgr call costs ~0.6 s here): the cluster, one
         # account under root, and the users with it as their default account
@@ -502,6 +524,7 @@ class LocalSlurmCluster:
                 return
             except SlurmError as exc:
                 if time.monotonic() > deadline or not processes.alive(self._read_pid("slurmdbd")):
+                    self._raise_if_port_taken("slurmdbd", Path(acct.log_file))
                     raise LocalClusterError(f"slurmdbd did not answer: {exc} (see "
                                             f"{acct.log_file})") from exc
             time.sleep(0.1)
@@ -515,8 +538,12 @@ class LocalSlurmCluster:
             raise LocalClusterError(f"{argv[0]} failed ({proc.returncode}): {_last_line(log)} "
                                     f"(see {log})")
 
-    def _spawn(self, argv: list[str], env: dict[str, str], pid_file: Path) -> int:
-        """Run a self-daemonizing daemon and wait for its pid file."""
+    def _spawn(self, argv: list[str], env: dict[str, str], pid_file: Path,
+               log: Path) -> int:
+        """Run a self-daemonizing daemon and wait for its pid file; a daemon that logs a
+        fatal error meanwhile fails at once with that line (``_PortTaken`` when its port
+        was taken)."""
+        offset = self._log_start[log] = _log_size(log)
         # Its own session from the first instruction: a Ctrl-C meant for whoever started the
         # cluster (sent to the terminal's whole process group) must not reach a daemon
         # that has not detached yet; stopping is down()'s job.
@@ -524,6 +551,7 @@ class LocalSlurmCluster:
                               check=False, stdin=subprocess.DEVNULL, start_new_session=True)
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
+            _raise_if_port_taken(argv[0], "\n".join(detail))
             raise LocalClusterError(f"{argv[0]} failed to start: "
                                     f"{detail[-1] if detail else proc.returncode}"
                                     f" (logs in {self.directory / 'log'})")
@@ -532,9 +560,20 @@ class LocalSlurmCluster:
             pid = processes.read_pid(pid_file)
             if pid is not None and processes.alive(pid):
                 return pid
+            fatal = _fatal_line(log, offset)
+            if fatal is not None:
+                _raise_if_port_taken(argv[0], fatal)
+                raise LocalClusterError(f"{argv[0]} failed to start: {fatal} (see {log})")
             time.sleep(0.05)
-        raise LocalClusterError(f"{argv[0]} did not write {pid_file} "
-                                f"(logs in {self.directory / 'log'})")
+        raise LocalClusterError(f"{argv[0]} did not write {pid_file} in 15 s; its log's last "
+                                f"line: {_last_line(log)} (see {log})")
+
+    def _log(self, daemon: str) -> Path:
+        return self.directory / "log" / f"{daemon}.log"
+
+    def _raise_if_port_taken(self, daemon: str, log: Path) -> None:
+        """For a daemon that died after it started: was its port taken?"""
+        _raise_if_port_taken(daemon, _log_since(log, self._log_start.get(log, 0)))
 
     def _wait_controller(self) -> None:
         adapter = self.adapter(timeout=5.0)
@@ -547,6 +586,7 @@ class LocalSlurmCluster:
             except SlurmError as exc:
                 last = exc
             if not processes.alive(self._read_pid("slurmctld")):
+                self._raise_if_port_taken("slurmctld", self._log("slurmctld"))
                 break
             time.sleep(0.2)
         raise LocalClusterError(f"slurmctld did not answer: {last} "
@@ -649,19 +689,45 @@ def _which(binary: str) -> str | None:
     return shutil.which(binary, path=path)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on every address: slurmctld and slurmd listen on all of them, so a port
-    free on 127.0.0.1 only (another cluster's slurmd on 0.0.0.0...) would not do."""
-    socks = []
+_PORT_ATTEMPTS = 3
+
+
+class _PortTaken(LocalClusterError):
+    """A daemon could not bind the port chosen for it: ``up`` starts over on others."""
+
+
+def _raise_if_port_taken(daemon: str, text: str) -> None:
+    lines = [re.sub(r"^\[[^]]*\]\s*", "", ln.strip()) for ln in text.splitlines()
+             if "in use" in ln]
+    if lines:  # the line naming the port when there is one (slurmd logs two)
+        raise _PortTaken(f"{daemon}: " + next((ln for ln in lines if "port" in ln), lines[0]))
+
+
+def _log_size(log: Path) -> int:
     try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        return log.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(log: Path, offset: int) -> str:
+    """What a daemon logged past ``offset`` (this start's part of its log)."""
+    try:
+        with log.open("rb") as f:
+            f.seek(offset)
+            return f.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _fatal_line(log: Path, offset: int) -> str | None:
+    """The first fatal error a daemon logged past ``offset``."""
+    text = _log_since(log, offset)
+    for line in text.splitlines():
+        if "fatal:" in line or "Fatal:" in line:
+            return line.strip()
+    taken = [line for line in text.splitlines() if "in use" in line]
+    return "\n".join(taken) or None  # slurmd logs its failed bind as errors, then exits
 
 
 def _port_open(host: str, port: int) -> bool:
