@@ -2,7 +2,7 @@
 server in a thread, the behaviour chosen by the first path segment of the node's URL
 (``http://127.0.0.1:PORT/<behaviour>``, so one server plays many nodes).
 
-Snapshots start from what a real node daemon serves (``snapshot_to_dict`` of sim GPUs,
+Snapshots start from what a real node daemon serves (``encode_snapshot`` of sim GPUs,
 timestamped at the request) and are then broken one way each."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from gpuwarden.gpu.sim import SimSource
-from gpuwarden.node.app import snapshot_to_dict
+from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.node.poller import GpuPoller
 from gpuwarden.node.slurm import snapshot_json
 from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmPartition, SlurmSnapshot
@@ -32,7 +32,7 @@ def _base_snapshot(gpus: int) -> bytes:
     poller = GpuPoller(SimSource(gpus, "h100", {0: "train"}, seed=3), hostname="base",
                        interval=5)
     poller.poll_once()
-    return orjson.dumps(snapshot_to_dict(poller.latest(), time.time()))
+    return orjson.dumps(encode_snapshot(poller.latest(), time.time()))
 
 
 def real_snapshot(hostname: str, gpus: int = 2) -> Snapshot:

@@ -20,11 +20,11 @@ from gpuwarden.gpu.wire import (
     SnapshotRefused,
     decode_document,
     decode_snapshot,
+    encode_snapshot,
     snapshot_of,
     validate_snapshot,
 )
 from gpuwarden.metrics.ingest import snapshot_groups
-from gpuwarden.node.app import snapshot_to_dict
 from gpuwarden.node.poller import GpuPoller
 
 NOW = 1_800_000_000.0
@@ -36,7 +36,7 @@ def node_snapshot(gpus: int = 4, profiles: dict[int, str] | None = None) -> dict
                        seed=1, clock=lambda: NOW)
     poller = GpuPoller(source, hostname="n1", interval=5, clock=lambda: NOW)
     poller.poll_once()
-    snap = snapshot_to_dict(poller.latest(), NOW)
+    snap = encode_snapshot(poller.latest(), NOW)
     snap["gpus"][0]["jobs"] = [{"job_id": "42", "user": "ana", "partition": "gpu",
                                 "has_process": True}]
     snap["gpus"][0]["processes"] = [{"pid": 4242, "used_memory_mib": 1024.0,
@@ -328,7 +328,7 @@ def test_the_nvml_backends_snapshot_passes_unchanged() -> None:
     try:
         poller = GpuPoller(source, hostname="n1", interval=5, clock=lambda: NOW)
         poller.poll_once()
-        snap = snapshot_to_dict(poller.latest(), NOW)
+        snap = encode_snapshot(poller.latest(), NOW)
     finally:
         source.close()
     snap["timestamp"] = NOW

@@ -1,7 +1,7 @@
 """The series of a node snapshot: the one mapping the node's ``/metrics`` and the control
 plane's embedded store share.
 
-:func:`node_series` turns a snapshot *document* (what ``gpuwarden.node.app.snapshot_to_dict``
+:func:`node_series` turns a snapshot *document* (what ``gpuwarden.gpu.wire.encode_snapshot``
 writes and :func:`gpuwarden.gpu.wire.decode_snapshot` returns, key for key) into
 :class:`SeriesGroup` s: samples of one label set and one timestamp, in columns.  The node
 renders the groups as its Prometheus exposition (``gpuwarden.node.exposition``); the

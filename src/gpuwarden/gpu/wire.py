@@ -1,12 +1,13 @@
-"""The node snapshot on the wire (``/api/v1/snapshot``): what a control plane accepts.
+"""The node snapshot on the wire (``/api/v1/snapshot``): what a node sends, and what a
+control plane accepts.
 
-The node daemon encodes a snapshot with ``gpuwarden.node.app.snapshot_to_dict``; the
-control plane's scraper decodes and checks it here, once, and nothing behind it checks
-again.  :func:`decode_document` takes the body's bytes and returns a *clean* snapshot:
-plain dicts and lists of exactly the keys ``snapshot_to_dict`` writes (what the series
-mapping reads), each of the type it writes, every number finite and inside the range the
-quantity can physically have, GPU indices unique, sizes and cardinalities capped
-(:class:`Limits`).  Anything else raises
+Both ends are here: the node daemon encodes its snapshot with :func:`encode_snapshot`;
+the control plane's scraper decodes and checks it with :func:`decode_document`, once, and
+nothing behind it checks again.  :func:`decode_document` takes the body's bytes and returns
+a *clean* snapshot: plain dicts and lists of exactly the keys :func:`encode_snapshot`
+writes (what the series mapping reads), each of the type it writes, every number finite
+and inside the range the quantity can physically have, GPU indices unique, sizes and
+cardinalities capped (:class:`Limits`).  Anything else raises
 :class:`SnapshotRefused`, whose ``reason`` names the first offending part the way a reader
 would find it in the JSON: ``gpus[2].fields.DCGM_FI_DEV_GPU_UTIL: 1e+308 is outside
 0..100``.  :func:`snapshot_of` turns a clean document into the typed, read-only values
@@ -23,21 +24,25 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import le
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from gpuwarden import __version__
 from gpuwarden.gpu.fields import CLOCK_EVENT_REASONS, FIELDS
 from gpuwarden.gpu.model import (
     NO_EVENTS,
     DecodedSnapshot,
     GpuJob,
+    GpuPoll,
     GpuProcess,
     NodeGpu,
     NodeInfo,
+    SourceHealth,
     XidCount,
 )
 from gpuwarden.gpu.series import HOSTNAME_LABELS
@@ -134,6 +139,110 @@ _NUMBERS = frozenset({int, float})  # bool is a type of its own: never a number 
 _NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")  # a Prometheus metric name
 _EVENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _XID_KINDS = ("application", "hardware")
+
+
+class _JobRef(Protocol):
+    @property
+    def job_id(self) -> str: ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def partition(self) -> str: ...
+    @property
+    def source(self) -> str: ...  # "process" | "slurm"
+
+
+class _CollectorStats(Protocol):
+    @property
+    def interval_seconds(self) -> float: ...
+    @property
+    def polls_total(self) -> int: ...
+    @property
+    def poll_failures_total(self) -> int: ...
+    @property
+    def last_duration_seconds(self) -> float: ...
+    @property
+    def last_success_timestamp(self) -> float: ...
+    @property
+    def errors_total(self) -> Mapping[str, int]: ...
+
+
+class SnapshotSource(Protocol):
+    """What the encoder reads: the node daemon's ``node.poller.NodeSnapshot``."""
+
+    @property
+    def hostname(self) -> str: ...
+    @property
+    def hostname_label(self) -> str: ...
+    @property
+    def started_at(self) -> float: ...
+    @property
+    def poll(self) -> GpuPoll: ...
+    @property
+    def jobs(self) -> Mapping[int, Sequence[_JobRef]]: ...
+    @property
+    def stats(self) -> _CollectorStats: ...
+    def health(self, now: float) -> SourceHealth: ...
+
+
+def encode_snapshot(snap: SnapshotSource, now: float) -> dict[str, Any]:
+    """The document the node daemon serves for ``snap`` at ``now`` (what
+    :func:`decode_document` accepts and :func:`~gpuwarden.gpu.series.node_series` maps)."""
+    health = snap.health(now)
+    poll = snap.poll
+    gpus = []
+    for g in poll.gpus:
+        ident = g.identity
+        gpus.append({
+            "index": ident.index,
+            "uuid": ident.uuid,
+            "name": ident.name,
+            "pci_bus_id": ident.pci_bus_id,
+            "device": ident.device,
+            "simulated": ident.simulated,
+            "up": g.up,
+            "error": g.error,
+            "fields": dict(g.fields),
+            "clock_events": dict(g.clock_events),
+            "processes": [
+                {"pid": p.pid, "used_memory_mib": p.used_memory_mib, "kind": p.kind}
+                for p in g.processes
+            ],
+            "xids": [
+                {"xid": x.xid, "count": x.count, "last_seen": x.last_seen,
+                 "kind": "application" if x.application else "hardware"}
+                for x in g.xids
+            ],
+            "last_xid": g.last_xid,
+            "jobs": [
+                {"job_id": j.job_id, "user": j.user, "partition": j.partition,
+                 "has_process": j.source == "process"}
+                for j in snap.jobs.get(ident.index, ())
+            ],
+        })
+    stats = snap.stats
+    return {
+        "node": {
+            "hostname": snap.hostname,
+            "hostname_label": snap.hostname_label,
+            "backend": poll.backend,
+            "driver_version": poll.driver_version,
+            "version": __version__,
+            "started_at": snap.started_at,
+        },
+        "timestamp": poll.timestamp,
+        "age_seconds": max(0.0, now - poll.timestamp),
+        "health": {"state": health.state, "reason": health.reason},
+        "collector": {
+            "interval_seconds": stats.interval_seconds,
+            "polls_total": stats.polls_total,
+            "poll_failures_total": stats.poll_failures_total,
+            "last_duration_seconds": stats.last_duration_seconds,
+            "last_success_timestamp": stats.last_success_timestamp,
+            "errors_total": dict(stats.errors_total),
+        },
+        "gpus": gpus,
+    }
 
 
 def decode_snapshot(body: bytes, now: float, limits: Limits = LIMITS) -> DecodedSnapshot:

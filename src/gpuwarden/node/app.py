@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from gpuwarden import __version__
 from gpuwarden.bearer import bearer_token
+from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.node.exposition import CONTENT_TYPE, Exposition, GpuCollector
 from gpuwarden.node.poller import NodeSnapshot
 
@@ -49,64 +50,6 @@ async def json_object(request: Request, example: str, *, not_json: int = 400,
 
 
 HTTP_TITLES = {400: "Bad Request", 422: "Unprocessable Content"}
-
-
-def snapshot_to_dict(snap: NodeSnapshot, now: float) -> dict[str, Any]:
-    health = snap.health(now)
-    poll = snap.poll
-    gpus = []
-    for g in poll.gpus:
-        ident = g.identity
-        gpus.append({
-            "index": ident.index,
-            "uuid": ident.uuid,
-            "name": ident.name,
-            "pci_bus_id": ident.pci_bus_id,
-            "device": ident.device,
-            "simulated": ident.simulated,
-            "up": g.up,
-            "error": g.error,
-            "fields": dict(g.fields),
-            "clock_events": dict(g.clock_events),
-            "processes": [
-                {"pid": p.pid, "used_memory_mib": p.used_memory_mib, "kind": p.kind}
-                for p in g.processes
-            ],
-            "xids": [
-                {"xid": x.xid, "count": x.count, "last_seen": x.last_seen,
-                 "kind": "application" if x.application else "hardware"}
-                for x in g.xids
-            ],
-            "last_xid": g.last_xid,
-            "jobs": [
-                {"job_id": j.job_id, "user": j.user, "partition": j.partition,
-                 "has_process": j.source == "process"}
-                for j in snap.jobs.get(ident.index, ())
-            ],
-        })
-    stats = snap.stats
-    return {
-        "node": {
-            "hostname": snap.hostname,
-            "hostname_label": snap.hostname_label,
-            "backend": poll.backend,
-            "driver_version": poll.driver_version,
-            "version": __version__,
-            "started_at": snap.started_at,
-        },
-        "timestamp": poll.timestamp,
-        "age_seconds": max(0.0, now - poll.timestamp),
-        "health": {"state": health.state, "reason": health.reason},
-        "collector": {
-            "interval_seconds": stats.interval_seconds,
-            "polls_total": stats.polls_total,
-            "poll_failures_total": stats.poll_failures_total,
-            "last_duration_seconds": stats.last_duration_seconds,
-            "last_success_timestamp": stats.last_success_timestamp,
-            "errors_total": dict(stats.errors_total),
-        },
-        "gpus": gpus,
-    }
 
 
 def create_app(
@@ -198,7 +141,7 @@ def create_app(
         snap = snapshot()
         if snap is None:
             return problem(503, "Service Unavailable", "The first GPU poll has not finished.")
-        return JSONResponse(snapshot_to_dict(snap, clock()))
+        return JSONResponse(encode_snapshot(snap, clock()))
 
     def guarded(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:

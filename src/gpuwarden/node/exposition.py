@@ -25,6 +25,7 @@ from gpuwarden.gpu.series import (
     metric_families,
     node_series,
 )
+from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.node.poller import NodeSnapshot
 
 __all__ = ["CONTENT_TYPE", "GPU_LABELS", "Exposition", "GpuCollector", "render"]
@@ -33,7 +34,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class GpuCollector(Collector):
-    """The node's series: its snapshot document (``snapshot_to_dict``, what
+    """The node's series: its snapshot document (``gpu.wire.encode_snapshot``, what
     ``/api/v1/snapshot`` serves) through :func:`~gpuwarden.gpu.series.node_series`, the
     mapping the control plane's ingest uses, so ``/metrics`` and the embedded store hold the
     same series."""
@@ -55,13 +56,11 @@ class GpuCollector(Collector):
         return (id(snap), snap.health(self._clock()).state)
 
     def collect(self) -> Iterator[Metric]:
-        from gpuwarden.node.app import snapshot_to_dict  # node.app imports this module
-
         snap = self._snapshot()
         if snap is None:
             groups = [build_info(__version__, "none", self._clock())]
         else:
-            groups = node_series(snapshot_to_dict(snap, self._clock()))
+            groups = node_series(encode_snapshot(snap, self._clock()))
         yield from metric_families(groups, NODE_METRICS)
 
 
