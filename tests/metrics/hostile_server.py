@@ -21,8 +21,8 @@ import orjson
 from gpuwarden.gpu.sim import SimSource
 from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.node.poller import GpuPoller
-from gpuwarden.node.slurm import snapshot_json
 from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmPartition, SlurmSnapshot
+from gpuwarden.slurm.wire import encode_summary
 
 Snapshot = dict[str, Any]
 
@@ -149,7 +149,7 @@ class HostileServer:
 
     def _slurm(self, behaviour: str, writer: asyncio.StreamWriter) -> None:
         """A controller's Slurm summary (what its daemon serves), or (``slurm_*``) not."""
-        doc: Any = snapshot_json(SlurmSnapshot(
+        doc: Any = encode_summary(SlurmSnapshot(
             collected_at=time.time(), duration_s=0.1, up=True,
             jobs=(SlurmJob(7, "train", "ana", "gpu", "RUNNING", nodes=("n1",), num_cpus=4),),
             nodes=(SlurmNode("n1", "mixed", cpus_alloc=4, cpus_total=8),),

@@ -21,13 +21,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpuwarden.gpu.wire import SnapshotRefused
 from gpuwarden.node.exposition import render
-from gpuwarden.node.slurm import snapshot_json
 from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SlurmAdapter, SlurmCollector
 from gpuwarden.slurm.errors import ParseError
 from gpuwarden.slurm.metrics import SLURM_METRICS, VPENSO_NAMES, SlurmMetricsCollector
 from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmSnapshot
 from gpuwarden.slurm.parsers import FieldFormatShape, parse_sdiag, parse_sshare
-from gpuwarden.slurm.wire import decode_summary
+from gpuwarden.slurm.wire import decode_summary, encode_summary
 
 DATA = Path(__file__).parent / "data"
 SLEEP = "#!/bin/sh\nsleep 300\n"
@@ -174,7 +173,7 @@ def test_sshare_is_read_as_vpenso_reads_it() -> None:
 
 def test_fairshare_travels_to_the_control_plane() -> None:
     snap = recorded_snapshot()
-    back = decode_summary(snapshot_json(snap))
+    back = decode_summary(encode_summary(snap))
     assert dict(back.fairshare) == {"root": 0.5, "gpuwarden": 0.25}
     assert series_of(exposed(back)) == series_of(exposed(snap))
     assert series_of(exposed(snap))[("slurm_account_fairshare",
@@ -182,7 +181,7 @@ def test_fairshare_travels_to_the_control_plane() -> None:
 
 
 def test_the_slurm_interval_travels_and_is_checked() -> None:
-    doc = snapshot_json(recorded_snapshot())
+    doc = encode_summary(recorded_snapshot())
     assert decode_summary({**doc, "interval_s": 15.0}).interval_s == 15.0
     assert decode_summary({k: v for k, v in doc.items() if k != "interval_s"}).interval_s is None
     for bad in (0, -1, 1e308, float("nan"), "15"):

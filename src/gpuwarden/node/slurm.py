@@ -32,7 +32,6 @@ from gpuwarden.slurm import (
     SlurmCollector,
     SlurmError,
     SlurmMetricsCollector,
-    SlurmSnapshot,
     SubmitOptions,
     ValidationError,
     gpu_allocations,
@@ -41,60 +40,7 @@ from gpuwarden.slurm import (
 from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
 from gpuwarden.slurm.model import not_found_text
 from gpuwarden.slurm.profiles import allocated_profiles
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def job_json(job: Any) -> dict[str, Any]:
-    data = _plain(job)
-    data["gpus_allocated"] = job.gpus_allocated
-    data["gpus_requested"] = job.gpus_requested
-    data["finished"] = job.is_finished
-    if job.reason_text is not None:
-        data["reason_text"] = job.reason_text
-    return data
-
-
-def node_json(node: Any) -> dict[str, Any]:
-    data = _plain(node)
-    data.update(gpus_total=node.gpus_total, gpus_alloc=node.gpus_alloc,
-                gpus_idle=node.gpus_idle)
-    return data
-
-
-def snapshot_json(snap: SlurmSnapshot) -> dict[str, Any]:
-    """The ``/api/v1/slurm`` document: every field of the snapshot (``gpuwarden.slurm.wire``
-    decodes it back into a :class:`SlurmSnapshot`) plus the snapshot's derived counts (its
-    properties: the one definition the control plane reads too)."""
-    return {
-        "collected_at": snap.collected_at,
-        "interval_s": snap.interval_s,
-        "duration_s": snap.duration_s,
-        "up": snap.up,
-        "errors": dict(snap.errors),
-        "error_counts": dict(snap.error_counts),
-        "command_durations": dict(snap.command_durations),
-        "last_success": snap.last_success,
-        "queue": dict(snap.queue),
-        "pending_reasons": dict(snap.pending_reasons),
-        "gpus": {"total": snap.gpus_total, "alloc": snap.gpus_alloc, "idle": snap.gpus_idle},
-        "nodes": [node_json(n) for n in snap.nodes],
-        "partitions": [_plain(p) for p in snap.partitions],
-        "jobs": [job_json(j) for j in snap.jobs],
-        "stats": _plain(snap.stats) if snap.stats else None,
-        "accounting": {"available": snap.accounting, "finished_source": snap.finished_source,
-                       "window_s": snap.accounting_window_s},
-        "listed": sorted(snap.listed),
-        "fairshare": dict(snap.fairshare),
-    }
+from gpuwarden.slurm.wire import encode_summary
 
 
 async def _text_field(request: Request, name: str, what: str) -> str | Response:
@@ -147,7 +93,7 @@ class SlurmBridge:
         if snap is None:
             return None
         if self._cache is None or self._cache[0] != id(snap):
-            self._cache = (id(snap), snapshot_json(snap))
+            self._cache = (id(snap), encode_summary(snap))
         return self._cache[1]
 
     def routes(self) -> list[Route]:

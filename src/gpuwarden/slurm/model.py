@@ -308,7 +308,7 @@ class SlurmSnapshot:
         return tuple(j for j in self.jobs if j.source == "squeue" or j.job_id in self.listed)
 
     # Derived figures, one definition each: the controller's ``/api/v1/slurm`` document
-    # writes them (``node.slurm.snapshot_json``) and the control plane's views read them off
+    # writes them (``slurm.wire.encode_summary``) and the control plane's views read them off
     # the decoded snapshot, so the two cannot disagree.  Computed once per snapshot.
 
     @cached_property

@@ -1,9 +1,10 @@
-"""The Slurm snapshot on the wire (the controller's ``GET /api/v1/slurm``), decoded back
-into the :class:`~gpuwarden.slurm.model.SlurmSnapshot` the controller's collector made.
+"""The Slurm snapshot on the wire (the controller's ``GET /api/v1/slurm``): encoded from
+the :class:`~gpuwarden.slurm.model.SlurmSnapshot` the controller's collector made, and
+decoded back into one.
 
-The controller's daemon writes the document (``gpuwarden.node.slurm.snapshot_json``: every
-field of the snapshot, its jobs, nodes, partitions and scheduler stats, plus derived counts
-for readers); the control plane's scraper decodes it here, once, so the ``slurm_*`` series
+The controller's daemon writes the document with :func:`encode_summary` (every field of
+the snapshot, its jobs, nodes, partitions and scheduler stats, plus derived counts for
+readers); the control plane's scraper decodes it here, once, so the ``slurm_*`` series
 it stores come from the same snapshot type, through the same function
 (:func:`gpuwarden.slurm.metrics.slurm_series`), as the controller's ``/metrics``.
 
@@ -16,6 +17,7 @@ know (the derived counts) are ignored.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from types import MappingProxyType
@@ -168,6 +170,60 @@ def _map(doc: Mapping[str, Any], key: str, kinds: frozenset[type]) -> Mapping[st
                                           for k, v in value.items()):
         raise SnapshotRefused(f"{key}: not an object of {' or '.join(_KIND[t] for t in kinds)}")
     return MappingProxyType(value)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def job_json(job: SlurmJob) -> dict[str, Any]:
+    data = _plain(job)
+    data["gpus_allocated"] = job.gpus_allocated
+    data["gpus_requested"] = job.gpus_requested
+    data["finished"] = job.is_finished
+    if job.reason_text is not None:
+        data["reason_text"] = job.reason_text
+    return data
+
+
+def node_json(node: SlurmNode) -> dict[str, Any]:
+    data = _plain(node)
+    data.update(gpus_total=node.gpus_total, gpus_alloc=node.gpus_alloc,
+                gpus_idle=node.gpus_idle)
+    return data
+
+
+def encode_summary(snap: SlurmSnapshot) -> dict[str, Any]:
+    """The ``/api/v1/slurm`` document: every field of the snapshot (:func:`decode_summary`
+    decodes it back into a :class:`SlurmSnapshot`) plus the snapshot's derived counts (its
+    properties: the one definition the control plane reads too)."""
+    return {
+        "collected_at": snap.collected_at,
+        "interval_s": snap.interval_s,
+        "duration_s": snap.duration_s,
+        "up": snap.up,
+        "errors": dict(snap.errors),
+        "error_counts": dict(snap.error_counts),
+        "command_durations": dict(snap.command_durations),
+        "last_success": snap.last_success,
+        "queue": dict(snap.queue),
+        "pending_reasons": dict(snap.pending_reasons),
+        "gpus": {"total": snap.gpus_total, "alloc": snap.gpus_alloc, "idle": snap.gpus_idle},
+        "nodes": [node_json(n) for n in snap.nodes],
+        "partitions": [_plain(p) for p in snap.partitions],
+        "jobs": [job_json(j) for j in snap.jobs],
+        "stats": _plain(snap.stats) if snap.stats else None,
+        "accounting": {"available": snap.accounting, "finished_source": snap.finished_source,
+                       "window_s": snap.accounting_window_s},
+        "listed": sorted(snap.listed),
+        "fairshare": dict(snap.fairshare),
+    }
 
 
 def decode_jobs(items: Any, key: str = "jobs") -> tuple[SlurmJob, ...]:
