@@ -60,15 +60,18 @@ class SlurmPlace:
     reason: str
     state: str
     gpus: int = 0  # the GPUs Slurm has configured on it (its gres)
+    partitions: tuple[str, ...] = ()  # the partitions it belongs to
 
 
 async def slurm_places(controller: NodeClient) -> dict[str, SlurmPlace]:
-    """Every Slurm node's DRAIN flag, reason and state, from the controller's daemon."""
+    """Every Slurm node's DRAIN flag, reason, state, GPUs and partitions, from the
+    controller's daemon."""
     nodes = await controller.request("GET", "/api/v1/slurm/nodes")
     if not isinstance(nodes, list):
         raise NodeError("the controller's Slurm node list is not a list")
     return {n["name"]: SlurmPlace("DRAIN" in (n.get("flags") or []), n.get("reason") or "",
-                                  n.get("state") or "", int(n.get("gpus_total") or 0))
+                                  n.get("state") or "", int(n.get("gpus_total") or 0),
+                                  tuple(p for p in n.get("partitions") or () if isinstance(p, str)))
             for n in nodes if isinstance(n, dict)}
 
 

@@ -29,6 +29,7 @@ from gpuwarden.errors import NotFoundError
 from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import CheckCounts, CheckResultView, CheckRunView, NodeChecks
+from gpuwarden.slurm.actions import shared_partition
 from gpuwarden.slurm.model import ACTIVE_STATES, SlurmNode
 from gpuwarden.state.inventory import Node
 from gpuwarden.watchdog.health import DRAIN_POLICY, check_alerts
@@ -224,6 +225,23 @@ def _result_view(r: CheckResult, at: float | None) -> CheckResultView:
                            at=at)
 
 
+def by_partition(names: list[str], of: Mapping[str, Sequence[str]]) -> list[list[str]]:
+    """``names`` in groups whose nodes share a partition (``of``: each node's), in order:
+    each node joins the first group it shares one with, else starts its own; a node in no
+    partition is alone (nodes checked together run as one job, in one partition)."""
+    groups: list[tuple[list[str], set[str]]] = []
+    for name in names:
+        mine = set(of.get(name, ()))
+        for members, common in groups:
+            if common & mine:
+                members.append(name)
+                common &= mine
+                break
+        else:
+            groups.append(([name], mine))
+    return [members for members, _ in groups]
+
+
 class PeriodicChecks:
     """``checks.every``: ``serve``'s loop that checks idle nodes, at most
     ``checks.max_parallel`` at once.  A node is a candidate when Slurm has it idle (no job,
@@ -285,24 +303,33 @@ class PeriodicChecks:
         level = cp.config.checks.level
         across = any(s.kind == "nccl" for s in selected(load_checks(cp.config.checks.checks),
                                                           level))
-        groups = [batch] if across and len(batch) > 1 else [[name] for name in batch]
+        of = {name: places[name].partitions for name in batch}
+        groups = by_partition(batch, of) if across else [[name] for name in batch]
+        try:
+            default = next((p.name for p in slurm._snapshot(cp).partitions if p.default), None)
+        except (slurm.SlurmUnavailable, slurm.SlurmNotConfigured):
+            default = None
         for group in groups:
             gpus = min(places[name].gpus for name in group) if len(group) > 1 else 0
-            task = asyncio.create_task(self._check(group, gpus),
+            # the holder names its partition (the default one when it holds the nodes):
+            # sbatch's default partition need not hold them (a lab's second partition)
+            partition = shared_partition(group, of, default)
+            task = asyncio.create_task(self._check(group, gpus, partition),
                                        name=f"periodic-check-{','.join(group)}")
             for name in group:
                 self.running[name] = task
         return batch
 
-    async def _check(self, names: list[str], gpus: int) -> None:
+    async def _check(self, names: list[str], gpus: int, partition: str | None) -> None:
         try:
-            await self._held_check(names, gpus)
+            await self._held_check(names, gpus, partition)
         except Exception:  # logged here: nobody awaits this task's result
             log.exception("periodic checks: %s failed", ", ".join(names))
 
-    async def _held_check(self, names: list[str], gpus: int) -> None:
-        """Hold ``names`` with one exclusive job (with ``gpus`` GPUs of each when they are
-        checked together, for the cross-node step), check them, cancel the holder."""
+    async def _held_check(self, names: list[str], gpus: int, partition: str | None) -> None:
+        """Hold ``names`` with one exclusive job in ``partition`` (with ``gpus`` GPUs of each
+        when they are checked together, for the cross-node step), check them, cancel the
+        holder."""
         from gpuwarden.services import slurm
 
         cp = self.cp
@@ -312,6 +339,7 @@ class PeriodicChecks:
             "script": "#!/bin/sh\nsleep 86400\n", "name": HOLDER_NAME, "nodes": len(names),
             "nodelist": names, "exclusive": True, "time": HOLDER_MINUTES[level],
             "output": "/dev/null", **({"gpus_per_node": gpus} if gpus else {}),
+            **({"partition": partition} if partition else {}),
             "comment": f"gpuwarden: holds {which} for its periodic {level} checks"})).job_id
         try:
             if not await self._started(job_id, names):

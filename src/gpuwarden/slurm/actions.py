@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import pwd
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 
 from gpuwarden.slurm.adapter import SlurmAdapter
@@ -251,7 +251,9 @@ class SlurmActions:
         allocation of its own that gives up after ``wait`` seconds when the nodes are not
         free (``--immediate``), so it never waits behind or disturbs running work.
         ``gpus_per_node`` asks for the GPUs too (``--gpus-per-node``); ``mpi`` is Slurm's MPI
-        plugin (``--mpi=pmix``; default: the cluster's MpiDefault)."""
+        plugin (``--mpi=pmix``; default: the cluster's MpiDefault).  Outside a job the step
+        runs in a partition that holds every one of ``nodes`` (the default one when it
+        does)."""
         info = self.adapter.nodes()
         names = [self._node(n, info, f"nodes[{i}]") for i, n in enumerate(nodes)]
         if not names or len(set(names)) != len(names):
@@ -266,7 +268,10 @@ class SlurmActions:
         if job_id is not None:
             argv += [f"--jobid={validate_job_id(job_id)}", "--overlap"]
         else:
-            argv += ["--exclusive", f"--immediate={_positive(wait, 'wait')}"]
+            # srun's default partition need not hold the nodes (a lab's second partition):
+            # the step asks for one that holds them all
+            argv += ["--exclusive", f"--immediate={_positive(wait, 'wait')}",
+                     f"--partition={_shared_partition(names, info)}"]
             if gpus_per_node is not None:
                 argv.append(f"--gpus-per-node={_positive(gpus_per_node, 'gpus_per_node')}")
         if mpi is not None:
@@ -307,3 +312,25 @@ class SlurmActions:
 
 
 SUBMIT_OPTION_NAMES = tuple(f.name for f in fields(SubmitOptions))
+
+
+def shared_partition(nodes: Sequence[str], of: Mapping[str, Sequence[str]],
+                     default: str | None = None) -> str | None:
+    """A partition that holds every one of ``nodes`` (``of``: each node's partitions),
+    ``default`` when it does; None when they share none."""
+    common = set(of.get(nodes[0], ())) if nodes else set()
+    for name in nodes[1:]:
+        common &= set(of.get(name, ()))
+    if not common:
+        return None
+    return default if default in common else min(common)
+
+
+def _shared_partition(names: Sequence[str], info: NodeInfo) -> str:
+    of = {n.name: n.partitions for n in info.nodes}
+    default = next((p.name for p in info.partitions if p.default), None)
+    found = shared_partition(names, of, default)
+    if found is None:
+        raise ValidationError("nodes", f"{', '.join(names)} share no partition",
+                              "run a step over nodes of one partition")
+    return found

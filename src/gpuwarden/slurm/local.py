@@ -36,6 +36,7 @@ from gpuwarden.slurm.config import (
     AccountingSpec,
     ClusterSpec,
     NodeSpec,
+    PartitionSpec,
     render_config,
     render_slurmdbd_conf,
     with_local_paths,
@@ -102,6 +103,8 @@ class LocalSlurmCluster:
     max_array_size: int = 1001
     base_port: int | None = None
     extra_conf: Mapping[str, str] = field(default_factory=dict)
+    partitions: tuple[PartitionSpec, ...] = ()
+    """The cluster's partitions; none: one default partition ``gpu`` of every node."""
     accounting: bool | None = None
     """slurmdbd on a private MariaDB: None (default) when both are installed, True to
     require them, False for none (finished jobs then come from squeue alone)."""
@@ -279,6 +282,7 @@ class LocalSlurmCluster:
             controller_addr="127.0.0.1",
             controller_port=ports[0],
             nodes=nodes,
+            partitions=self.partitions,
             mode="local",
             munge_socket=str(self.munge_socket),
             max_job_count=self.max_job_count,

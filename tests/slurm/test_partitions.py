@@ -1,0 +1,64 @@
+"""Nodes outside the default partition (a lab's second partition): the check steps and the
+periodic checks' holder jobs name a partition that holds their nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gpuwarden.services.checks import by_partition
+from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, ValidationError
+from gpuwarden.slurm.actions import shared_partition
+from gpuwarden.slurm.config import PartitionSpec
+
+OF = {"a1": ("gpu",), "a2": ("gpu", "big"), "b1": ("big",), "b2": ("big",), "lone": ()}
+
+
+def test_nodes_are_grouped_by_a_partition_they_share() -> None:
+    assert by_partition(["a1", "a2", "b1", "b2"], OF) == [["a1", "a2"], ["b1", "b2"]]
+    assert by_partition(["a2", "b1", "a1"], OF) == [["a2", "b1"], ["a1"]]
+    assert by_partition(["lone", "a1"], OF) == [["lone"], ["a1"]]
+    assert by_partition([], OF) == []
+
+
+def test_the_shared_partition_is_the_default_one_when_it_holds_them() -> None:
+    assert shared_partition(["a2"], OF, "gpu") == "gpu"
+    assert shared_partition(["a2"], OF, None) == "big"  # the first by name: deterministic
+    assert shared_partition(["a2", "b1"], OF, "gpu") == "big"
+    assert shared_partition(["a1", "b1"], OF, "gpu") is None
+    assert shared_partition(["lone"], OF) is None and shared_partition([], OF) is None
+
+
+@pytest.fixture(scope="module")
+def two_partitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSlurmCluster]:
+    cluster = LocalSlurmCluster(
+        Path(tmp_path_factory.mktemp("parts")) / "c", nodes=3, gpus_per_node=1,
+        node_prefix="p", accounting=False,
+        partitions=(PartitionSpec("gpu", ("p1",), default=True),
+                    PartitionSpec("big", ("p2", "p3"))))
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.mark.slow
+def test_a_step_over_nodes_outside_the_default_partition_runs_in_theirs(
+        two_partitions: LocalSlurmCluster) -> None:
+    actions = SlurmActions(two_partitions.adapter())
+    # what the step used to run: srun's default partition does not hold p2 and p3
+    plain = actions.adapter.run("srun", ["--nodes=2", "--nodelist=p2,p3", "--immediate=10",
+                                         "--exclusive", "hostname"], check=False,
+                                timeout=30)
+    assert plain.returncode != 0
+    result = actions.step(["p2", "p3"], 1, ["sh", "-c", "echo $SLURM_JOB_PARTITION"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["big", "big"]
+    one = actions.step(["p1"], 1, ["sh", "-c", "echo $SLURM_JOB_PARTITION"])
+    assert one.returncode == 0 and one.stdout.split() == ["gpu"]
+    with pytest.raises(ValidationError) as err:
+        actions.step(["p1", "p2"], 1, ["true"])
+    assert "share no partition" in str(err.value)
