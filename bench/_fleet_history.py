@@ -3,7 +3,7 @@ into a fresh embedded store before ``gpuwarden serve`` opens it.
 
 Each node is a :class:`~gpuwarden.gpu.sim.SimSource` polled on a fake clock every
 ``interval`` seconds from ``hours`` ago until now; its snapshot goes through the scraper's
-own ``snapshot_to_dict`` -> ``snapshot_samples`` path, plus ``up`` and
+own ``gpu.wire.encode_snapshot`` -> ``snapshot_samples`` path, plus ``up`` and
 ``scrape_duration_seconds`` as the scraper adds them.  The store runs on the same fake clock,
 so its chunks and rollups are cut as they would have been live.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gpuwarden.gpu.sim import SimSource
+from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.metrics.ingest import snapshot_samples
 from gpuwarden.metrics.model import Sample
-from gpuwarden.node.app import snapshot_to_dict
 from gpuwarden.node.poller import GpuPoller
 
 
@@ -87,7 +87,7 @@ def load_history(home: Path, node_names: list[str], hours: float, interval: floa
         for name, poller in pollers:
             snap = poller.poll_once()
             assert snap is not None
-            batch += snapshot_samples(name, snapshot_to_dict(snap, t))
+            batch += snapshot_samples(name, encode_snapshot(snap, t))
             labels = {"node": name}
             batch.append(Sample("up", labels, 1.0, t))
             batch.append(Sample("scrape_duration_seconds", labels, 0.004, t))

@@ -10,7 +10,7 @@ its root::
 Each node owns a real :class:`gpuwarden.gpu.sim.SimSource` behind a real
 :class:`gpuwarden.node.poller.GpuPoller`; it is polled lazily, at most once per
 ``--poll-interval`` seconds (the node daemon's default, 5 s), when a request finds its last
-poll older than that.  The JSON is the node daemon's own ``snapshot_to_dict``.  The text
+poll older than that.  The JSON is the node daemon's own ``gpu.wire.encode_snapshot``.  The text
 exposition is rendered once per node by gpuwarden's own renderer and kept as a template
 whose numbers are refilled from each new poll (gpuwarden's renderer costs ~3 ms per node;
 refilling costs a tenth of that), and ``--self-check`` proves the template's output is
@@ -39,7 +39,7 @@ from prometheus_client.utils import floatToGoString
 
 from gpuwarden.gpu.fields import FIELDS
 from gpuwarden.gpu.sim import SimSource
-from gpuwarden.node.app import snapshot_to_dict
+from gpuwarden.gpu.wire import encode_snapshot
 from gpuwarden.node.exposition import CONTENT_TYPE, GpuCollector, render
 from gpuwarden.node.poller import GpuPoller, NodeSnapshot
 
@@ -179,7 +179,7 @@ class SimNode:
     def snapshot_json(self) -> bytes:
         snap = self.snapshot()
         if self._json[0] != self._polls:
-            body = json.dumps(snapshot_to_dict(snap, time.time())).encode()
+            body = json.dumps(encode_snapshot(snap, time.time())).encode()
             self._json = (self._polls, body)
         return self._json[1]
 

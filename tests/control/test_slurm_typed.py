@@ -22,10 +22,9 @@ from fastapi.testclient import TestClient
 from gpuwarden.config import ServeConfig
 from gpuwarden.metrics.scraper import Scraper
 from gpuwarden.metrics.sqlite_store import SqliteStore
-from gpuwarden.node.slurm import snapshot_json
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.slurm.model import SlurmJob, SlurmNode, SlurmPartition, SlurmSnapshot
-from gpuwarden.slurm.wire import decode_summary
+from gpuwarden.slurm.wire import decode_summary, encode_summary
 from gpuwarden.state.db import StateDB
 from tests.metrics.hostile_server import real_snapshot
 
@@ -35,7 +34,7 @@ SLURM_ROUTES = ["/api/v1/slurm", "/api/v1/slurm/jobs", "/api/v1/slurm/jobs/7",
 
 def slurm_document() -> dict[str, Any]:
     """What a controller's daemon serves: one running job on one node of two GPUs."""
-    return snapshot_json(SlurmSnapshot(
+    return encode_summary(SlurmSnapshot(
         collected_at=time.time(), duration_s=0.1, up=True, interval_s=1.0,
         jobs=(SlurmJob(7, "train", "ana", "gpu", "RUNNING", nodes=("n1",), num_nodes=1,
                        num_cpus=4, tres_per_node="gres/gpu:1", start_time=time.time() - 60,

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.slow
 
 OLD = "0.0.1"
 # the real node daemon, told it is an older gpuwarden
-OLD_DAEMON = ("import runpy, gpuwarden.node.app as app, gpuwarden.node.exposition as ex; "
-              f"app.__version__ = ex.__version__ = {OLD!r}; "
+OLD_DAEMON = ("import runpy, gpuwarden.node.app as app, gpuwarden.node.exposition as ex, "
+              "gpuwarden.gpu.wire as wire; "
+              f"app.__version__ = ex.__version__ = wire.__version__ = {OLD!r}; "
               "runpy.run_module('gpuwarden', run_name='__main__')")
 
 
