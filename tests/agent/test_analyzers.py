@@ -162,6 +162,57 @@ def test_ask_without_an_llm_routes_to_the_analyzers(live, question, kind):
     assert expected.split(":")[0] in text
 
 
+@pytest.mark.parametrize(("question", "squeue_args"), [
+    ("how many jobs are running?", ["-t", "RUNNING"]),
+    ("which jobs are pending and why?", ["-t", "PENDING"]),
+    ("show me the queue", []),
+    ("what is running on {n1}?", ["-t", "RUNNING", "-w", "{n1}"]),
+    ("what is {owner} running?", ["-t", "RUNNING", "-u", "{owner}"]),
+])
+def test_a_question_about_the_queue_is_answered_with_what_squeue_lists(live, question,
+                                                                        squeue_args):
+    """The jobs, and the count, squeue lists for the same filter; pending ones with their
+    reason (the answer and squeue are read together until they agree: the answer is as old
+    as gpuwarden's last Slurm poll)."""
+    from gpuwarden.services import slurm
+
+    owner = next(j.user for j in slurm.jobs(live.cp) if j.state == "RUNNING")
+    fill = {"n1": node(1), "owner": owner}
+    q = question.format(**fill)
+    args = [a.format(**fill) for a in squeue_args]
+
+    def agree():
+        listed = sorted(int(i) for i in live.slurm("squeue", "-h", "-o", "%i", *args).split())
+        result = asyncio.run(router.route(live.cp, q))
+        assert isinstance(result, analyzers.Analysis) and result.kind == "jobs", result
+        return (result, listed) if sorted(result.data["jobs"]) == listed else None
+
+    result, listed = _wait(f"{q!r} to list what squeue {' '.join(args)} lists", agree)
+    count = rf"\b{len(listed)} jobs?\b" if listed else r"^No job"
+    assert re.search(count, result.summary), result.summary
+    for job_id in listed[:analyzers.MAX_JOBS_SHOWN]:
+        assert any(f"Job {job_id} " in f for f in result.facts), (job_id, result.facts)
+    if "PENDING" in args:
+        big = live.jobs["big-sweep"]
+        reason = live.squeue(big, "%r")
+        assert any(f"Job {big} " in f and reason in f for f in result.facts)
+    if "-u" in args:
+        assert result.data["user"] == owner
+    if "-w" in args:
+        assert result.data["node"] == node(1)
+
+
+def test_the_queue_of_someone_with_no_job_is_empty_not_everyone_s(live):
+    for q in ("what jobs does nobody-here have?", "what is nobody-here running?",
+              "list the jobs of user nobody-here"):
+        result = asyncio.run(router.route(live.cp, q))
+        assert isinstance(result, analyzers.Analysis) and result.kind == "jobs", (q, result)
+        assert result.data["user"] == "nobody-here" and result.data["jobs"] == [], q
+        assert result.summary.startswith("No job of nobody-here"), result.summary
+    overview = asyncio.run(router.route(live.cp, "how many GPUs are busy?"))
+    assert isinstance(overview, analyzers.Analysis) and overview.kind == "overview"
+
+
 def test_ask_without_an_llm_says_what_needs_one(live):
     text = asyncio.run(router.answer(live.cp, "write me a haiku about my cluster"))
     assert "No LLM is configured" in text and "agent.model" in text

@@ -943,3 +943,88 @@ def cluster_summary(cp: ControlPlane) -> Analysis:
     return Analysis(kind="overview", subject="cluster",
                     summary=f"Cluster {o.cluster}: {o.gpus.total} GPUs, mean utilization "
                             f"{mean}.", facts=facts, data=o.model_dump())
+
+
+MAX_JOBS_SHOWN = 25  # job lines in a queue answer; the rest are counted
+FINISHED_ASKED = {"FAILED", "COMPLETED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                  "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def job_list(cp: ControlPlane, *, states: frozenset[str] = frozenset(), user: str | None = None,
+             node: str | None = None) -> Analysis:
+    """The queue in words, meaning what ``squeue`` means: with no ``states``, every job Slurm
+    still holds (pending, running, completing, suspended: what plain ``squeue`` lists), else
+    the jobs in those states (``RUNNING`` = ``squeue -t R``); finished states come from the
+    accounting window (``sacct``).  ``user``/``node``: only that user's jobs, only jobs on
+    that node.  A line per job (its owner, state, nodes or pending reason, GPUs, time)."""
+    snap = slurm.summary(cp)
+    jobs = slurm.jobs(cp)
+    if states:
+        chosen = [j for j in jobs if j.state in states]
+    else:
+        chosen = [j for j in jobs if not j.finished and j.state in LIVE_STATES]
+    if user is not None:
+        chosen = [j for j in chosen if j.user == user]
+    if node is not None:
+        chosen = [j for j in chosen if node in j.nodes]
+    chosen.sort(key=lambda j: (j.state != "RUNNING", j.state != "PENDING", j.job_id))
+    counts: dict[str, int] = defaultdict(int)
+    for j in chosen:
+        counts[j.state] += 1
+    whose = f" of {user}" if user else ""
+    where = f" on {node}" if node else ""
+    order = sorted(counts, key=lambda s: (s != "RUNNING", s != "PENDING", s))
+    breakdown = ", ".join(f"{counts[s]} {s.lower()}" for s in order)
+    n = len(chosen)
+    jobs_word = f"{n} job{'' if n == 1 else 's'}{whose}"
+    if not states:
+        summary = (f"{jobs_word}{where} in the queue: {breakdown}." if chosen else
+                   f"No job{whose}{where} in the queue (squeue lists none).")
+    elif not chosen:
+        asked = " or ".join(sorted({s.lower() for s in states}))
+        summary = f"No job{whose} {asked}{where}" + (
+            " in Slurm's accounting window." if states & FINISHED_ASKED else ".")
+    elif len(counts) == 1:
+        summary = f"{jobs_word} {order[0].lower()}{where}."
+    else:
+        summary = f"{jobs_word}{where}: {breakdown}."
+    now = cp.clock()
+    facts = [_job_line(j, now) for j in chosen[:MAX_JOBS_SHOWN]]
+    if len(chosen) > MAX_JOBS_SHOWN:
+        facts.append(f"... and {len(chosen) - MAX_JOBS_SHOWN} more (GET /api/v1/slurm/jobs "
+                     "lists them all).")
+    if states & FINISHED_ASKED and not snap.accounting:
+        facts.append("Slurm accounting (slurmdbd) does not answer: finished jobs are the ones "
+                     "slurmctld still holds (MinJobAge), not sacct's.")
+    facts.append(f"As Slurm had it at {dt.datetime.fromtimestamp(snap.collected_at):%H:%M:%S} "
+                 "(gpuwarden's last Slurm poll).")
+    subject = " ".join(filter(None, ["jobs", user, node])) or "jobs"
+    return Analysis(kind="jobs", subject=subject, summary=summary, facts=facts,
+                    data={"states": sorted(states), "user": user, "node": node,
+                          "counts": dict(counts), "jobs": [j.job_id for j in chosen],
+                          "collected_at": snap.collected_at})
+
+
+def _job_line(job: SlurmJobView, now: float) -> str:
+    head = f"Job {job.job_id} {_q(job.name)} ({job.user}, {job.partition}): {job.state}"
+    gpus = job.gpus_allocated or job.alloc_gpus or job.gpus_requested
+    gpu_text = f", {gpus} GPU(s)" if gpus else ""
+    if job.state == "PENDING":
+        return (f"{head} ({job.reason}: {reasons.reason(job.reason).text}), asks for "
+                f"{job.gpus_requested} GPU(s) on {max(job.num_nodes, 1)} node(s), waiting "
+                f"{_duration(now - job.submit_time) if job.submit_time else 'unknown'}.")
+    where = f" on {', '.join(job.nodes)}" if job.nodes else ""
+    if job.finished:
+        code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
+        return f"{head}{where}{gpu_text}, ended {_when(job.end_time)}{code}."
+    since = f", for {_duration(now - job.start_time)}" if job.start_time else ""
+    return f"{head}{where}{gpu_text}{since}."
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"

@@ -17,6 +17,7 @@ ANALYZERS = {
     "node": "what is wrong with node3?",
     "efficiency": "how efficient are alice's jobs?",
     "overview": "how is the cluster doing?",
+    "jobs": "how many jobs are running?",
 }
 NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driver|ssh|"
                      r"shell|run the command|priority|requeue|resize|scale|delete file|"
@@ -26,6 +27,27 @@ ENDED = re.compile(r"\b(fail(s|ed|ure)?|crash(ed|es)?|die[ds]?|killed|exit(ed)?|
                    r"error|end(ed)?|finish(ed)?|complete[ds]?|succeed(ed)?|cancel+ed|"
                    r"time[ds]? ?out|oom|out of memory|stop(ped|s)?|abort(ed|s)?|what happened|"
                    r"how did)\b", re.I)
+# a question about the queue itself: how many / which jobs, what is running, squeue
+QUEUE = re.compile(r"\b(how many|list|show|which|what|who|count|any|anything|is there|"
+                   r"are there)\b.*\b(jobs?|queue[ds]?|running|pending|waiting)\b|\bsqueue\b|"
+                   r"\bthe queue\b", re.I)
+# whose jobs: "user X", "X's jobs", "jobs of X", "what is X running", "does X have"
+OWNER = re.compile(r"\b(?:user\s+([a-z_][\w.-]*)|([a-z_][\w.-]*)'s\s+jobs?|"
+                   r"jobs?\s+(?:of|for|by|from)\s+(?:user\s+)?([a-z_][\w.-]*)|"
+                   r"what\s+(?:is|does)\s+([a-z_][\w.-]*)\s+(?:running|run|have)|"
+                   r"(?:does|has)\s+([a-z_][\w.-]*)\s+(?:have|got))", re.I)
+NOT_A_USER = frozenset({"the", "it", "that", "this", "there", "anything", "anyone", "everyone",
+                        "each", "every", "my", "our", "all", "any", "slurm", "gpuwarden",
+                        "cluster", "node", "gpu", "which", "what"})
+STATE_WORDS = (
+    (re.compile(r"\brunning\b|\bactive\b|\bin progress\b", re.I), ("RUNNING",)),
+    (re.compile(r"\bpending\b|\bqueued\b|\bwaiting\b", re.I), ("PENDING",)),
+    (re.compile(r"\bfail(ed|ing|ures?)?\b", re.I), ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+                                                       "TIMEOUT", "BOOT_FAIL")),
+    (re.compile(r"\b(complete[d]?|succeeded|successful|finished ok)\b", re.I), ("COMPLETED",)),
+    (re.compile(r"\bcancel+ed\b", re.I), ("CANCELLED",)),
+    (re.compile(r"\btim(ed|es)? ?out\b", re.I), ("TIMEOUT",)),
+)
 USER = re.compile(r"\b(?:user\s+([a-z_][a-z0-9_.-]*)|([a-z_][a-z0-9_.-]*)'s\s+jobs?)", re.I)
 
 
@@ -84,6 +106,25 @@ async def answer(cp: ControlPlane, question: str) -> str:
     return result.text()
 
 
+def _queue(cp: ControlPlane, q: str, nodes: list[str]) -> analyzers.Analysis:
+    """The job list the question asks for: its states, its user (``OWNER``'s phrasings, or
+    the user of a job named as a word), its node."""
+    from gpuwarden.services import slurm
+
+    states = frozenset(s for pattern, named in STATE_WORDS if pattern.search(q) for s in named)
+    slurm_nodes = {n.name for n in slurm.nodes(cp)}
+    owner = OWNER.search(q)
+    name = next((g for g in owner.groups() if g), None) if owner else None
+    if name is not None and (name.lower() in NOT_A_USER or name in slurm_nodes):
+        name = None
+    if name is None:
+        said = actions.words(q)
+        name = next((j.user for j in slurm.jobs(cp) if j.user in said), None)
+    node = next((n for n in nodes if n in slurm_nodes), None) or next(
+        (w for w in sorted(actions.words(q)) if w in slurm_nodes), None)
+    return analyzers.job_list(cp, states=states, user=name, node=node)
+
+
 async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
     low = q.lower()
     job = JOB.search(q)
@@ -110,11 +151,14 @@ async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
         return analyzers.explain_pending(cp, int(job.group(1)))
     if re.search(r"wast|idle|cost|spend|money|\$|unused", low):
         return analyzers.waste_report(cp)
+    if not job and QUEUE.search(q) and not re.search(r"\bwhy\b.*\b(node|gpu)|how many (gpus|nodes)",
+                                                     low):
+        return _queue(cp, q, nodes)
     if nodes:
         return analyzers.node_doctor(cp, nodes[0])
     if job:
         return analyzers.explain_pending(cp, int(job.group(1)))
     if re.search(r"overview|status|summary|how is|how's|health|\bdown\b|offline|"
-                 r"unreachable|not answering", low):
+                 r"unreachable|not answering|how many (gpus|nodes)", low):
         return analyzers.cluster_summary(cp)
     return None
