@@ -1010,8 +1010,10 @@ def _job_line(job: SlurmJobView, now: float) -> str:
     gpus = job.gpus_allocated or job.alloc_gpus or job.gpus_requested
     gpu_text = f", {gpus} GPU(s)" if gpus else ""
     if job.state == "PENDING":
-        return (f"{head} ({job.reason}: {reasons.reason(job.reason).text}), asks for "
-                f"{job.gpus_requested} GPU(s) on {max(job.num_nodes, 1)} node(s), waiting "
+        asks = (f"{job.gpus_requested} GPU(s)" if job.gpus_requested else
+                f"no GPU ({job.num_cpus or 'some'} CPU(s))")
+        return (f"{head} ({job.reason}: {reasons.reason(job.reason).text}), asks for {asks} "
+                f"on {max(job.num_nodes, 1)} node(s), waiting "
                 f"{_duration(now - job.submit_time) if job.submit_time else 'unknown'}.")
     where = f" on {', '.join(job.nodes)}" if job.nodes else ""
     if job.finished:
