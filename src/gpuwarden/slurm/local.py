@@ -210,6 +210,9 @@ class LocalSlurmCluster:
             except _PortTaken as exc:
                 # the ports were free when chosen; something bound one before our daemon
                 # did: start over on new ones (down() ran)
+                if self.base_port is not None:  # the ports are the user's: no others
+                    raise LocalClusterError(f"{exc}: pick another base_port than "
+                                            f"{self.base_port}") from None
                 if attempt == _PORT_ATTEMPTS:
                     raise LocalClusterError(f"{exc} ({_PORT_ATTEMPTS} tries on different "
                                             "ports)") from None
