@@ -56,12 +56,13 @@ class NodeClient:
         return response.json()
 
     async def slurm_jobs(self) -> tuple[Any, ...]:
-        """The jobs Slurm has now (the controller's daemon, not a scrape), decoded into
+        """The jobs Slurm has now (the controller's daemon runs squeue for this: neither a
+        scrape nor its last Slurm cycle, which can be seconds old), decoded into
         :class:`~gpuwarden.slurm.model.SlurmJob`; NodeError when the list is malformed."""
         from gpuwarden.gpu.wire import SnapshotRefused
         from gpuwarden.slurm.wire import decode_jobs
 
-        found = await self.request("GET", "/api/v1/slurm/jobs")
+        found = await self.request("GET", "/api/v1/slurm/jobs?live=1")
         try:
             return decode_jobs(found)
         except SnapshotRefused as exc:

@@ -110,6 +110,34 @@ def test_controller_daemon_serves_slurm_and_refuses_bad_input(daemon_factory, sl
             assert example in refused.json()["detail"], refused.text
 
 
+def test_the_live_job_list_is_squeue_now_not_the_last_cycle(daemon_factory, slurm_cluster,
+                                                             actions, wait, clean_queue):
+    """What replace, stop and the checks read just before they act: a job that started
+    after the daemon's last Slurm cycle is in ``?live=1`` at once (a cycle of 300 s here)."""
+    import asyncio
+
+    import httpx
+
+    from gpuwarden.nodeclient import NodeClient
+
+    ctl = slurm_daemon(daemon_factory, slurm_cluster, "node1", "--slurm-controller",
+                       "--slurm-interval", "300")
+    wait("the first cycle", lambda: ctl.get("/api/v1/slurm/jobs").status_code == 200)
+    job = actions.submit(SLEEP, SubmitOptions(name="fresh", nodelist=("node2",)))
+    wait("the job runs", lambda: any(j.job_id == job and j.state == "RUNNING"
+                                     for j in actions.adapter.jobs()))
+    assert all(j["job_id"] != job for j in ctl.get("/api/v1/slurm/jobs").json())  # the cycle's
+    live = ctl.get("/api/v1/slurm/jobs?live=1&state=running").json()
+    assert [j["nodes"] for j in live if j["job_id"] == job] == [["node2"]]
+
+    async def through_the_client():
+        async with httpx.AsyncClient() as http:
+            return await NodeClient(http, ctl.url, None).slurm_jobs()
+
+    assert [j.state for j in asyncio.run(through_the_client()) if j.job_id == job] == \
+        ["RUNNING"]
+
+
 def test_control_plane_and_watchdog_act_on_slurm(daemon_factory, serve_factory, slurm_cluster,
                                                   adapter: SlurmAdapter, actions: SlurmActions,
                                                   wait, clean_queue, tmp_path):

@@ -6,8 +6,8 @@ Routes (all behind the node token):
 * ``GET /api/v1/slurm`` — the whole snapshot: queue counts, nodes, partitions, jobs
   (finished ones too: from sacct with accounting, else from squeue while slurmctld keeps
   them), scheduler stats, collector health, ``accounting`` (what the control plane scrapes);
-* ``GET /api/v1/slurm/jobs[?state=&user=&partition=]``, ``/jobs/{id}``, ``/nodes``,
-  ``/partitions``;
+* ``GET /api/v1/slurm/jobs[?state=&user=&partition=&live=1]`` (``live=1``: squeue now, not
+  the last cycle's), ``/jobs/{id}``, ``/nodes``, ``/partitions``;
 * ``POST /api/v1/slurm/jobs`` (submit), ``/jobs/{id}/cancel|hold|release|requeue|requeuehold``,
   ``/jobs/{id}/admin_comment`` (``{"comment": ...}``: the job's AdminComment),
   ``/nodes/{name}/drain`` (``{"reason": ...}``), ``/nodes/{name}/resume``.
@@ -40,7 +40,7 @@ from gpuwarden.slurm import (
 from gpuwarden.slurm.errors import BadRequest, ControllerUnreachable, SlurmTimeout
 from gpuwarden.slurm.model import not_found_text
 from gpuwarden.slurm.profiles import allocated_profiles
-from gpuwarden.slurm.wire import encode_summary
+from gpuwarden.slurm.wire import encode_summary, job_json
 
 
 async def _text_field(request: Request, name: str, what: str) -> str | Response:
@@ -122,11 +122,20 @@ class SlurmBridge:
         return doc if isinstance(doc, Response) else JSONResponse(doc)
 
     async def _jobs(self, request: Request) -> Response:
-        doc = self._doc_or_503()
-        if isinstance(doc, Response):
-            return doc
         q = request.query_params
-        jobs = [j for j in doc["jobs"]
+        if q.get("live") in ("1", "true"):
+            # squeue now, not the last cycle's: what a stop, replace or check asks just
+            # before it acts (a job that started since the cycle must not be missed)
+            try:
+                listed = [job_json(j) for j in await run_in_threadpool(self.actions.adapter.jobs)]
+            except SlurmError as exc:
+                return problem(503, "Service Unavailable", f"squeue failed: {exc}")
+        else:
+            doc = self._doc_or_503()
+            if isinstance(doc, Response):
+                return doc
+            listed = doc["jobs"]
+        jobs = [j for j in listed
                 if (not q.get("state") or j["state"] == q["state"].upper())
                 and (not q.get("user") or j["user"] == q["user"])
                 and (not q.get("partition") or j["partition"] == q["partition"])]
