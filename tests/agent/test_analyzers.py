@@ -213,6 +213,39 @@ def test_the_queue_of_someone_with_no_job_is_empty_not_everyone_s(live):
     assert isinstance(overview, analyzers.Analysis) and overview.kind == "overview"
 
 
+def test_which_alerts_fire_is_what_the_alerts_api_lists(live):
+    def agree():
+        with live.api() as c:
+            firing = sorted(a["id"] for a in c.get("/api/v1/alerts",
+                                                    params={"state": "firing"}).json())
+        result = asyncio.run(router.route(live.cp, "which alerts are firing?"))
+        assert isinstance(result, analyzers.Analysis) and result.kind == "alerts", result
+        return (result, firing) if sorted(result.data["firing"]) == firing else None
+
+    result, firing = _wait("the alerts answer to match GET /api/v1/alerts", agree)
+    assert firing, "the live cluster has faults: some alert fires"
+    assert result.summary.startswith(f"{len(firing)} alert(s) firing")
+    severities = [f.split(":", 1)[0] for f in result.facts]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    assert severities == sorted(severities, key=order.__getitem__)  # the worst first
+
+
+def test_drained_and_down_nodes_are_the_ones_sinfo_r_lists(live):
+    def agree():
+        listed = set(live.slurm("sinfo", "-R", "-h", "-N", "-o", "%N").split())
+        result = asyncio.run(router.route(live.cp, "which nodes are drained?"))
+        assert isinstance(result, analyzers.Analysis) and result.kind == "overview", result
+        fact = next(f for f in result.facts if f.startswith("Slurm nodes down or drained"))
+        named = {w for w in re.findall(r"[\w-]+", fact.split(":", 1)[1])
+                 if w.startswith(node(1).rsplit("-", 1)[0] + "-node")}
+        return (fact, listed) if named == listed else None
+
+    fact, listed = _wait("the drained nodes to match sinfo -R", agree)
+    assert node(5) in listed and "fan failure" in fact  # the live cluster drains node5
+    cost = asyncio.run(router.route(live.cp, "how much does the cluster cost per hour?"))
+    assert cost.kind == "overview" and any(f.startswith("Cost $") for f in cost.facts)
+
+
 def test_ask_without_an_llm_says_what_needs_one(live):
     text = asyncio.run(router.answer(live.cp, "write me a haiku about my cluster"))
     assert "No LLM is configured" in text and "agent.model" in text

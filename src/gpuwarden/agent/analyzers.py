@@ -819,8 +819,7 @@ def node_doctor(cp: ControlPlane, name: str) -> Analysis:
         if snode.reason:
             line += f", reason {_q(snode.reason)} since {_when(snode.reason_time)}"
         facts.append((_SLURM, line + "."))
-        if snode.state in ("down", "drained", "draining", "fail") or "DRAIN" in snode.flags \
-                or "NOT_RESPONDING" in snode.flags:
+        if _slurm_trouble(snode):
             problems.append((_SLURM, f"Slurm {state}"
                                      + (f" ({_q(snode.reason)})" if snode.reason else "")))
     open_alerts = [a for a in alert_svc.list_alerts(cp)
@@ -922,6 +921,57 @@ async def job_efficiency(cp: ControlPlane, *, job_id: int | None = None,
                     data={"days": days, "jobs": rows})
 
 
+def _slurm_trouble(node: SlurmNodeView) -> bool:
+    """Whether Slurm holds the node out of work: down, drained or draining, failing, not
+    responding (the nodes ``sinfo -R`` lists)."""
+    return (node.state in ("down", "drained", "draining", "fail", "failing")
+            or bool({"DRAIN", "FAIL", "NOT_RESPONDING"} & set(node.flags)))
+
+
+def _slurm_state(node: SlurmNodeView) -> str:
+    """The node's state in sinfo's words (%T): drained / draining (DRAIN on an idle or a
+    busy node), down, ... with the flags that matter."""
+    if "DRAIN" in node.flags and node.state not in ("down", "drained", "draining"):
+        base = "draining" if node.state in ("allocated", "mixed", "completing") else "drained"
+    else:
+        base = node.state
+    extra = [f.lower().replace("_", " ") for f in node.flags if f in ("NOT_RESPONDING", "FAIL")]
+    return base + (f" ({', '.join(extra)})" if extra else "")
+
+
+MAX_ALERTS_SHOWN = 25
+
+
+def _alert_line(a: Any) -> str:
+    marks = [" (silenced)" if a.silenced else "",
+             f" (acknowledged by {a.acknowledged_by})" if a.acknowledged_by else ""]
+    return (f"{a.severity}: {a.rule} on {a.subject}, since {_when(a.fired_at or a.started_at)}"
+            f"{''.join(marks)} — {a.summary}")
+
+
+def alert_list(cp: ControlPlane) -> Analysis:
+    """The alerts firing now (what ``gpuwarden alerts`` and ``GET /api/v1/alerts?state=firing``
+    list), the most severe first, each with its subject and summary; silenced ones said so."""
+    firing = alert_svc.list_alerts(cp, state="firing")
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    firing.sort(key=lambda a: (rank.get(a.severity, 3), -(a.fired_at or a.started_at)))
+    by = defaultdict(int)
+    for a in firing:
+        by[a.severity] += 1
+    if firing:
+        summary = (f"{len(firing)} alert(s) firing: "
+                   + ", ".join(f"{by[s]} {s}" for s in ("critical", "warning", "info") if by[s])
+                   + ".")
+    else:
+        summary = "No alert is firing."
+    facts = [_alert_line(a) for a in firing[:MAX_ALERTS_SHOWN]]
+    if len(firing) > MAX_ALERTS_SHOWN:
+        facts.append(f"... and {len(firing) - MAX_ALERTS_SHOWN} more (gpuwarden alerts lists "
+                     "them all).")
+    return Analysis(kind="alerts", subject="alerts", summary=summary, facts=facts,
+                    data={"firing": [a.id for a in firing], "by_severity": dict(by)})
+
+
 def cluster_summary(cp: ControlPlane) -> Analysis:
     """The overview in words: nodes, GPUs by state, cost, alerts, Slurm queue."""
     o = live.overview(cp)
@@ -937,6 +987,16 @@ def cluster_summary(cp: ControlPlane) -> Analysis:
                                           for n in down) + ".")
     if o.slurm:
         facts.append(f"Slurm: {o.slurm.running} running, {o.slurm.pending} pending jobs.")
+        try:
+            troubled = [n for n in slurm.nodes(cp) if _slurm_trouble(n)]
+        except GpuwardenError:
+            troubled = []
+        if troubled:  # what `sinfo -R` lists: the nodes Slurm holds down or drained, and why
+            facts.append("Slurm nodes down or drained (sinfo -R): " + "; ".join(
+                f"{n.name} {_slurm_state(n)}" + (f" ({_q(n.reason)})" if n.reason else "")
+                for n in troubled) + ".")
+        else:
+            facts.append("Slurm holds no node down or drained.")
     elif o.slurm_error:
         facts.append(f"Slurm: {o.slurm_error}")
     mean = f"{o.utilization_mean:.0f}%" if o.utilization_mean is not None else "unknown"

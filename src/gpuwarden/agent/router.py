@@ -18,6 +18,7 @@ ANALYZERS = {
     "efficiency": "how efficient are alice's jobs?",
     "overview": "how is the cluster doing?",
     "jobs": "how many jobs are running?",
+    "alerts": "which alerts are firing?",
 }
 NO_TOOL = re.compile(r"\b(reboot|restart|reset|reinstall|upgrade|update the driver|ssh|"
                      r"shell|run the command|priority|requeue|resize|scale|delete file|"
@@ -149,8 +150,14 @@ async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
         return await analyzers.job_outcome(cp, int(job.group(1)))
     if job and re.search(r"pending|waiting|wait|queued|stuck|not (start|run)|why", low):
         return analyzers.explain_pending(cp, int(job.group(1)))
-    if re.search(r"wast|idle|cost|spend|money|\$|unused", low):
+    total_cost = re.search(r"total cost|cost per hour|how much (does|do|is) .*\bcost|"
+                           r"(cluster|fleet) cost", low)
+    if re.search(r"wast|idle|spend|money|\$|unused", low) or (
+            "cost" in low and not total_cost):
         return analyzers.waste_report(cp)
+    if re.search(r"\balerts?\b|\bfiring\b|\balarms?\b", low) and not nodes \
+            and not re.search(r"\bjobs?\b", low):  # a node's alerts: its doctor says them
+        return analyzers.alert_list(cp)
     if not job and QUEUE.search(q) and not re.search(r"\bwhy\b.*\b(node|gpu)|how many (gpus|nodes)",
                                                      low):
         return _queue(cp, q, nodes)
@@ -159,6 +166,7 @@ async def route(cp: ControlPlane, q: str) -> analyzers.Analysis | str | None:
     if job:
         return analyzers.explain_pending(cp, int(job.group(1)))
     if re.search(r"overview|status|summary|how is|how's|health|\bdown\b|offline|"
-                 r"unreachable|not answering|how many (gpus|nodes)", low):
+                 r"unreachable|not answering|how many (gpus|nodes)|\bdrain|sinfo", low) \
+            or total_cost:
         return analyzers.cluster_summary(cp)
     return None
