@@ -168,6 +168,7 @@ def test_ask_without_an_llm_routes_to_the_analyzers(live, question, kind):
     ("show me the queue", []),
     ("what is running on {n1}?", ["-t", "RUNNING", "-w", "{n1}"]),
     ("what is {owner} running?", ["-t", "RUNNING", "-u", "{owner}"]),
+    ("what is currently running?", ["-t", "RUNNING"]),  # "currently" is no user
 ])
 def test_a_question_about_the_queue_is_answered_with_what_squeue_lists(live, question,
                                                                         squeue_args):
@@ -200,6 +201,22 @@ def test_a_question_about_the_queue_is_answered_with_what_squeue_lists(live, que
         assert result.data["user"] == owner
     if "-w" in args:
         assert result.data["node"] == node(1)
+
+
+def test_which_jobs_failed_is_what_sacct_says(live):
+    if not live.accounting:
+        pytest.skip("needs Slurm accounting: apt-get install -y mariadb-server slurmdbd")
+    live.wait_ended("crashes")
+    result = asyncio.run(router.route(live.cp, "which jobs failed?"))
+    assert isinstance(result, analyzers.Analysis) and result.kind == "jobs", result
+    assert live.jobs["crashes"] in result.data["jobs"]
+    for job_id in result.data["jobs"]:  # each one sacct has in a failed state
+        state = live.slurm("sacct", "-X", "-n", "-j", str(job_id), "-o", "State%20").split()[0]
+        assert state in ("FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "BOOT_FAIL"), (
+            job_id, state)
+        assert any(f"Job {job_id} " in f and state in f for f in result.facts)
+    crashed = next(f for f in result.facts if f"Job {live.jobs['crashes']} " in f)
+    assert "exit code 3" in crashed  # what sacct's ExitCode 3:0 says
 
 
 def test_the_queue_of_someone_with_no_job_is_empty_not_everyone_s(live):

@@ -1077,8 +1077,10 @@ def _job_line(job: SlurmJobView, now: float) -> str:
                 f"{_duration(now - job.submit_time) if job.submit_time else 'unknown'}.")
     where = f" on {', '.join(job.nodes)}" if job.nodes else ""
     if job.finished:
-        code = f", exit code {job.exit_code}" if job.exit_code is not None else ""
-        return f"{head}{where}{gpu_text}, ended {_when(job.end_time)}{code}."
+        code, sig = _exit_status(job)
+        how = (f", killed by {_signal_name(sig)}" if sig else
+               f", exit code {code}" if code is not None else "")
+        return f"{head}{where}{gpu_text}, ended {_when(job.end_time)}{how}."
     since = f", for {_duration(now - job.start_time)}" if job.start_time else ""
     return f"{head}{where}{gpu_text}{since}."
 

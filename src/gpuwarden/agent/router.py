@@ -32,14 +32,18 @@ ENDED = re.compile(r"\b(fail(s|ed|ure)?|crash(ed|es)?|die[ds]?|killed|exit(ed)?|
 QUEUE = re.compile(r"\b(how many|list|show|which|what|who|count|any|anything|is there|"
                    r"are there)\b.*\b(jobs?|queue[ds]?|running|pending|waiting)\b|\bsqueue\b|"
                    r"\bthe queue\b", re.I)
-# whose jobs: "user X", "X's jobs", "jobs of X", "what is X running", "does X have"
+# whose jobs: "user X", "X's jobs", "jobs of X" name a user; "what is X running" and "does X
+# have" may name a word instead ("what is currently running"): X counts there only when it is
+# someone with jobs or no common word
 OWNER = re.compile(r"\b(?:user\s+([a-z_][\w.-]*)|([a-z_][\w.-]*)'s\s+jobs?|"
-                   r"jobs?\s+(?:of|for|by|from)\s+(?:user\s+)?([a-z_][\w.-]*)|"
-                   r"what\s+(?:is|does)\s+([a-z_][\w.-]*)\s+(?:running|run|have)|"
-                   r"(?:does|has)\s+([a-z_][\w.-]*)\s+(?:have|got))", re.I)
-NOT_A_USER = frozenset({"the", "it", "that", "this", "there", "anything", "anyone", "everyone",
-                        "each", "every", "my", "our", "all", "any", "slurm", "gpuwarden",
-                        "cluster", "node", "gpu", "which", "what"})
+                   r"jobs?\s+(?:of|for|by|from)\s+(?:user\s+)?([a-z_][\w.-]*))", re.I)
+OWNER_MAYBE = re.compile(r"\b(?:what\s+(?:is|does)\s+([a-z_][\w.-]*)\s+(?:running|run|have)|"
+                         r"(?:does|has)\s+([a-z_][\w.-]*)\s+(?:have|got))", re.I)
+NOT_A_USER = frozenset({"the", "it", "that", "this", "there", "here", "anything", "anyone",
+                        "anybody", "someone", "somebody", "everyone", "everybody", "each",
+                        "every", "my", "our", "all", "any", "slurm", "gpuwarden", "cluster",
+                        "node", "gpu", "which", "what", "currently", "now", "still", "actually",
+                        "really", "else", "even", "also", "already", "then", "so"})
 STATE_WORDS = (
     (re.compile(r"\brunning\b|\bactive\b|\bin progress\b", re.I), ("RUNNING",)),
     (re.compile(r"\bpending\b|\bqueued\b|\bwaiting\b", re.I), ("PENDING",)),
@@ -114,13 +118,18 @@ def _queue(cp: ControlPlane, q: str, nodes: list[str]) -> analyzers.Analysis:
 
     states = frozenset(s for pattern, named in STATE_WORDS if pattern.search(q) for s in named)
     slurm_nodes = {n.name for n in slurm.nodes(cp)}
-    owner = OWNER.search(q)
-    name = next((g for g in owner.groups() if g), None) if owner else None
-    if name is not None and (name.lower() in NOT_A_USER or name in slurm_nodes):
-        name = None
+    users = {j.user for j in slurm.jobs(cp)}
+    said = actions.words(q)
+    name = None
+    for pattern in (OWNER, OWNER_MAYBE):
+        found = pattern.search(q)
+        word = next((g for g in found.groups() if g), None) if found else None
+        if word is not None and word not in slurm_nodes and (
+                word in users or word.lower() not in NOT_A_USER):
+            name = word
+            break
     if name is None:
-        said = actions.words(q)
-        name = next((j.user for j in slurm.jobs(cp) if j.user in said), None)
+        name = next((u for u in sorted(users) if u in said), None)
     node = next((n for n in nodes if n in slurm_nodes), None) or next(
         (w for w in sorted(actions.words(q)) if w in slurm_nodes), None)
     return analyzers.job_list(cp, states=states, user=name, node=node)
