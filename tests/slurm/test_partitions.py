@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gpuwarden.services.checks import by_partition
-from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, ValidationError
+from gpuwarden.services.checks import by_partition, holder_minutes
+from gpuwarden.slurm import LocalSlurmCluster, SlurmActions, SubmitOptions, ValidationError
 from gpuwarden.slurm.actions import shared_partition
 from gpuwarden.slurm.config import PartitionSpec
 
@@ -37,7 +37,7 @@ def two_partitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalSl
         Path(tmp_path_factory.mktemp("parts")) / "c", nodes=3, gpus_per_node=1,
         node_prefix="p", accounting=False,
         partitions=(PartitionSpec("gpu", ("p1",), default=True),
-                    PartitionSpec("big", ("p2", "p3"))))
+                    PartitionSpec("big", ("p2", "p3"), max_time="20")))
     cluster.up()
     try:
         yield cluster
@@ -62,3 +62,35 @@ def test_a_step_over_nodes_outside_the_default_partition_runs_in_theirs(
     with pytest.raises(ValidationError) as err:
         actions.step(["p1", "p2"], 1, ["true"])
     assert "share no partition" in str(err.value)
+
+
+@pytest.mark.slow
+def test_a_holder_fits_its_partition_s_max_time(two_partitions: LocalSlurmCluster) -> None:
+    """A long check's holder asks for 360 minutes; in a partition of MaxTime 20 Slurm
+    leaves that pending (PartitionTimeLimit), so the holder asks for the 20 it can get."""
+    from tests.waiting import wait_until
+
+    actions = SlurmActions(two_partitions.adapter())
+    limit = next(p.time_limit for p in actions.adapter.nodes().partitions if p.name == "big")
+    minutes = holder_minutes("long", limit)
+    assert minutes == 20 and holder_minutes("long", "UNLIMITED") == 360
+
+    def holder(time: str) -> int:
+        return actions.submit("#!/bin/sh\nsleep 300\n", SubmitOptions(
+            name="gpuwarden-check", nodes=1, nodelist=("p2",), partition="big", exclusive=True,
+            time=time, output="/dev/null"))
+
+    def job(job_id: int):
+        return next(j for j in actions.adapter.jobs() if j.job_id == job_id)
+
+    too_long = holder("360")
+    try:
+        wait_until("Slurm's reason", lambda: job(too_long).reason == "PartitionTimeLimit")
+        assert job(too_long).state == "PENDING"
+    finally:
+        actions.cancel(too_long)
+    fitting = holder(str(minutes))
+    try:
+        wait_until("the holder runs", lambda: job(fitting).state == "RUNNING")
+    finally:
+        actions.cancel(fitting)

@@ -30,7 +30,9 @@ from gpuwarden.nodeclient import NodeClient, NodeError
 from gpuwarden.services.context import ControlPlane
 from gpuwarden.services.models import CheckCounts, CheckResultView, CheckRunView, NodeChecks
 from gpuwarden.slurm.actions import shared_partition
+from gpuwarden.slurm.errors import ParseError
 from gpuwarden.slurm.model import ACTIVE_STATES, SlurmNode
+from gpuwarden.slurm.parsers.common import parse_duration
 from gpuwarden.state.inventory import Node
 from gpuwarden.watchdog.health import DRAIN_POLICY, check_alerts
 
@@ -306,30 +308,35 @@ class PeriodicChecks:
         of = {name: places[name].partitions for name in batch}
         groups = by_partition(batch, of) if across else [[name] for name in batch]
         try:
-            default = next((p.name for p in slurm._snapshot(cp).partitions if p.default), None)
+            parts = slurm._snapshot(cp).partitions
         except (slurm.SlurmUnavailable, slurm.SlurmNotConfigured):
-            default = None
+            parts = ()
+        default = next((p.name for p in parts if p.default), None)
+        limits = {p.name: p.time_limit for p in parts}
         for group in groups:
             gpus = min(places[name].gpus for name in group) if len(group) > 1 else 0
             # the holder names its partition (the default one when it holds the nodes):
             # sbatch's default partition need not hold them (a lab's second partition)
             partition = shared_partition(group, of, default)
-            task = asyncio.create_task(self._check(group, gpus, partition),
+            minutes = holder_minutes(level, limits.get(partition or ""))
+            task = asyncio.create_task(self._check(group, gpus, partition, minutes),
                                        name=f"periodic-check-{','.join(group)}")
             for name in group:
                 self.running[name] = task
         return batch
 
-    async def _check(self, names: list[str], gpus: int, partition: str | None) -> None:
+    async def _check(self, names: list[str], gpus: int, partition: str | None,
+                     minutes: int) -> None:
         try:
-            await self._held_check(names, gpus, partition)
+            await self._held_check(names, gpus, partition, minutes)
         except Exception:  # logged here: nobody awaits this task's result
             log.exception("periodic checks: %s failed", ", ".join(names))
 
-    async def _held_check(self, names: list[str], gpus: int, partition: str | None) -> None:
-        """Hold ``names`` with one exclusive job in ``partition`` (with ``gpus`` GPUs of each
-        when they are checked together, for the cross-node step), check them, cancel the
-        holder."""
+    async def _held_check(self, names: list[str], gpus: int, partition: str | None,
+                          minutes: int) -> None:
+        """Hold ``names`` with one exclusive job in ``partition`` for at most ``minutes``
+        (with ``gpus`` GPUs of each when they are checked together, for the cross-node step),
+        check them, cancel the holder."""
         from gpuwarden.services import slurm
 
         cp = self.cp
@@ -337,7 +344,7 @@ class PeriodicChecks:
         which = ", ".join(names)
         job_id = (await slurm.submit(cp, cp.http(), "checks", {
             "script": "#!/bin/sh\nsleep 86400\n", "name": HOLDER_NAME, "nodes": len(names),
-            "nodelist": names, "exclusive": True, "time": HOLDER_MINUTES[level],
+            "nodelist": names, "exclusive": True, "time": str(minutes),
             "output": "/dev/null", **({"gpus_per_node": gpus} if gpus else {}),
             **({"partition": partition} if partition else {}),
             "comment": f"gpuwarden: holds {which} for its periodic {level} checks"})).job_id
@@ -373,4 +380,16 @@ class PeriodicChecks:
 
 
 # the holder's Slurm time limit (minutes) by level: it ends by itself if gpuwarden does not
-HOLDER_MINUTES = {"quick": "30", "standard": "90", "long": "360"}
+HOLDER_MINUTES = {"quick": 30, "standard": 90, "long": 360}
+
+
+def holder_minutes(level: str, partition_limit: str | None) -> int:
+    """The holder's time limit: the level's, cut to the partition's MaxTime when that is
+    shorter (Slurm would leave a longer one pending, PartitionTimeLimit, and the node would
+    be skipped as busy every round)."""
+    minutes = HOLDER_MINUTES[level]
+    try:
+        limit = parse_duration(partition_limit) if partition_limit else None
+    except ParseError:
+        limit = None
+    return max(1, min(minutes, limit // 60)) if limit is not None else minutes
