@@ -117,8 +117,9 @@ def _queue(cp: ControlPlane, q: str, nodes: list[str]) -> analyzers.Analysis:
     from gpuwarden.services import slurm
 
     states = frozenset(s for pattern, named in STATE_WORDS if pattern.search(q) for s in named)
-    slurm_nodes = {n.name for n in slurm.nodes(cp)}
-    users = {j.user for j in slurm.jobs(cp)}
+    snap = slurm._snapshot(cp)  # the typed snapshot: no view of every job just for names
+    slurm_nodes = {n.name for n in snap.nodes}
+    users = {j.user for j in snap.jobs}
     said = actions.words(q)
     name = None
     for pattern in (OWNER, OWNER_MAYBE):

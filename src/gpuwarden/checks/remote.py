@@ -66,13 +66,15 @@ class SlurmPlace:
 async def slurm_places(controller: NodeClient) -> dict[str, SlurmPlace]:
     """Every Slurm node's DRAIN flag, reason, state, GPUs and partitions, from the
     controller's daemon."""
-    nodes = await controller.request("GET", "/api/v1/slurm/nodes")
-    if not isinstance(nodes, list):
-        raise NodeError("the controller's Slurm node list is not a list")
-    return {n["name"]: SlurmPlace("DRAIN" in (n.get("flags") or []), n.get("reason") or "",
-                                  n.get("state") or "", int(n.get("gpus_total") or 0),
-                                  tuple(p for p in n.get("partitions") or () if isinstance(p, str)))
-            for n in nodes if isinstance(n, dict)}
+    from gpuwarden.gpu.wire import SnapshotRefused
+    from gpuwarden.slurm.wire import decode_nodes
+
+    try:
+        nodes = decode_nodes(await controller.request("GET", "/api/v1/slurm/nodes"))
+    except SnapshotRefused as exc:
+        raise NodeError(f"the controller's Slurm node list is malformed: {exc.reason}") from None
+    return {n.name: SlurmPlace("DRAIN" in n.flags, n.reason, n.state, n.gpus_total,
+                               n.partitions) for n in nodes}
 
 
 # srun's words when --immediate gives up or the nodes cannot be allocated at all

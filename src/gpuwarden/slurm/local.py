@@ -531,7 +531,7 @@ class LocalSlurmCluster:
                 return
             except SlurmError as exc:
                 if time.monotonic() > deadline or not processes.alive(self._read_pid("slurmdbd")):
-                    self._raise_if_port_taken("slurmdbd", Path(acct.log_file))
+                    self._check_port_taken("slurmdbd", Path(acct.log_file))
                     raise LocalClusterError(f"slurmdbd did not answer: {exc} (see "
                                             f"{acct.log_file})") from exc
             time.sleep(0.1)
@@ -578,7 +578,7 @@ class LocalSlurmCluster:
     def _log(self, daemon: str) -> Path:
         return self.directory / "log" / f"{daemon}.log"
 
-    def _raise_if_port_taken(self, daemon: str, log: Path) -> None:
+    def _check_port_taken(self, daemon: str, log: Path) -> None:
         """For a daemon that died after it started: was its port taken?"""
         _raise_if_port_taken(daemon, _log_since(log, self._log_start.get(log, 0)))
 
@@ -593,7 +593,7 @@ class LocalSlurmCluster:
             except SlurmError as exc:
                 last = exc
             if not processes.alive(self._read_pid("slurmctld")):
-                self._raise_if_port_taken("slurmctld", self._log("slurmctld"))
+                self._check_port_taken("slurmctld", self._log("slurmctld"))
                 break
             time.sleep(0.2)
         raise LocalClusterError(f"slurmctld did not answer: {last} "

@@ -232,6 +232,12 @@ def decode_jobs(items: Any, key: str = "jobs") -> tuple[SlurmJob, ...]:
     return _records(SlurmJob, _JOB, items, key)
 
 
+def decode_nodes(items: Any, key: str = "nodes") -> tuple[SlurmNode, ...]:
+    """The nodes of a list of node documents (the controller daemon's
+    ``/api/v1/slurm/nodes``), or :class:`SnapshotRefused` naming the first field at fault."""
+    return _records(SlurmNode, _NODE, items, key)
+
+
 def decode_summary(doc: Any) -> SlurmSnapshot:
     """The :class:`SlurmSnapshot` a controller's ``/api/v1/slurm`` document holds, or
     :class:`SnapshotRefused`."""
